@@ -1,0 +1,138 @@
+//! EL2 configuration for running guests, and moving a vCPU's EL1 state in and out of the CPU.
+
+use aarch64_cpu::registers::*;
+use tock_registers::interfaces::{Readable, Writeable};
+
+use crate::exit::TrapSyndrome;
+use crate::vcpu::{El1SysRegs, ExceptionRegisters};
+
+/// `CPTR_EL2` (E2H = 0): RES1 bits 13, 9 and 7:0, SVE (TZ, bit 8) and SME (TSM, bit 12) trapped,
+/// FP/SIMD (TFP, bit 10) not trapped: guests own the FP registers and the hypervisor, built
+/// soft-float, never touches them.
+const CPTR_EL2_VALUE: u64 = 0x33ff;
+
+/// The physical address size the CPU supports, as `ID_AA64MMFR0_EL1.PARange`.
+pub fn parange() -> u8 {
+    ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) as u8
+}
+
+/// Sets up this CPU's EL2 controls for running guests: stage 2 on, guests in AArch64, physical
+/// interrupts to EL2, and traps for SMC, WFI/WFE and IMPLEMENTATION DEFINED registers.
+pub fn configure_el2(vtcr: u64) {
+    HCR_EL2.write(
+        HCR_EL2::VM::Enable
+            + HCR_EL2::RW::EL1IsAarch64
+            + HCR_EL2::IMO::EnableVirtualIRQ
+            + HCR_EL2::FMO::EnableVirtualFIQ
+            + HCR_EL2::AMO::SET
+            + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+            + HCR_EL2::TWI::SET
+            + HCR_EL2::TWE::SET
+            + HCR_EL2::TIDCP::SET
+            + HCR_EL2::FB::SET
+            + HCR_EL2::BSU::InnerShareable
+            + HCR_EL2::PTW::SET,
+    );
+    CPTR_EL2.set(CPTR_EL2_VALUE);
+    // The guest reads the counter and uses its EL1 physical timer directly until the timer
+    // emulation arrives; the virtual counter has no offset.
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET);
+    CNTVOFF_EL2.set(0);
+    VTCR_EL2.set(vtcr);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Makes `vttbr` (stage-2 root and VMID) and `mpidr` current for the next guest entry.
+pub fn load_stage2_and_identity(vttbr: u64, mpidr: u64) {
+    VTTBR_EL2.set(vttbr);
+    VMPIDR_EL2.set(mpidr);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// The syndrome registers of the exit that just happened.
+pub fn trap_syndrome() -> TrapSyndrome {
+    TrapSyndrome {
+        esr: ESR_EL2.get(),
+        far: FAR_EL2.get(),
+        hpfar: HPFAR_EL2.get(),
+    }
+}
+
+/// Loads a vCPU's EL1 registers into the CPU.
+pub fn load_el1(regs: &El1SysRegs) {
+    SCTLR_EL1.set(regs.sctlr_el1);
+    ACTLR_EL1.set(regs.actlr_el1);
+    CPACR_EL1.set(regs.cpacr_el1);
+    TTBR0_EL1.set(regs.ttbr0_el1);
+    TTBR1_EL1.set(regs.ttbr1_el1);
+    TCR_EL1.set(regs.tcr_el1);
+    MAIR_EL1.set(regs.mair_el1);
+    AMAIR_EL1.set(regs.amair_el1);
+    VBAR_EL1.set(regs.vbar_el1);
+    CONTEXTIDR_EL1.set(regs.contextidr_el1);
+    TPIDR_EL0.set(regs.tpidr_el0);
+    TPIDRRO_EL0.set(regs.tpidrro_el0);
+    TPIDR_EL1.set(regs.tpidr_el1);
+    SP_EL0.set(regs.sp_el0);
+    SP_EL1.set(regs.sp_el1);
+    ELR_EL1.set(regs.elr_el1);
+    SPSR_EL1.set(regs.spsr_el1);
+    ESR_EL1.set(regs.esr_el1);
+    FAR_EL1.set(regs.far_el1);
+    AFSR0_EL1.set(regs.afsr0_el1);
+    AFSR1_EL1.set(regs.afsr1_el1);
+    PAR_EL1.set(regs.par_el1);
+    CNTKCTL_EL1.set(regs.cntkctl_el1);
+    CSSELR_EL1.set(regs.csselr_el1);
+    MDSCR_EL1.set(regs.mdscr_el1);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Reads a vCPU's EL1 registers back out of the CPU.
+pub fn save_el1() -> El1SysRegs {
+    El1SysRegs {
+        sctlr_el1: SCTLR_EL1.get(),
+        actlr_el1: ACTLR_EL1.get(),
+        cpacr_el1: CPACR_EL1.get(),
+        ttbr0_el1: TTBR0_EL1.get(),
+        ttbr1_el1: TTBR1_EL1.get(),
+        tcr_el1: TCR_EL1.get(),
+        mair_el1: MAIR_EL1.get(),
+        amair_el1: AMAIR_EL1.get(),
+        vbar_el1: VBAR_EL1.get(),
+        contextidr_el1: CONTEXTIDR_EL1.get(),
+        tpidr_el0: TPIDR_EL0.get(),
+        tpidrro_el0: TPIDRRO_EL0.get(),
+        tpidr_el1: TPIDR_EL1.get(),
+        sp_el0: SP_EL0.get(),
+        sp_el1: SP_EL1.get(),
+        elr_el1: ELR_EL1.get(),
+        spsr_el1: SPSR_EL1.get(),
+        esr_el1: ESR_EL1.get(),
+        far_el1: FAR_EL1.get(),
+        afsr0_el1: AFSR0_EL1.get(),
+        afsr1_el1: AFSR1_EL1.get(),
+        par_el1: PAR_EL1.get(),
+        cntkctl_el1: CNTKCTL_EL1.get(),
+        csselr_el1: CSSELR_EL1.get(),
+        mdscr_el1: MDSCR_EL1.get(),
+    }
+}
+
+/// The EL1 registers of the vCPU currently loaded on this CPU.
+pub struct LiveEl1;
+
+impl ExceptionRegisters for LiveEl1 {
+    fn vector_base(&self) -> u64 {
+        VBAR_EL1.get()
+    }
+
+    fn enter_exception(&mut self, esr: u64, far: Option<u64>, elr: u64, spsr: u64) {
+        ESR_EL1.set(esr);
+        if let Some(far) = far {
+            FAR_EL1.set(far);
+        }
+        ELR_EL1.set(elr);
+        SPSR_EL1.set(spsr);
+    }
+}

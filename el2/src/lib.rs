@@ -1,0 +1,18 @@
+//! The hypervisor's portable core: everything that decides what happens to a guest, written
+//! without touching hardware so that it is tested on the host. The `arch` module (built only for
+//! the board) holds the boot code, exception vectors, world switch and system-register access.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+pub mod bootargs;
+pub mod exit;
+pub mod image;
+pub mod instance;
+pub mod memory;
+pub mod mmio;
+pub mod pl011;
+pub mod psci;
+pub mod vcpu;

@@ -1,0 +1,221 @@
+//! The emulated PL011 UART each instance gets as its console.
+//!
+//! Transmit only for now: every byte the guest writes to DR is collected into lines, and each line
+//! reaches the board console prefixed with the instance's name. The PrimeCell identification
+//! registers answer like an ARM PL011 (the AMBA bus in Linux probes them).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::mmio::MmioDevice;
+
+const DR: u64 = 0x000;
+const RSR_ECR: u64 = 0x004;
+const FR: u64 = 0x018;
+const ILPR: u64 = 0x020;
+const IBRD: u64 = 0x024;
+const FBRD: u64 = 0x028;
+const LCR_H: u64 = 0x02c;
+const CR: u64 = 0x030;
+const IFLS: u64 = 0x034;
+const IMSC: u64 = 0x038;
+const RIS: u64 = 0x03c;
+const MIS: u64 = 0x040;
+const ICR: u64 = 0x044;
+const DMACR: u64 = 0x048;
+const ID_BASE: u64 = 0xfe0;
+
+/// Flag register: receive FIFO empty.
+const FR_RXFE: u64 = 1 << 4;
+/// Flag register: transmit FIFO empty.
+const FR_TXFE: u64 = 1 << 7;
+
+/// PeriphID0..3 then PCellID0..3 of an ARM PL011 r1p5, at 0xfe0..0xffc.
+const ID_REGISTERS: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
+
+/// Longest line passed on at once; longer output is split.
+const MAX_LINE: usize = 256;
+
+/// Where finished console lines go: the instance's name and one line without its newline.
+pub type LineSink = fn(instance: &str, line: &str);
+
+/// An emulated PL011 with its guest-visible register state.
+pub struct Pl011 {
+    instance: String,
+    sink: LineSink,
+    line: Vec<u8>,
+    ibrd: u64,
+    fbrd: u64,
+    lcr_h: u64,
+    cr: u64,
+    ifls: u64,
+    imsc: u64,
+    dmacr: u64,
+    ilpr: u64,
+}
+
+impl Pl011 {
+    /// The size of the register window.
+    pub const WINDOW: u64 = 0x1000;
+
+    /// A UART in its reset state whose lines go to `sink` under the name `instance`.
+    pub fn new(instance: &str, sink: LineSink) -> Self {
+        Self {
+            instance: instance.into(),
+            sink,
+            line: Vec::with_capacity(MAX_LINE),
+            ibrd: 0,
+            fbrd: 0,
+            lcr_h: 0,
+            cr: 0x300,
+            ifls: 0x12,
+            imsc: 0,
+            dmacr: 0,
+            ilpr: 0,
+        }
+    }
+
+    fn transmit(&mut self, byte: u8) {
+        match byte {
+            b'\n' => self.flush(),
+            b'\r' => {}
+            _ => {
+                self.line.push(byte);
+                if self.line.len() >= MAX_LINE {
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    /// Passes on any partial line, e.g. when the instance stops.
+    pub fn flush(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        (self.sink)(&self.instance, &text);
+        self.line.clear();
+    }
+
+    /// True if output is waiting for its newline.
+    pub fn has_partial_line(&self) -> bool {
+        !self.line.is_empty()
+    }
+}
+
+impl MmioDevice for Pl011 {
+    fn window_size(&self) -> u64 {
+        Self::WINDOW
+    }
+
+    fn read(&mut self, offset: u64, _size: u8) -> u64 {
+        match offset {
+            FR => FR_TXFE | FR_RXFE,
+            ILPR => self.ilpr,
+            IBRD => self.ibrd,
+            FBRD => self.fbrd,
+            LCR_H => self.lcr_h,
+            CR => self.cr,
+            IFLS => self.ifls,
+            IMSC => self.imsc,
+            DMACR => self.dmacr,
+            // No receive path yet: DR, the error and interrupt status registers read as zero.
+            DR | RSR_ECR | RIS | MIS => 0,
+            ID_BASE..=0xffc if offset % 4 == 0 => {
+                u64::from(ID_REGISTERS[((offset - ID_BASE) / 4) as usize])
+            }
+            _ => 0,
+        }
+    }
+
+    fn write(&mut self, offset: u64, _size: u8, value: u64) {
+        match offset {
+            DR => self.transmit(value as u8),
+            ILPR => self.ilpr = value & 0xff,
+            IBRD => self.ibrd = value & 0xffff,
+            FBRD => self.fbrd = value & 0x3f,
+            LCR_H => self.lcr_h = value & 0xff,
+            CR => self.cr = value & 0xff87,
+            IFLS => self.ifls = value & 0x3f,
+            IMSC => self.imsc = value & 0x7ff,
+            DMACR => self.dmacr = value & 0x7,
+            // No interrupt or error is ever raised, so clearing them changes nothing.
+            ICR | RSR_ECR => {}
+            // The remaining offsets are read-only or reserved.
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::string::ToString;
+
+    std::thread_local! {
+        static LINES: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn record(instance: &str, line: &str) {
+        LINES.with(|lines| {
+            lines
+                .borrow_mut()
+                .push((instance.to_string(), line.to_string()))
+        });
+    }
+
+    fn take_lines() -> Vec<(String, String)> {
+        LINES.with(|lines| core::mem::take(&mut *lines.borrow_mut()))
+    }
+
+    #[test]
+    fn lines_reach_the_sink_with_the_instance_name() {
+        let mut uart = Pl011::new("guest0", record);
+        for byte in b"hello\r\nworld" {
+            uart.write(DR, 1, u64::from(*byte));
+        }
+        assert_eq!(take_lines(), [("guest0".to_string(), "hello".to_string())]);
+        assert!(uart.has_partial_line());
+        uart.flush();
+        assert_eq!(take_lines(), [("guest0".to_string(), "world".to_string())]);
+    }
+
+    #[test]
+    fn long_lines_are_split() {
+        let mut uart = Pl011::new("g", record);
+        for _ in 0..MAX_LINE + 3 {
+            uart.write(DR, 1, u64::from(b'x'));
+        }
+        uart.flush();
+        let lines = take_lines();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].1.len(), MAX_LINE);
+        assert_eq!(lines[1].1.len(), 3);
+    }
+
+    #[test]
+    fn identification_and_flags() {
+        let mut uart = Pl011::new("g", record);
+        let ids: Vec<u64> = (0..8).map(|i| uart.read(ID_BASE + 4 * i, 4)).collect();
+        assert_eq!(ids, [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1]);
+        assert_eq!(uart.read(FR, 4), FR_TXFE | FR_RXFE);
+        assert_eq!(uart.read(0xfe2, 1), 0, "unaligned ID offsets are reserved");
+        assert_eq!(uart.read(CR, 4), 0x300, "reset value of UARTCR");
+    }
+
+    #[test]
+    fn control_registers_read_back() {
+        let mut uart = Pl011::new("g", record);
+        uart.write(IBRD, 4, 0x1_0027);
+        uart.write(FBRD, 4, 0xff);
+        uart.write(LCR_H, 4, 0x70);
+        uart.write(CR, 4, 0x301);
+        uart.write(IMSC, 4, 0x50);
+        assert_eq!(uart.read(IBRD, 4), 0x0027);
+        assert_eq!(uart.read(FBRD, 4), 0x3f);
+        assert_eq!(uart.read(LCR_H, 4), 0x70);
+        assert_eq!(uart.read(CR, 4), 0x301);
+        assert_eq!(uart.read(IMSC, 4), 0x50);
+        uart.write(FR, 4, 0);
+        assert_eq!(uart.read(FR, 4), FR_TXFE | FR_RXFE, "FR is read-only");
+    }
+}

@@ -1,0 +1,66 @@
+//! A polled driver for the board's ARM PL011 UART, used as the hypervisor's console.
+
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::registers::{ReadOnly, ReadWrite};
+use tock_registers::{register_bitfields, register_structs};
+
+register_bitfields! {u32,
+    FR [
+        /// Transmit FIFO full.
+        TXFF OFFSET(5) NUMBITS(1) [],
+    ]
+}
+
+register_structs! {
+    /// The PL011 registers the console uses.
+    Registers {
+        (0x00 => dr: ReadWrite<u32>),
+        (0x04 => _reserved0),
+        (0x18 => fr: ReadOnly<u32, FR::Register>),
+        (0x1c => @END),
+    }
+}
+
+/// The board console: a PL011 that firmware or QEMU has already configured.
+pub struct Pl011Console {
+    registers: &'static Registers,
+}
+
+impl Pl011Console {
+    /// A console on the PL011 at `base`.
+    ///
+    /// # Safety
+    /// `base` must be the address of a PL011's registers, mapped as device memory, used by
+    /// nothing else for the life of the console.
+    pub unsafe fn new(base: usize) -> Self {
+        // SAFETY: the caller guarantees `base` points at a PL011 register block that stays
+        // mapped and is used only through this console.
+        Self {
+            registers: unsafe { &*(base as *const Registers) },
+        }
+    }
+
+    /// Sends one byte, waiting while the transmit FIFO is full.
+    pub fn write_byte(&mut self, byte: u8) {
+        while self.registers.fr.is_set(FR::TXFF) {
+            core::hint::spin_loop();
+        }
+        self.registers.dr.set(u32::from(byte));
+    }
+}
+
+// SAFETY: the console owns its UART (see `new`), and registers are only touched through
+// `&mut self`, so moving it to another CPU cannot cause concurrent access.
+unsafe impl Send for Pl011Console {}
+
+impl core::fmt::Write for Pl011Console {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        for byte in text.bytes() {
+            if byte == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(byte);
+        }
+        Ok(())
+    }
+}

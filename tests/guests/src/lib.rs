@@ -1,0 +1,77 @@
+//! Runtime of the bare-metal test guests: arm64 Image entry, EL1 identity map, exception vectors,
+//! PL011 console, SMCCC/PSCI calls and PASS/FAIL reporting.
+//!
+//! A guest binary defines `fn main(dtb: usize) -> !` and registers it with [`entry!`].
+#![cfg(target_os = "none")]
+#![no_std]
+
+mod boot;
+pub mod console;
+pub mod exception;
+pub mod report;
+pub mod smccc;
+
+pub use exception::{ExceptionRecord, take_exception};
+pub use report::{check, fail, finish, pass};
+pub use smccc::{hvc_call, smc_call, system_off};
+
+unsafe extern "Rust" {
+    /// The guest's entry, defined by [`entry!`] in the binary.
+    fn guest_main(dtb: usize) -> !;
+}
+
+/// Registers `$main: fn(usize) -> !` as the guest entry; it receives the DTB address (x0 at boot).
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        /// Guest entry, called by the runtime once the MMU and console are up.
+        #[unsafe(no_mangle)]
+        fn guest_main(dtb: usize) -> ! {
+            $main(dtb)
+        }
+    };
+}
+
+/// First Rust code, called from the boot assembly with the MMU and caches on.
+#[unsafe(no_mangle)]
+extern "C" fn test_guests_rust_start(dtb: usize) -> ! {
+    console::init_from_dt(dtb);
+    // SAFETY: `guest_main` is defined by the binary through `entry!` with this exact signature.
+    unsafe { guest_main(dtb) }
+}
+
+/// Address of the first byte after the image footprint (BSS and stack included).
+pub fn image_end() -> usize {
+    unsafe extern "C" {
+        static _end: u8;
+    }
+    // Only the address of the linker-script symbol is taken; it is never read.
+    core::ptr::addr_of!(_end) as usize
+}
+
+/// Volatile 32-bit read from a physical (identity-mapped) address; it may fault.
+///
+/// # Safety
+/// `addr` must be 4-byte aligned and reading it must not break anything the guest relies on (a
+/// synchronous abort is fine: the vectors record it and skip the access).
+#[inline(always)]
+pub unsafe fn mmio_read32(addr: usize) -> u32 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+/// Volatile 32-bit write to a physical (identity-mapped) address; it may fault.
+///
+/// # Safety
+/// As for [`mmio_read32`], for a write.
+#[inline(always)]
+pub unsafe fn mmio_write32(addr: usize, value: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("FAIL: panic: {info}");
+    system_off()
+}

@@ -1,0 +1,92 @@
+//! Helpers for the QEMU scenarios in `tests/`: boot a board, then assert on its serial log,
+//! printing the whole log when an assertion fails.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use xtask::build;
+use xtask::qemu::{Board, Run};
+
+/// Longest a scenario may run before it is killed and fails.
+pub const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A board with the built hypervisor running the test guest `guest`.
+pub fn board_with_guest(guest: &str) -> Board {
+    let hypervisor = build::hypervisor_image();
+    let image = build::guest_image(guest);
+    for path in [&hypervisor, &image] {
+        assert!(
+            path.exists(),
+            "{} is missing: run the scenarios with `cargo xtask test`",
+            path.display()
+        );
+    }
+    Board::new(hypervisor, image, guest)
+}
+
+/// A board whose guest image is the file at `image`.
+pub fn board_with_image(image: PathBuf, name: &str) -> Board {
+    Board::new(build::hypervisor_image(), image, name)
+}
+
+/// A finished board run with assertions that show the serial log when they fail.
+pub struct Log {
+    run: Run,
+    name: String,
+}
+
+impl Log {
+    /// Boots `board` and waits for it to power off (or time out).
+    pub fn boot(name: &str, board: &Board) -> Self {
+        let run = board
+            .run(TIMEOUT)
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        Self {
+            run,
+            name: name.into(),
+        }
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "scenario {}: {what}\n----- serial log -----\n{}\n----- QEMU stderr -----\n{}\n-----",
+            self.name, self.run.serial, self.run.stderr
+        );
+    }
+
+    /// The board powered itself off (QEMU exited 0) before the timeout.
+    pub fn powered_off(&self) -> &Self {
+        if self.run.timed_out {
+            self.fail(&format!("timed out after {TIMEOUT:?}"));
+        }
+        if !self.run.success {
+            self.fail("QEMU exited with an error");
+        }
+        self
+    }
+
+    /// Some line contains `text`.
+    pub fn has(&self, text: &str) -> &Self {
+        if !self.run.serial.lines().any(|line| line.contains(text)) {
+            self.fail(&format!("no line contains {text:?}"));
+        }
+        self
+    }
+
+    /// No line contains `text`.
+    pub fn lacks(&self, text: &str) -> &Self {
+        if let Some(line) = self.run.serial.lines().find(|line| line.contains(text)) {
+            self.fail(&format!("unexpected line {line:?}"));
+        }
+        self
+    }
+
+    /// The lines containing `first` and then `second` appear in that order.
+    pub fn in_order(&self, first: &str, second: &str) -> &Self {
+        let position = |text: &str| self.run.serial.lines().position(|line| line.contains(text));
+        match (position(first), position(second)) {
+            (Some(a), Some(b)) if a < b => self,
+            _ => self.fail(&format!("expected {first:?} before {second:?}")),
+        }
+    }
+}

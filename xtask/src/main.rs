@@ -1,0 +1,109 @@
+//! `cargo xtask <command>`: build, run and test the hypervisor.
+
+use std::process::{Command, ExitCode};
+
+use xtask::build::{self, workspace_root};
+use xtask::qemu::{self, Board};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  build                      build the hypervisor and test guest images into target/images
+  run [--guest IMAGE] [--smp N] [--gic 2|3] [--mem MiB]
+                             boot the hypervisor on QEMU virt with a guest (default: the
+                             `basic` test guest), serial console on this terminal
+  test                       host unit tests, then every QEMU scenario";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build") => build::build_all(),
+        Some("run") => run(&args[1..]),
+        Some("test") => test(),
+        _ => Err(USAGE.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    qemu::check_qemu()?;
+    build::build_all()?;
+    let mut board = Board::new(
+        build::hypervisor_image(),
+        build::guest_image("basic"),
+        "basic",
+    );
+    let mut options = args.iter();
+    while let Some(option) = options.next() {
+        let mut value = || options.next().ok_or(format!("{option} needs a value"));
+        match option.as_str() {
+            "--guest" => {
+                let path = std::path::PathBuf::from(value()?);
+                let name = path
+                    .file_stem()
+                    .map_or("guest".into(), |stem| stem.to_string_lossy().into_owned());
+                board.bootargs = board
+                    .bootargs
+                    .replace("guest.name=basic", &format!("guest.name={name}"));
+                board.guest = path;
+            }
+            "--smp" => board.cpus = value()?.parse().map_err(|_| "--smp takes a number")?,
+            "--gic" => board.gic_version = value()?.parse().map_err(|_| "--gic takes 2 or 3")?,
+            "--mem" => board.memory_mib = value()?.parse().map_err(|_| "--mem takes MiB")?,
+            other => return Err(format!("unknown option {other}\n\n{USAGE}")),
+        }
+    }
+    if !board.guest.exists() {
+        return Err(format!(
+            "guest image {} does not exist",
+            board.guest.display()
+        ));
+    }
+    eprintln!("xtask: {:?}", board.command());
+    let status = board
+        .command()
+        .status()
+        .map_err(|error| format!("cannot start QEMU: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("QEMU exited with {status}"))
+    }
+}
+
+fn cargo_test(args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .arg("test")
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|error| format!("cannot run cargo test: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo test {} failed", args.join(" ")))
+    }
+}
+
+fn test() -> Result<(), String> {
+    let version = qemu::check_qemu()?;
+    eprintln!("xtask: host unit tests");
+    cargo_test(&[
+        "--workspace",
+        "--exclude",
+        "test-guests",
+        "--exclude",
+        "scenarios",
+    ])?;
+    eprintln!("xtask: building images");
+    build::build_all()?;
+    eprintln!("xtask: QEMU scenarios on {version}");
+    cargo_test(&["-p", "scenarios", "--", "--test-threads=2"])
+}
