@@ -9,6 +9,7 @@
 //! use a block over such an empty table replaces it (freeing it), and dropping the
 //! [`Stage2Table`] frees every table page.
 #![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
 
 use core::fmt;
 
@@ -354,7 +355,7 @@ impl<A: FrameAllocator, T: TlbMaintenance> Stage2Table<A, T> {
                 .into_iter()
                 .find(|&l| {
                     let s = level_size(l);
-                    cur_ipa % s == 0 && cur_pa % s == 0 && rest >= s
+                    cur_ipa.is_multiple_of(s) && cur_pa.is_multiple_of(s) && rest >= s
                 })
                 .unwrap_or(3);
             if let Err(e) = self.map_one(cur_ipa, cur_pa | attrs, level) {
@@ -422,7 +423,7 @@ impl<A: FrameAllocator, T: TlbMaintenance> Stage2Table<A, T> {
 
     /// Checks alignment and range of `[addr, addr + size)`, returning its end.
     fn check(&self, addr: u64, size: u64) -> Result<u64, Stage2Error> {
-        if (addr | size) % PAGE_SIZE != 0 {
+        if !(addr | size).is_multiple_of(PAGE_SIZE) {
             return Err(Stage2Error::Misaligned);
         }
         match addr.checked_add(size) {
@@ -551,7 +552,7 @@ impl<A: FrameAllocator, T: TlbMaintenance> Stage2Table<A, T> {
         loop {
             let e = self.lookup(addr);
             let size = level_size(e.level);
-            if !e.is_leaf() || e.level == 3 || addr % size == 0 {
+            if !e.is_leaf() || e.level == 3 || addr.is_multiple_of(size) {
                 return Ok(());
             }
             let table = self.alloc.alloc_zeroed(1).ok_or(Stage2Error::OutOfMemory)?;
