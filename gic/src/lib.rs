@@ -1,0 +1,360 @@
+//! The virtual GICv3: distributor and redistributor register models, per-interrupt state and
+//! list-register scheduling for a hardware virtual CPU interface (`ICH_*_EL2`).
+//!
+//! The model never touches hardware. The hypervisor traps guest accesses to the distributor
+//! (`distributor_read`/`_write`) and the redistributors (`redistributor_read`/`_write`), feeds
+//! device lines and SGIs in (`set_line`, `pulse`, `send_sgi`), and around every run of a vCPU
+//! calls [`Vgic::sync_from_lrs`] after the exit and [`Vgic::flush_to_lrs`] before the entry with
+//! the values of `ICH_LR<n>_EL2`.
+//!
+//! Only affinity routing (`GICD_CTLR.ARE` reads 1) and a single security state (`DS` = 1) are
+//! modelled; no LPIs, no ITS, no extended SPI/PPI ranges. The group enables of `GICD_CTLR` gate
+//! every interrupt, SGIs and PPIs included (as QEMU's and KVM's GICv3 do).
+//!
+//! In-flight interrupts: an interrupt loaded into an LR carries an [`InFlight`] record; its
+//! pending latch (edge, software-pended) and active state move into the LR, and sync gives back
+//! what the LR still holds. Distributor writes that cancel pending or active state of an
+//! in-flight interrupt take effect in the model at once and on the LR at the owner's next sync.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+mod distributor;
+mod irq;
+pub mod lr;
+mod redistributor;
+mod regs;
+mod schedule;
+
+use alloc::vec::Vec;
+
+pub use irq::{InFlight, IrqState, Trigger};
+
+/// Most list registers a GICv3 CPU interface has (`ICH_VTR_EL2.ListRegs` + 1 ≤ 16).
+pub const MAX_LRS: usize = 16;
+/// Most vCPUs per instance (target masks are `u64`).
+pub const MAX_VCPUS: usize = 64;
+/// Most SPIs (INTIDs 32..991; the next block of 32 would reach the special INTIDs 1020..1023).
+pub const MAX_SPIS: u32 = 960;
+/// Implemented priority bits (5, as the virtual CPU interface on QEMU): the rest read as zero.
+pub const PRIORITY_MASK: u8 = 0xf8;
+
+/// Aff3 \[39:32\], Aff2 \[23:16\], Aff1 \[15:8\], Aff0 \[7:0\] of an MPIDR or `GICD_IROUTER`.
+const AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+/// `GICD_IROUTER.Interrupt_Routing_Mode`: 1-of-N.
+const IROUTER_IRM: u64 = 1 << 31;
+
+/// An SPI: its interrupt state and routing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Spi {
+    irq: IrqState,
+    /// `GICD_IROUTER<n>` (affinity and IRM bits only).
+    irouter: u64,
+    /// The vCPU that `irouter` selects, if any.
+    target: Option<u16>,
+}
+
+/// One vCPU's redistributor and list-register record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct VcpuState {
+    mpidr: u64,
+    /// SGIs 0..15 and PPIs 16..31.
+    private: [IrqState; 32],
+    /// `GICR_WAKER.ProcessorSleep`.
+    sleep: bool,
+    /// The INTID loaded into each list register by the last flush (None: LR left empty).
+    lrs: [Option<u32>; MAX_LRS],
+}
+
+/// Which interrupts a register frame reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bank {
+    /// The distributor: SPIs only (banked INTIDs 0..31 are RAZ/WI with affinity routing).
+    Dist,
+    /// A vCPU's redistributor SGI frame: its SGIs and PPIs.
+    Redist(usize),
+}
+
+/// The virtual GICv3 of one instance: distributor, one redistributor per vCPU, and the record of
+/// what each vCPU's list registers hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vgic {
+    /// `GICD_CTLR` group enables (bits 0 and 1).
+    ctlr: u32,
+    num_spis: u32,
+    spis: Vec<Spi>,
+    vcpus: Vec<VcpuState>,
+}
+
+impl Vgic {
+    /// A vGIC in its reset state for `num_vcpus` vCPUs with the given MPIDRs and `num_spis` SPIs
+    /// (INTIDs 32..32 + `num_spis`).
+    ///
+    /// # Panics
+    /// If `vcpu_mpidrs.len() != num_vcpus`, `num_vcpus` is 0 or above [`MAX_VCPUS`], or
+    /// `num_spis` is not a multiple of 32 or above [`MAX_SPIS`].
+    pub fn new(num_vcpus: usize, vcpu_mpidrs: Vec<u64>, num_spis: u32) -> Self {
+        assert!((1..=MAX_VCPUS).contains(&num_vcpus), "vGIC: bad vCPU count");
+        assert_eq!(vcpu_mpidrs.len(), num_vcpus, "vGIC: one MPIDR per vCPU");
+        assert!(
+            num_spis.is_multiple_of(32) && num_spis <= MAX_SPIS,
+            "vGIC: bad SPI count"
+        );
+        let mut private = [IrqState::new(Trigger::Level); 32];
+        for sgi in &mut private[..16] {
+            sgi.trigger = Trigger::Edge;
+        }
+        let vcpus = vcpu_mpidrs
+            .into_iter()
+            .map(|mpidr| VcpuState {
+                mpidr,
+                private,
+                sleep: true,
+                lrs: [None; MAX_LRS],
+            })
+            .collect();
+        let mut vgic = Self {
+            ctlr: 0,
+            num_spis,
+            spis: Vec::new(),
+            vcpus,
+        };
+        let target = vgic.resolve_route(0);
+        vgic.spis = (0..num_spis)
+            .map(|_| Spi {
+                irq: IrqState::new(Trigger::Level),
+                irouter: 0,
+                target,
+            })
+            .collect();
+        vgic
+    }
+
+    /// Number of vCPUs.
+    pub fn num_vcpus(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// Number of SPIs.
+    pub fn num_spis(&self) -> u32 {
+        self.num_spis
+    }
+
+    /// The state of `intid` (SGIs and PPIs of `vcpu`; `vcpu` is ignored for SPIs).
+    pub fn irq(&self, vcpu: usize, intid: u32) -> Option<&IrqState> {
+        if intid < 32 {
+            self.vcpus.get(vcpu).map(|v| &v.private[intid as usize])
+        } else {
+            self.spis.get(intid as usize - 32).map(|s| &s.irq)
+        }
+    }
+
+    fn irq_mut(&mut self, vcpu: usize, intid: u32) -> Option<&mut IrqState> {
+        if intid < 32 {
+            self.vcpus
+                .get_mut(vcpu)
+                .map(|v| &mut v.private[intid as usize])
+        } else {
+            self.spis.get_mut(intid as usize - 32).map(|s| &mut s.irq)
+        }
+    }
+
+    /// The interrupt a register frame reaches, if any.
+    fn bank_irq(&self, bank: Bank, intid: u32) -> Option<&IrqState> {
+        match bank {
+            Bank::Dist if intid >= 32 => self.irq(0, intid),
+            Bank::Redist(vcpu) if intid < 32 => self.irq(vcpu, intid),
+            _ => None,
+        }
+    }
+
+    fn bank_irq_mut(&mut self, bank: Bank, intid: u32) -> Option<&mut IrqState> {
+        match bank {
+            Bank::Dist if intid >= 32 => self.irq_mut(0, intid),
+            Bank::Redist(vcpu) if intid < 32 => self.irq_mut(vcpu, intid),
+            _ => None,
+        }
+    }
+
+    /// The vCPU that `GICD_IROUTER<n>` of an SPI currently selects: the vCPU whose MPIDR
+    /// affinity matches, or none (the SPI is then not forwarded). The vCPU index of an SPI
+    /// routed 1-of-N (IRM = 1) is the lowest-numbered vCPU whose redistributor is awake
+    /// (`GICR_WAKER.ProcessorSleep` = 0), or vCPU 0 when all sleep.
+    pub fn spi_target(&self, intid: u32) -> Option<usize> {
+        let spi = self.spis.get(intid.checked_sub(32)? as usize)?;
+        spi.target.map(usize::from)
+    }
+
+    fn resolve_route(&self, irouter: u64) -> Option<u16> {
+        let index = if irouter & IROUTER_IRM != 0 {
+            Some(self.vcpus.iter().position(|v| !v.sleep).unwrap_or(0))
+        } else {
+            self.vcpus
+                .iter()
+                .position(|v| v.mpidr & AFFINITY_MASK == irouter & AFFINITY_MASK)
+        };
+        index.map(|i| i as u16)
+    }
+
+    /// Recomputes the target of every SPI routed 1-of-N (after a `GICR_WAKER` change).
+    fn retarget_one_of_n(&mut self) {
+        let target = self.resolve_route(IROUTER_IRM);
+        for spi in self
+            .spis
+            .iter_mut()
+            .filter(|s| s.irouter & IROUTER_IRM != 0)
+        {
+            spi.target = target;
+        }
+    }
+
+    /// Whether `GICD_CTLR` enables the interrupt's group.
+    fn group_enabled(&self, irq: &IrqState) -> bool {
+        self.ctlr
+            & if irq.group1 {
+                CTLR_ENABLE_GRP1
+            } else {
+                CTLR_ENABLE_GRP0
+            }
+            != 0
+    }
+
+    /// Enabled and its group enabled: a pending state may be forwarded to a vCPU.
+    fn forwardable(&self, irq: &IrqState) -> bool {
+        irq.enabled && self.group_enabled(irq)
+    }
+
+    /// The vCPU an SPI belongs to now: the one whose LR holds it, the one it is active on, or
+    /// its routing target.
+    fn spi_owner(spi: &Spi) -> Option<usize> {
+        if let Some(f) = spi.irq.in_lr {
+            return Some(f.vcpu.into());
+        }
+        if spi.irq.active
+            && let Some(v) = spi.irq.active_vcpu
+        {
+            return Some(v.into());
+        }
+        spi.target.map(usize::from)
+    }
+
+    /// The vCPU to kick if `intid` is now pending and forwardable.
+    fn kick_target(&self, vcpu: usize, intid: u32) -> Option<usize> {
+        let irq = self.irq(vcpu, intid)?;
+        if !(irq.is_pending() && self.forwardable(irq)) {
+            return None;
+        }
+        if intid < 32 {
+            Some(vcpu)
+        } else {
+            Self::spi_owner(&self.spis[intid as usize - 32])
+        }
+    }
+
+    /// Drives the input line of a level- or edge-triggered interrupt (PPIs of `vcpu`, or SPIs).
+    /// A rising edge on an edge-triggered interrupt sets its latch. Returns the vCPU to kick
+    /// when the line went high and the interrupt is pending and forwardable. SGIs are ignored.
+    pub fn set_line(&mut self, vcpu: usize, intid: u32, high: bool) -> Option<usize> {
+        if intid < 16 {
+            return None;
+        }
+        let irq = self.irq_mut(vcpu, intid)?;
+        if high && !irq.line && irq.trigger == Trigger::Edge {
+            irq.latch = true;
+        }
+        irq.line = high;
+        if high {
+            self.kick_target(vcpu, intid)
+        } else {
+            None
+        }
+    }
+
+    /// An edge on `intid` (SGIs and PPIs of `vcpu`, or SPIs): sets the pending latch. Pulses
+    /// before the interrupt is delivered merge into one; a pulse while it is active is
+    /// delivered again after the guest deactivates it. On a level-triggered interrupt this acts
+    /// as a write to `ISPENDR`. Returns the vCPU to kick, as [`Vgic::set_line`].
+    pub fn pulse(&mut self, vcpu: usize, intid: u32) -> Option<usize> {
+        self.irq_mut(vcpu, intid)?.latch = true;
+        self.kick_target(vcpu, intid)
+    }
+
+    /// A write by vCPU `sender` to `ICC_SGI1R_EL1`: TargetList \[15:0\], Aff1 \[23:16\],
+    /// INTID \[27:24\], Aff2 \[39:32\], IRM \[40\] (all vCPUs but the sender), RS \[47:44\]
+    /// (Aff0 = RS * 16 + bit), Aff3 \[55:48\]. Only targets that configure the SGI as Group 1
+    /// receive it. Returns the bitmask of vCPUs whose SGI latch was newly set (to kick).
+    pub fn send_sgi(&mut self, sender: usize, icc_sgi1r: u64) -> u64 {
+        let intid = ((icc_sgi1r >> 24) & 0xf) as usize;
+        let broadcast = icc_sgi1r & (1 << 40) != 0;
+        let aff321 = ((icc_sgi1r >> 16) & 0xff)
+            | (((icc_sgi1r >> 32) & 0xff) << 8)
+            | (((icc_sgi1r >> 48) & 0xff) << 16);
+        let rs = (icc_sgi1r >> 44) & 0xf;
+        let mut kicked = 0;
+        for (index, vcpu) in self.vcpus.iter_mut().enumerate() {
+            let targeted = if broadcast {
+                index != sender
+            } else {
+                let mpidr = vcpu.mpidr;
+                let aff0 = mpidr & 0xff;
+                let mpidr321 = ((mpidr >> 8) & 0xffff) | ((mpidr >> 16) & 0xff_0000);
+                mpidr321 == aff321 && aff0 >> 4 == rs && icc_sgi1r & (1 << (aff0 & 0xf)) != 0
+            };
+            let sgi = &mut vcpu.private[intid];
+            if targeted && sgi.group1 && !sgi.latch {
+                sgi.latch = true;
+                kicked |= 1 << index;
+            }
+        }
+        kicked
+    }
+
+    /// Maps `intid` (a PPI of `vcpu`, or an SPI) to physical INTID `pintid`: its LRs then get
+    /// HW = 1 and the guest's deactivation deactivates the physical interrupt. `None` unmaps.
+    /// SGIs cannot be mapped and are ignored.
+    pub fn set_hw_mapping(&mut self, vcpu: usize, intid: u32, pintid: Option<u32>) {
+        if intid >= 16
+            && let Some(irq) = self.irq_mut(vcpu, intid)
+        {
+            irq.hw = pintid;
+        }
+    }
+
+    /// The most urgent priority among the pending, forwardable interrupts of `vcpu` (in its LRs
+    /// or not), e.g. to compare with the guest's `ICH_VMCR_EL2.VPMR`. Exact after
+    /// [`Vgic::sync_from_lrs`].
+    pub fn highest_pending_priority(&self, vcpu: usize) -> Option<u8> {
+        let v = self.vcpus.get(vcpu)?;
+        let private = v.private.iter();
+        let spis = self
+            .spis
+            .iter()
+            .filter(|s| Self::spi_owner(s) == Some(vcpu))
+            .map(|s| &s.irq);
+        private
+            .chain(spis)
+            .filter(|irq| irq.is_pending() && self.forwardable(irq))
+            .map(|irq| irq.priority)
+            .min()
+    }
+
+    /// Whether `vcpu` has a pending, forwardable interrupt (a WFI need not block).
+    pub fn has_pending(&self, vcpu: usize) -> bool {
+        self.highest_pending_priority(vcpu).is_some()
+    }
+
+    /// Bitmask of the vCPUs for which [`Vgic::has_pending`] holds (e.g. to kick after a
+    /// distributor write).
+    pub fn pending_targets(&self) -> u64 {
+        (0..self.vcpus.len())
+            .filter(|&v| self.has_pending(v))
+            .fold(0, |mask, v| mask | 1 << v)
+    }
+}
+
+/// `GICD_CTLR.EnableGrp0`.
+const CTLR_ENABLE_GRP0: u32 = 1 << 0;
+/// `GICD_CTLR.EnableGrp1` (DS = 1 layout).
+const CTLR_ENABLE_GRP1: u32 = 1 << 1;
