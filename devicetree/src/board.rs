@@ -10,7 +10,7 @@ use fdt::node::FdtNode;
 
 use crate::{DtError, MemRange, subtract};
 
-const FDT_MAGIC: u32 = 0xd00d_feed;
+pub(crate) const FDT_MAGIC: u32 = 0xd00d_feed;
 const HEADER_LEN: usize = 40;
 const FDT_BEGIN_NODE: u32 = 1;
 const FDT_END_NODE: u32 = 2;
@@ -221,7 +221,7 @@ pub fn parse_board(dtb: &[u8]) -> Result<Board, DtError> {
 }
 
 /// Checks the header fields the `fdt` crate would otherwise trust (it slices with them).
-fn check_header(dtb: &[u8]) -> Result<(), DtError> {
+pub(crate) fn check_header(dtb: &[u8]) -> Result<(), DtError> {
     let total = dtb_total_size(dtb)?;
     if total > dtb.len() {
         return Err(DtError::BadHeader("total size exceeds the buffer"));

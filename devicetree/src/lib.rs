@@ -8,6 +8,7 @@
 extern crate alloc;
 
 mod board;
+pub mod fit;
 pub mod guest;
 
 use alloc::vec::Vec;

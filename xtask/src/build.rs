@@ -33,7 +33,8 @@ pub fn guest_image(name: &str) -> PathBuf {
     images_dir().join(format!("{name}.img"))
 }
 
-fn run(command: &mut Command) -> Result<(), String> {
+/// Runs `command`, failing unless it exits with status 0.
+pub(crate) fn run(command: &mut Command) -> Result<(), String> {
     let status = command
         .status()
         .map_err(|error| format!("cannot run {command:?}: {error}"))?;

@@ -1,8 +1,10 @@
-//! `cargo xtask <command>`: build, run and test the hypervisor.
+//! `cargo xtask <command>`: build, run and test the hypervisor; pack guest bundles.
 
 use std::process::{Command, ExitCode};
 
 use xtask::build::{self, workspace_root};
+use xtask::bundle::{self, BundleSpec};
+use xtask::linux_guest;
 use xtask::qemu::{self, Board};
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -12,7 +14,14 @@ commands:
   run [--guest IMAGE] [--smp N] [--gic 2|3] [--mem MiB]
                              boot the hypervisor on QEMU virt with a guest (default: the
                              `basic` test guest), serial console on this terminal
-  test                       host unit tests, then every QEMU scenario";
+  test                       host unit tests, then every QEMU scenario
+  bundle --kernel IMAGE [--initrd FILE] [--name NAME] [--mem SIZE] [--vcpus N]
+         [--bootargs \"...\"] -o OUT.fit
+                             pack a guest bundle (FIT image, docs/IMAGE-FORMAT.md); defaults:
+                             name guest, 128M, 1 vCPU, bootargs \"console=ttyAMA0\"
+  linux-guest [--vcpus N]    fetch Debian's arm64 kernel and busybox (once, into
+                             target/guest-cache), build the initramfs and the Linux guest
+                             bundle target/images/linux-<N>cpu.fit (default 1)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +29,8 @@ fn main() -> ExitCode {
         Some("build") => build::build_all(),
         Some("run") => run(&args[1..]),
         Some("test") => test(),
+        Some("bundle") => pack(&args[1..]),
+        Some("linux-guest") => linux(&args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {
@@ -75,6 +86,59 @@ fn run(args: &[String]) -> Result<(), String> {
     } else {
         Err(format!("QEMU exited with {status}"))
     }
+}
+
+fn pack(args: &[String]) -> Result<(), String> {
+    let mut spec = BundleSpec {
+        kernel: Default::default(),
+        initrd: None,
+        name: "guest".into(),
+        memory: 128 << 20,
+        vcpus: 1,
+        bootargs: "console=ttyAMA0".into(),
+    };
+    let mut out = None;
+    let mut options = args.iter();
+    while let Some(option) = options.next() {
+        let mut value = || options.next().ok_or(format!("{option} needs a value"));
+        match option.as_str() {
+            "--kernel" => spec.kernel = value()?.into(),
+            "--initrd" => spec.initrd = Some(value()?.into()),
+            "--name" => spec.name = value()?.clone(),
+            "--mem" => spec.memory = bundle::parse_size(value()?)?,
+            "--vcpus" => spec.vcpus = value()?.parse().map_err(|_| "--vcpus takes a number")?,
+            "--bootargs" => spec.bootargs = value()?.clone(),
+            "-o" | "--output" => out = Some(std::path::PathBuf::from(value()?)),
+            other => return Err(format!("unknown option {other}\n\n{USAGE}")),
+        }
+    }
+    let out = out.ok_or(format!("bundle needs -o OUT.fit\n\n{USAGE}"))?;
+    if spec.kernel.as_os_str().is_empty() {
+        return Err(format!("bundle needs --kernel IMAGE\n\n{USAGE}"));
+    }
+    bundle::write_bundle_file(&spec, &out)?;
+    eprintln!("xtask: wrote {}", out.display());
+    Ok(())
+}
+
+fn linux(args: &[String]) -> Result<(), String> {
+    let vcpus = match args {
+        [] => 1,
+        [option, n] if option == "--vcpus" => n.parse().map_err(|_| "--vcpus takes a number")?,
+        _ => {
+            return Err(format!(
+                "usage: cargo xtask linux-guest [--vcpus N]\n\n{USAGE}"
+            ));
+        }
+    };
+    let bundle = linux_guest::linux_bundle(vcpus)?;
+    eprintln!(
+        "xtask: kernel {}, initramfs {}, bundle {}",
+        linux_guest::kernel_image().display(),
+        linux_guest::initramfs_image().display(),
+        bundle.display()
+    );
+    Ok(())
 }
 
 fn cargo_test(args: &[&str]) -> Result<(), String> {

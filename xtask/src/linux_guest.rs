@@ -1,0 +1,305 @@
+//! The real Linux test guest: Debian's arm64 `cloud` kernel and a busybox initramfs, packed as
+//! a guest bundle.
+//!
+//! The packages come from the Debian archive through apt (the arm64 architecture added to
+//! dpkg) and are fetched once into `target/guest-cache/`: delete that directory to fetch again.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+
+use crate::build::{images_dir, run, workspace_root};
+use crate::bundle::{BundleSpec, is_arm64_image, write_bundle_file};
+use crate::cpio::Cpio;
+
+/// The metapackage that names the current `cloud` flavour kernel package.
+pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64";
+/// The statically linked busybox package.
+pub const BUSYBOX_PACKAGE: &str = "busybox-static";
+/// The Linux guest's command line.
+pub const BOOTARGS: &str = "console=ttyAMA0 earlycon=pl011,0x09000000 rdinit=/init";
+/// The Linux guest's RAM.
+pub const MEMORY: u64 = 256 << 20;
+/// The line `/init` prints once the guest's userland is up.
+pub const INIT_MARKER: &str = "GUEST-INIT: up";
+/// The shell prompt the guest's console shows.
+pub const PROMPT: &str = "guest# ";
+
+/// The guest's `/init`: mount the kernel filesystems, say so, then a shell on the console.
+const INIT_SCRIPT: &str = r#"#!/bin/sh
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root PS1='guest# '
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "GUEST-INIT: up"
+echo "GUEST-INIT: cpus $(nproc) kernel $(uname -r)"
+exec setsid cttyhack sh
+"#;
+
+/// Where fetched packages are cached: `target/guest-cache`.
+pub fn cache_dir() -> PathBuf {
+    workspace_root().join("target").join("guest-cache")
+}
+
+/// The decompressed kernel (a raw arm64 Image).
+pub fn kernel_image() -> PathBuf {
+    cache_dir().join("Image")
+}
+
+/// The static arm64 busybox binary.
+pub fn busybox() -> PathBuf {
+    cache_dir().join("busybox")
+}
+
+/// The initramfs that [`build_initramfs`] writes.
+pub fn initramfs_image() -> PathBuf {
+    images_dir().join("linux-initramfs.cpio.gz")
+}
+
+/// The bundle that [`linux_bundle`] writes for `vcpus` vCPUs.
+pub fn bundle_path(vcpus: u32) -> PathBuf {
+    images_dir().join(format!("linux-{vcpus}cpu.fit"))
+}
+
+/// Fetches the kernel and busybox into the cache unless both are already there.
+pub fn fetch() -> Result<(), String> {
+    if kernel_image().exists() && busybox().exists() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let cache = cache_dir();
+    let (debs, root) = (cache.join("debs"), cache.join("root"));
+    for dir in [&debs, &root] {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)
+            .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    }
+
+    // Adding the architecture updates apt's lists; otherwise update only if a package is unknown.
+    let fresh_lists = ensure_arm64_architecture()?;
+    if !(fresh_lists || available(KERNEL_METAPACKAGE) && available(BUSYBOX_PACKAGE)) {
+        apt_update()?;
+    }
+    let kernel_package =
+        kernel_package().ok_or(format!("apt knows no {KERNEL_METAPACKAGE}:arm64"))?;
+    eprintln!("xtask: fetching {kernel_package} and {BUSYBOX_PACKAGE} (arm64)");
+    let mut download = Command::new("apt-get");
+    if is_root() {
+        // apt's `_apt` user may not be allowed to write into the work tree; root downloads.
+        download.args(["-o", "APT::Sandbox::User=root"]);
+    }
+    run(download
+        .args(["download", "-q"])
+        .arg(format!("{kernel_package}:arm64"))
+        .arg(format!("{BUSYBOX_PACKAGE}:arm64"))
+        .current_dir(&debs))?;
+    for deb in read_dir(&debs)? {
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    }
+
+    let bin = std::fs::read(root.join("bin/busybox"))
+        .map_err(|error| format!("{BUSYBOX_PACKAGE} has no /bin/busybox: {error}"))?;
+    let vmlinuz = read_dir(&root.join("boot"))?
+        .into_iter()
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or(format!("{kernel_package} has no /boot/vmlinuz-*"))?;
+    let image = decompress_kernel(&std::fs::read(&vmlinuz).map_err(|e| e.to_string())?)?;
+    write_atomically(&busybox(), &bin)?;
+    write_atomically(&cache.join("kernel-package"), kernel_package.as_bytes())?;
+    write_atomically(&kernel_image(), &image)?;
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&debs);
+    eprintln!(
+        "xtask: cached {kernel_package} ({} MiB Image) and busybox in {} ({:.1} s)",
+        image.len() >> 20,
+        cache.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Debian's arm64 `vmlinuz` is a gzip-compressed Image; a raw Image passes through.
+pub fn decompress_kernel(vmlinuz: &[u8]) -> Result<Vec<u8>, String> {
+    let image = if vmlinuz.starts_with(&[0x1f, 0x8b]) {
+        let mut image = Vec::new();
+        GzDecoder::new(vmlinuz)
+            .read_to_end(&mut image)
+            .map_err(|error| format!("cannot gunzip the kernel: {error}"))?;
+        image
+    } else {
+        vmlinuz.to_vec()
+    };
+    if !is_arm64_image(&image) {
+        return Err("the kernel is not an arm64 Image (no \"ARM\\x64\" magic at offset 56)".into());
+    }
+    Ok(image)
+}
+
+/// Builds the gzip-compressed newc initramfs (busybox and `/init`) into [`initramfs_image`].
+pub fn build_initramfs() -> Result<PathBuf, String> {
+    let busybox = std::fs::read(busybox())
+        .map_err(|error| format!("cannot read {}: {error} (fetch first)", busybox().display()))?;
+    const EM_AARCH64: u16 = 183;
+    if !busybox.starts_with(b"\x7fELF") || busybox.get(18..20) != Some(&EM_AARCH64.to_le_bytes()) {
+        return Err(format!("{} is not an arm64 ELF", self::busybox().display()));
+    }
+    let mut cpio = Cpio::new();
+    for dir in [
+        "/bin",
+        "/sbin",
+        "/usr",
+        "/usr/bin",
+        "/usr/sbin",
+        "/dev",
+        "/etc",
+    ] {
+        cpio.dir(dir, 0o755);
+    }
+    for dir in ["/proc", "/sys", "/root"] {
+        cpio.dir(dir, 0o700);
+    }
+    cpio.dir("/tmp", 0o1777)
+        // The kernel opens /dev/console for init before devtmpfs is mounted.
+        .char_device("/dev/console", 0o600, (5, 1))
+        .file("/bin/busybox", 0o755, &busybox)
+        .symlink("/bin/sh", "busybox")
+        .file("/init", 0o755, INIT_SCRIPT.as_bytes());
+    let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
+    gzip.write_all(&cpio.finish())
+        .map_err(|error| format!("gzip: {error}"))?;
+    let compressed = gzip.finish().map_err(|error| format!("gzip: {error}"))?;
+    write_atomically(&initramfs_image(), &compressed)?;
+    Ok(initramfs_image())
+}
+
+/// Fetches (once), builds the initramfs and writes the Linux guest bundle for `vcpus` vCPUs:
+/// `target/images/linux-<vcpus>cpu.fit`, instance `linux` with [`MEMORY`] and [`BOOTARGS`].
+pub fn linux_bundle(vcpus: u32) -> Result<PathBuf, String> {
+    fetch()?;
+    let initrd = build_initramfs()?;
+    let out = bundle_path(vcpus);
+    let spec = BundleSpec {
+        kernel: kernel_image(),
+        initrd: Some(initrd),
+        name: "linux".into(),
+        memory: MEMORY,
+        vcpus,
+        bootargs: BOOTARGS.into(),
+    };
+    write_bundle_file(&spec, &out)?;
+    Ok(out)
+}
+
+/// Makes sure dpkg has the arm64 architecture; true if it added it (and updated apt's lists).
+fn ensure_arm64_architecture() -> Result<bool, String> {
+    let output = Command::new("dpkg")
+        .arg("--print-foreign-architectures")
+        .output()
+        .map_err(|error| format!("cannot run dpkg (a Debian host is needed): {error}"))?;
+    if String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .any(|a| a.trim() == "arm64")
+    {
+        return Ok(false);
+    }
+    if !is_root() {
+        return Err("dpkg does not have the arm64 architecture: run \
+                    `sudo dpkg --add-architecture arm64 && sudo apt-get update`, then retry"
+            .into());
+    }
+    run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+    apt_update()?;
+    Ok(true)
+}
+
+fn apt_update() -> Result<(), String> {
+    if !is_root() {
+        return Err(format!(
+            "apt does not list {KERNEL_METAPACKAGE}:arm64 or {BUSYBOX_PACKAGE}:arm64: \
+             run `sudo apt-get update`, then retry"
+        ));
+    }
+    eprintln!("xtask: apt-get update");
+    run(Command::new("apt-get").args(["update", "-q"]))
+}
+
+fn available(package: &str) -> bool {
+    Command::new("apt-cache")
+        .args(["show", "--no-all-versions", &format!("{package}:arm64")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The versioned kernel package the metapackage depends on, e.g. `linux-image-6.1.0-56-cloud-arm64`.
+fn kernel_package() -> Option<String> {
+    let output = Command::new("apt-cache")
+        .args(["depends", &format!("{KERNEL_METAPACKAGE}:arm64")])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| {
+            let package = line.trim().strip_prefix("Depends: ")?;
+            let package = package.strip_suffix(":arm64").unwrap_or(package);
+            (package.starts_with("linux-image-") && package.ends_with("-cloud-arm64"))
+                .then(|| package.to_string())
+        })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|error| format!("cannot read {}: {error}", dir.display()))?;
+    Ok(entries
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .collect())
+}
+
+/// Writes through a temporary file so that an interrupted run never leaves a partial file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir)
+        .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    let temporary = path.with_extension("partial");
+    std::fs::write(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_kernel_is_decompressed_and_checked() {
+        let mut image = vec![0u8; 1 << 16];
+        image[56..60].copy_from_slice(b"ARM\x64");
+        let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
+        gzip.write_all(&image).unwrap();
+        assert_eq!(
+            decompress_kernel(&gzip.finish().unwrap()),
+            Ok(image.clone())
+        );
+        assert_eq!(decompress_kernel(&image), Ok(image));
+        assert!(decompress_kernel(&[0x1f, 0x8b, 0, 0]).is_err());
+        assert!(decompress_kernel(&[0u8; 100]).is_err());
+    }
+}
