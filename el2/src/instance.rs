@@ -1,13 +1,19 @@
-//! A guest instance as the trap handler sees it: its vCPU state, its emulated devices, and what
-//! each exit does to them. Nothing here touches hardware, so every path is tested on the host.
+//! A guest instance as the trap handler sees it: per-vCPU register state, the instance-wide state
+//! its vCPUs share (vGIC, emulated UART, power states), and what each exit does to them. Nothing
+//! here touches hardware, so every path is tested on the host.
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
-use devicetree::guest::{RAM_BASE, UART_BASE};
+use devicetree::guest::{
+    GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, RAM_BASE, UART_BASE, UART_SPI,
+};
+use gic::Vgic;
 use log::{debug, warn};
+use spin::Mutex;
 
-use crate::exit::{ExitKind, ExitReason, TrapSyndrome};
+use crate::exit::{ExitKind, ExitReason, SysRegAccess, TrapSyndrome};
 use crate::mmio::{MmioAccess, MmioDevice};
 use crate::pl011::{LineSink, Pl011};
 use crate::psci::{self, SmcccCall, status};
@@ -15,30 +21,43 @@ use crate::vcpu::{El1SysRegs, ExceptionRegisters, GuestException, GuestRegs, inj
 
 /// The affinity fields of an MPIDR (Aff3, Aff2, Aff1, Aff0).
 const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+/// `ICC_SGI1R_EL1` as `(op0, op1, CRn, CRm, op2)`.
+const ICC_SGI1R_EL1: (u8, u8, u8, u8, u8) = (3, 0, 12, 11, 5);
+/// SPIs the vGIC offers (INTIDs 32..96): the UART and 32 virtio transports fit.
+const VGIC_SPIS: u32 = 64;
+/// INTID of the instance's UART interrupt.
+const UART_INTID: u32 = 32 + UART_SPI;
 
-/// One virtual CPU: registers while it is off its CPU, and its identity.
+/// One virtual CPU's state while it is off its physical CPU.
 #[derive(Clone, Debug)]
 pub struct Vcpu {
+    /// Index within the instance.
+    pub index: usize,
     /// General-purpose registers, PC and PSTATE.
     pub regs: GuestRegs,
     /// EL1 system registers (live in hardware while the vCPU runs).
     pub el1: El1SysRegs,
     /// The MPIDR the guest reads (`VMPIDR_EL2`), with the RES1 bit 31 set.
     pub mpidr: u64,
+    /// The vGIC virtual CPU interface control (`ICH_VMCR_EL2`).
+    pub vmcr: u64,
 }
 
 impl Vcpu {
-    /// A vCPU with affinity `affinity` that starts at `entry` with `x0 = arg`.
-    pub fn new(affinity: u64, entry: u64, arg: u64) -> Self {
+    /// vCPU `index` with affinity `affinity`, entering at `entry` with `x0 = arg`.
+    pub fn new(index: usize, affinity: u64, entry: u64, arg: u64) -> Self {
         Self {
+            index,
             regs: GuestRegs::at_entry(entry, arg),
             el1: El1SysRegs::at_reset(),
             mpidr: (1 << 31) | (affinity & MPIDR_AFFINITY_MASK),
+            vmcr: 0,
         }
     }
 
-    fn has_affinity(&self, mpidr: u64) -> bool {
-        self.mpidr & MPIDR_AFFINITY_MASK == mpidr & MPIDR_AFFINITY_MASK
+    /// Puts the vCPU back to its power-on state, entering at `entry` with `x0 = arg`.
+    pub fn power_on(&mut self, entry: u64, arg: u64) {
+        *self = Self::new(self.index, self.mpidr, entry, arg);
     }
 }
 
@@ -47,7 +66,7 @@ impl Vcpu {
 pub enum StopReason {
     /// The guest asked for PSCI SYSTEM_OFF.
     SystemOff,
-    /// The guest turned off its last vCPU.
+    /// The guest turned off all its vCPUs.
     AllCpusOff,
     /// The guest did something the hypervisor cannot continue from.
     Fault(String),
@@ -57,21 +76,42 @@ impl core::fmt::Display for StopReason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::SystemOff => write!(f, "the guest called SYSTEM_OFF"),
-            Self::AllCpusOff => write!(f, "the guest turned off its last vCPU"),
+            Self::AllCpusOff => write!(f, "the guest turned off all its vCPUs"),
             Self::Fault(why) => write!(f, "{why}"),
         }
     }
 }
 
-/// What the run loop does after an exit.
+/// What the physical CPU does after an exit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
     /// Enter the guest again.
     Resume,
-    /// The guest asked for SYSTEM_RESET: rebuild it from its image.
+    /// The vCPU waits (WFI) with nothing pending: block until an interrupt, then resume.
+    Wait,
+    /// This vCPU is off (CPU_OFF, or the instance stopped or is being reset): leave the guest.
+    Leave,
+    /// The guest asked for SYSTEM_RESET: the other vCPUs have been told to leave; reload the
+    /// instance once they have.
     Reset,
+}
+
+/// What a physical CPU waiting for its vCPU should do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VcpuStatus {
+    /// The vCPU is off: keep waiting.
+    Off,
+    /// The vCPU was powered on: start it at `entry` with `x0 = context_id`.
+    Start { entry: u64, context_id: u64 },
     /// The instance is finished.
-    Stop(StopReason),
+    Ended(StopReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Power {
+    Off,
+    Starting { entry: u64, context_id: u64 },
+    On,
 }
 
 /// Which instruction made an SMCCC call.
@@ -81,113 +121,335 @@ enum Conduit {
     Smc,
 }
 
-/// A guest instance's exit-handling state: one vCPU (SMP comes with the vGIC) and its devices.
+/// Instance-wide state, shared by its vCPUs under one lock.
+struct Shared {
+    vgic: Vgic,
+    uart: Pl011,
+    power: Vec<Power>,
+    /// Bit n: vCPU n is between its start and the moment its CPU reported it left.
+    in_guest: u64,
+    stop: Option<StopReason>,
+}
+
+/// A guest instance: its name, its RAM size, and the state its vCPUs share.
 pub struct Instance {
     /// The instance's name, used in every log line about it and as its console prefix.
     pub name: String,
-    /// The vCPU.
-    pub vcpu: Vcpu,
     /// Bytes of guest RAM at [`RAM_BASE`].
     pub ram_size: u64,
-    uart: Pl011,
+    mpidrs: Vec<u64>,
+    shared: Mutex<Shared>,
+    kick: fn(usize),
 }
 
 impl Instance {
-    /// An instance called `name` with `ram_size` bytes of RAM whose vCPU starts at `entry` with
-    /// x0 = `dtb`; its console lines go to `console`.
-    pub fn new(name: &str, ram_size: u64, entry: u64, dtb: u64, console: LineSink) -> Self {
+    /// An instance called `name` with `ram_size` bytes of RAM and one vCPU per entry of
+    /// `affinities`; console lines go to `console`, and `kick(n)` wakes the CPU running vCPU n.
+    pub fn new(
+        name: &str,
+        ram_size: u64,
+        affinities: &[u64],
+        console: LineSink,
+        kick: fn(usize),
+    ) -> Self {
+        let mpidrs: Vec<u64> = affinities
+            .iter()
+            .map(|a| (1 << 31) | (a & MPIDR_AFFINITY_MASK))
+            .collect();
         Self {
             name: name.into(),
-            vcpu: Vcpu::new(0, entry, dtb),
             ram_size,
-            uart: Pl011::new(name, console),
+            shared: Mutex::new(Shared {
+                vgic: Vgic::new(mpidrs.len(), mpidrs.clone(), VGIC_SPIS),
+                uart: Pl011::new(name, console),
+                power: alloc::vec![Power::Off; mpidrs.len()],
+                in_guest: 0,
+                stop: None,
+            }),
+            mpidrs,
+            kick,
         }
     }
 
-    /// Handles one exit of the vCPU; `el1` gives the EL1 registers an injected exception writes.
+    /// The vCPUs, each at its power-on state.
+    pub fn vcpus(&self) -> Vec<Vcpu> {
+        self.mpidrs
+            .iter()
+            .enumerate()
+            .map(|(index, mpidr)| Vcpu::new(index, *mpidr, 0, 0))
+            .collect()
+    }
+
+    /// (Re)starts the instance: every vCPU off but vCPU 0, which enters at `entry` with x0 = `dtb`.
+    pub fn boot(&self, entry: u64, dtb: u64) {
+        let mut shared = self.shared.lock();
+        shared.vgic = Vgic::new(self.mpidrs.len(), self.mpidrs.clone(), VGIC_SPIS);
+        shared.power.fill(Power::Off);
+        shared.power[0] = Power::Starting {
+            entry,
+            context_id: dtb,
+        };
+        shared.stop = None;
+        drop(shared);
+        (self.kick)(0);
+    }
+
+    /// What the CPU that runs vCPU `vcpu` should do while the vCPU is not running.
+    pub fn poll(&self, vcpu: usize) -> VcpuStatus {
+        let mut shared = self.shared.lock();
+        if let Some(reason) = &shared.stop {
+            return VcpuStatus::Ended(reason.clone());
+        }
+        match shared.power[vcpu] {
+            Power::Starting { entry, context_id } => {
+                shared.power[vcpu] = Power::On;
+                shared.in_guest |= 1 << vcpu;
+                VcpuStatus::Start { entry, context_id }
+            }
+            Power::Off | Power::On => VcpuStatus::Off,
+        }
+    }
+
+    /// The CPU running `vcpu` reports that the vCPU left the guest (after `Next::Leave/Reset`).
+    pub fn left(&self, vcpu: usize) {
+        self.shared.lock().in_guest &= !(1 << vcpu);
+    }
+
+    /// True while `vcpu` is on and the instance has not stopped.
+    pub fn is_on(&self, vcpu: usize) -> bool {
+        let shared = self.shared.lock();
+        shared.stop.is_none() && shared.power[vcpu] == Power::On
+    }
+
+    /// True once no vCPU but `except` is still in the guest (a reset waits for this).
+    pub fn others_out(&self, except: usize) -> bool {
+        self.shared.lock().in_guest & !(1 << except) == 0
+    }
+
+    /// Passes on console output that has not reached its newline.
+    pub fn flush_console(&self) {
+        let mut shared = self.shared.lock();
+        if shared.uart.has_partial_line() {
+            shared.uart.flush();
+        }
+    }
+
+    /// Fills `lrs` (the list registers) for entering `vcpu`; true if interrupts are left over.
+    pub fn flush_interrupts(&self, vcpu: usize, lrs: &mut [u64]) -> bool {
+        self.shared.lock().vgic.flush_to_lrs(vcpu, lrs)
+    }
+
+    /// Folds the list registers of `vcpu` back into the vGIC after an exit.
+    pub fn sync_interrupts(&self, vcpu: usize, lrs: &[u64]) {
+        self.shared.lock().vgic.sync_from_lrs(vcpu, lrs);
+    }
+
+    /// True if `vcpu` has an interrupt to take (ends a WFI).
+    pub fn has_pending(&self, vcpu: usize) -> bool {
+        self.shared.lock().vgic.has_pending(vcpu)
+    }
+
+    /// The virtual timer of `vcpu` fired: deliver its PPI, backed by physical INTID `pintid`.
+    pub fn timer_fired(&self, vcpu: usize, intid: u32, pintid: u32) {
+        let mut shared = self.shared.lock();
+        shared.vgic.set_hw_mapping(vcpu, intid, Some(pintid));
+        shared.vgic.pulse(vcpu, intid);
+    }
+
+    /// Bytes typed on the board console arrive at the instance's UART.
+    pub fn console_input(&self, bytes: &[u8]) {
+        let mut shared = self.shared.lock();
+        for byte in bytes {
+            shared.uart.receive(*byte);
+        }
+        Self::update_uart_line(&mut shared);
+    }
+
+    fn update_uart_line(shared: &mut Shared) {
+        let level = shared.uart.interrupt_level();
+        shared.vgic.set_line(0, UART_INTID, level);
+    }
+
+    /// Stops the whole instance with `reason` and tells every other vCPU to leave.
+    fn stop(&self, shared: &mut Shared, reason: StopReason, caller: usize) {
+        if shared.stop.is_none() {
+            shared.stop = Some(reason);
+        }
+        shared.power.fill(Power::Off);
+        self.kick_others(caller);
+    }
+
+    fn kick_others(&self, caller: usize) {
+        (0..self.mpidrs.len())
+            .filter(|n| *n != caller)
+            .for_each(self.kick);
+    }
+
+    /// Handles one exit of `vcpu`; `el1` gives the EL1 registers an injected exception writes.
     pub fn handle_exit(
-        &mut self,
+        &self,
+        vcpu: &mut Vcpu,
         kind: ExitKind,
         syndrome: &TrapSyndrome,
         el1: &mut impl ExceptionRegisters,
     ) -> Next {
-        let pc = self.vcpu.regs.pc;
-        match ExitReason::decode(kind, syndrome) {
-            ExitReason::Hvc { .. } => self.smccc(Conduit::Hvc),
+        let pc = vcpu.regs.pc;
+        let next = match ExitReason::decode(kind, syndrome) {
+            ExitReason::Hvc { .. } => self.smccc(vcpu, Conduit::Hvc),
             ExitReason::Smc { .. } => {
                 // A trapped SMC leaves ELR_EL2 at the SMC itself.
-                self.vcpu.regs.skip_instruction();
-                self.smccc(Conduit::Smc)
+                vcpu.regs.skip_instruction();
+                self.smccc(vcpu, Conduit::Smc)
             }
-            ExitReason::Wfx { .. } => {
-                // Nothing can wake a vCPU until the vGIC and timers exist: continue at once.
-                self.vcpu.regs.skip_instruction();
+            ExitReason::Wfx { wfe } => {
+                vcpu.regs.skip_instruction();
+                if wfe || self.has_pending(vcpu.index) {
+                    Next::Resume
+                } else {
+                    Next::Wait
+                }
+            }
+            ExitReason::SysReg(access) if access.encoding == ICC_SGI1R_EL1 && !access.read => {
+                let targets = self
+                    .shared
+                    .lock()
+                    .vgic
+                    .send_sgi(vcpu.index, vcpu.regs.get(access.reg));
+                (0..self.mpidrs.len())
+                    .filter(|n| targets & (1 << n) != 0)
+                    .for_each(self.kick);
+                vcpu.regs.skip_instruction();
                 Next::Resume
             }
-            ExitReason::SysReg(access) => {
-                let direction = if access.read { "read" } else { "write" };
-                warn!(
-                    "{}: trapped {direction} of system register {access} at PC {pc:#x}: injecting undefined instruction",
-                    self.name
-                );
-                self.inject(el1, GuestException::Undefined)
-            }
-            ExitReason::Mmio(access) => self.mmio(access, syndrome.far, el1),
+            ExitReason::SysReg(access) => self.undefined_sysreg(vcpu, el1, access),
+            ExitReason::Mmio(access) => self.mmio(vcpu, access, syndrome.far, el1),
             ExitReason::DataAbort { ipa, write, reason } => {
                 let direction = if write { "write to" } else { "read of" };
                 warn!(
                     "{}: {direction} IPA {ipa:#x} at PC {pc:#x} cannot be emulated ({reason}): injecting synchronous external abort",
                     self.name
                 );
-                self.inject(
+                inject(
+                    &mut vcpu.regs,
                     el1,
                     GuestException::DataAbort {
                         far: syndrome.far,
                         write,
                     },
-                )
+                );
+                Next::Resume
             }
             ExitReason::InstructionAbort { ipa } => {
                 warn!(
                     "{}: instruction fetch from unmapped IPA {ipa:#x} at PC {pc:#x}: injecting instruction abort",
                     self.name
                 );
-                self.inject(el1, GuestException::InstructionAbort { far: syndrome.far })
+                inject(
+                    &mut vcpu.regs,
+                    el1,
+                    GuestException::InstructionAbort { far: syndrome.far },
+                );
+                Next::Resume
             }
             ExitReason::Interrupt => Next::Resume,
-            ExitReason::SError => Next::Stop(StopReason::Fault(format!(
-                "system error while the guest ran at PC {pc:#x}"
-            ))),
-            ExitReason::Unhandled { ec } => Next::Stop(StopReason::Fault(format!(
-                "unhandled exception class {ec:#x} (ESR {:#x}) at PC {pc:#x}",
-                syndrome.esr
-            ))),
+            ExitReason::SError => self.fault(
+                vcpu.index,
+                format!("system error while the guest ran at PC {pc:#x}"),
+            ),
+            ExitReason::Unhandled { ec } => self.fault(
+                vcpu.index,
+                format!(
+                    "unhandled exception class {ec:#x} (ESR {:#x}) at PC {pc:#x}",
+                    syndrome.esr
+                ),
+            ),
+        };
+        if next == Next::Resume && !self.is_on(vcpu.index) {
+            // Another vCPU stopped or reset the instance meanwhile.
+            return Next::Leave;
         }
+        next
     }
 
-    /// Passes on console output that has not reached its newline.
-    pub fn flush_console(&mut self) {
-        if self.uart.has_partial_line() {
-            self.uart.flush();
-        }
+    fn fault(&self, caller: usize, why: String) -> Next {
+        warn!("{}: stopping: {why}", self.name);
+        self.stop(&mut self.shared.lock(), StopReason::Fault(why), caller);
+        Next::Leave
     }
 
-    fn inject(&mut self, el1: &mut impl ExceptionRegisters, exception: GuestException) -> Next {
-        inject(&mut self.vcpu.regs, el1, exception);
+    fn undefined_sysreg(
+        &self,
+        vcpu: &mut Vcpu,
+        el1: &mut impl ExceptionRegisters,
+        access: SysRegAccess,
+    ) -> Next {
+        let direction = if access.read { "read" } else { "write" };
+        warn!(
+            "{}: trapped {direction} of system register {access} at PC {:#x}: injecting undefined instruction",
+            self.name, vcpu.regs.pc
+        );
+        inject(&mut vcpu.regs, el1, GuestException::Undefined);
         Next::Resume
     }
 
-    fn device_at(&mut self, ipa: u64) -> Option<(&mut dyn MmioDevice, u64)> {
-        let devices: [(u64, &mut dyn MmioDevice); 1] = [(UART_BASE, &mut self.uart)];
-        devices
-            .into_iter()
-            .find(|(base, device)| (*base..*base + device.window_size()).contains(&ipa))
-            .map(|(base, device)| (device, ipa - base))
-    }
-
-    fn mmio(&mut self, access: MmioAccess, far: u64, el1: &mut impl ExceptionRegisters) -> Next {
-        let regs_value = self.vcpu.regs.get(access.reg);
-        let Some((device, offset)) = self.device_at(access.ipa) else {
+    fn mmio(
+        &self,
+        vcpu: &mut Vcpu,
+        access: MmioAccess,
+        far: u64,
+        el1: &mut impl ExceptionRegisters,
+    ) -> Next {
+        let register = vcpu.regs.get(access.reg);
+        let value = {
+            let mut shared = self.shared.lock();
+            let shared = &mut *shared;
+            let ipa = access.ipa;
+            let redistributors = GICR_BASE..GICR_BASE + GICR_STRIDE * self.mpidrs.len() as u64;
+            if (GICD_BASE..GICD_BASE + GICD_SIZE).contains(&ipa) {
+                let offset = ipa - GICD_BASE;
+                Some(if access.write {
+                    shared.vgic.distributor_write(
+                        offset,
+                        access.size,
+                        access.store_value(register),
+                    );
+                    0
+                } else {
+                    shared.vgic.distributor_read(offset, access.size)
+                })
+            } else if redistributors.contains(&ipa) {
+                let (target, offset) = (
+                    ((ipa - GICR_BASE) / GICR_STRIDE) as usize,
+                    (ipa - GICR_BASE) % GICR_STRIDE,
+                );
+                Some(if access.write {
+                    shared.vgic.redistributor_write(
+                        target,
+                        offset,
+                        access.size,
+                        access.store_value(register),
+                    );
+                    0
+                } else {
+                    shared.vgic.redistributor_read(target, offset, access.size)
+                })
+            } else if (UART_BASE..UART_BASE + Pl011::WINDOW).contains(&ipa) {
+                let offset = ipa - UART_BASE;
+                let value = if access.write {
+                    shared
+                        .uart
+                        .write(offset, access.size, access.store_value(register));
+                    0
+                } else {
+                    shared.uart.read(offset, access.size)
+                };
+                Self::update_uart_line(shared);
+                Some(value)
+            } else {
+                None
+            }
+        };
+        let Some(value) = value else {
             let in_ram = (RAM_BASE..RAM_BASE + self.ram_size).contains(&access.ipa);
             let direction = if access.write { "write to" } else { "read of" };
             let what = if in_ram {
@@ -197,136 +459,269 @@ impl Instance {
             };
             warn!(
                 "{}: {direction} {what} {:#x} ({} bytes) at PC {:#x}: injecting synchronous external abort",
-                self.name, access.ipa, access.size, self.vcpu.regs.pc
+                self.name, access.ipa, access.size, vcpu.regs.pc
             );
-            return self.inject(
+            inject(
+                &mut vcpu.regs,
                 el1,
                 GuestException::DataAbort {
                     far,
                     write: access.write,
                 },
             );
+            return Next::Resume;
         };
-        if access.write {
-            device.write(offset, access.size, access.store_value(regs_value));
-        } else {
-            let value = access.load_value(device.read(offset, access.size));
-            self.vcpu.regs.set(access.reg, value);
+        if !access.write {
+            vcpu.regs.set(access.reg, access.load_value(value));
         }
-        self.vcpu.regs.skip_instruction();
+        vcpu.regs.skip_instruction();
         Next::Resume
     }
 
-    fn smccc(&mut self, conduit: Conduit) -> Next {
-        let x = &self.vcpu.regs.x;
+    fn vcpu_with_affinity(&self, mpidr: u64) -> Option<usize> {
+        self.mpidrs
+            .iter()
+            .position(|m| m & MPIDR_AFFINITY_MASK == mpidr & MPIDR_AFFINITY_MASK)
+    }
+
+    fn smccc(&self, vcpu: &mut Vcpu, conduit: Conduit) -> Next {
+        let x = &vcpu.regs.x;
         let call = psci::decode([x[0], x[1], x[2], x[3]]);
-        debug!("{}: {conduit:?} {call:x?}", self.name);
+        debug!("{} vCPU {}: {conduit:?} {call:x?}", self.name, vcpu.index);
         let result = match call {
             SmcccCall::PsciVersion => psci::PSCI_VERSION_1_1 as i64,
             SmcccCall::PsciFeatures(function) => psci::psci_features(function),
             SmcccCall::SmcccVersion => psci::SMCCC_VERSION_1_1 as i64,
             SmcccCall::ArchFeatures(function) => psci::arch_features(function),
             SmcccCall::MigrateInfoType => psci::MIGRATE_INFO_NOT_REQUIRED as i64,
-            SmcccCall::CpuOn { target, .. } if self.vcpu.has_affinity(target) => status::ALREADY_ON,
-            SmcccCall::CpuOn { .. } => status::INVALID_PARAMETERS,
-            SmcccCall::AffinityInfo { target, level: 0 } if self.vcpu.has_affinity(target) => 0,
+            SmcccCall::CpuOn {
+                target,
+                entry,
+                context_id,
+            } => self.cpu_on(target, entry, context_id),
+            SmcccCall::AffinityInfo { target, level: 0 } => match self.vcpu_with_affinity(target) {
+                Some(n) => match self.shared.lock().power[n] {
+                    Power::On => 0,
+                    Power::Off => 1,
+                    Power::Starting { .. } => 2,
+                },
+                None => status::INVALID_PARAMETERS,
+            },
             SmcccCall::AffinityInfo { .. } => status::INVALID_PARAMETERS,
-            SmcccCall::CpuOff => return Next::Stop(StopReason::AllCpusOff),
-            SmcccCall::SystemOff => return Next::Stop(StopReason::SystemOff),
-            SmcccCall::SystemReset => return Next::Reset,
+            SmcccCall::CpuOff => {
+                let mut shared = self.shared.lock();
+                shared.power[vcpu.index] = Power::Off;
+                if shared.power.iter().all(|power| *power == Power::Off) {
+                    self.stop(&mut shared, StopReason::AllCpusOff, vcpu.index);
+                }
+                return Next::Leave;
+            }
+            SmcccCall::SystemOff => {
+                self.stop(&mut self.shared.lock(), StopReason::SystemOff, vcpu.index);
+                return Next::Leave;
+            }
+            SmcccCall::SystemReset => {
+                self.shared.lock().power.fill(Power::Off);
+                self.kick_others(vcpu.index);
+                return Next::Reset;
+            }
             SmcccCall::Unknown(function) => {
                 warn!(
                     "{}: unknown {conduit:?} call {function:#010x} at PC {:#x}: returning NOT_SUPPORTED",
-                    self.name, self.vcpu.regs.pc
+                    self.name, vcpu.regs.pc
                 );
                 status::NOT_SUPPORTED
             }
         };
-        self.vcpu.regs.x[0] = result as u64;
+        vcpu.regs.x[0] = result as u64;
         Next::Resume
+    }
+
+    fn cpu_on(&self, target: u64, entry: u64, context_id: u64) -> i64 {
+        let Some(n) = self.vcpu_with_affinity(target) else {
+            return status::INVALID_PARAMETERS;
+        };
+        let mut shared = self.shared.lock();
+        match shared.power[n] {
+            Power::On => status::ALREADY_ON,
+            Power::Starting { .. } => status::ON_PENDING,
+            Power::Off => {
+                shared.power[n] = Power::Starting { entry, context_id };
+                drop(shared);
+                (self.kick)(n);
+                status::SUCCESS
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::sync::atomic::{AtomicU64, Ordering};
 
-    const ENTRY: u64 = 0x4000_0000;
+    const ENTRY: u64 = 0x4020_0000;
+    const DTB: u64 = 0x43e0_0000;
     const NOT_SUPPORTED: u64 = u64::MAX;
+    const HVC: u64 = 0x5a00_0000;
+    const SMC: u64 = 0x5e00_0000;
 
     fn discard(_: &str, _: &str) {}
 
-    fn instance() -> Instance {
-        Instance::new("t", 64 << 20, ENTRY, 0x43e0_0000, discard)
+    std::thread_local! {
+        static KICKED: AtomicU64 = const { AtomicU64::new(0) };
     }
 
-    fn call(instance: &mut Instance, esr: u64, x: [u64; 4]) -> Next {
-        instance.vcpu.regs.x[..4].copy_from_slice(&x);
-        let mut el1 = El1SysRegs::at_reset();
-        instance.handle_exit(
-            ExitKind::Synchronous,
-            &TrapSyndrome {
+    fn record_kick(vcpu: usize) {
+        KICKED.with(|kicked| kicked.fetch_or(1 << vcpu, Ordering::Relaxed));
+    }
+
+    fn take_kicks() -> u64 {
+        KICKED.with(|kicked| kicked.swap(0, Ordering::Relaxed))
+    }
+
+    /// An instance with `n` vCPUs whose vCPU 0 has started.
+    fn instance(n: u64) -> (Instance, Vcpu) {
+        let affinities: Vec<u64> = (0..n).collect();
+        let guest = Instance::new("t", 64 << 20, &affinities, discard, record_kick);
+        guest.boot(ENTRY, DTB);
+        let mut vcpu = guest.vcpus().remove(0);
+        let VcpuStatus::Start { entry, context_id } = guest.poll(0) else {
+            panic!("vCPU 0 starts")
+        };
+        vcpu.power_on(entry, context_id);
+        take_kicks();
+        (guest, vcpu)
+    }
+
+    fn exit(guest: &Instance, vcpu: &mut Vcpu, syndrome: TrapSyndrome) -> (Next, El1SysRegs) {
+        let mut el1 = El1SysRegs {
+            vbar_el1: 0x4000_8000,
+            ..El1SysRegs::at_reset()
+        };
+        let next = guest.handle_exit(vcpu, ExitKind::Synchronous, &syndrome, &mut el1);
+        (next, el1)
+    }
+
+    fn call(guest: &Instance, vcpu: &mut Vcpu, esr: u64, x: [u64; 4]) -> Next {
+        vcpu.regs.x[..4].copy_from_slice(&x);
+        exit(
+            guest,
+            vcpu,
+            TrapSyndrome {
                 esr,
                 far: 0,
                 hpfar: 0,
             },
-            &mut el1,
         )
+        .0
     }
-
-    const HVC: u64 = 0x5a00_0000;
-    const SMC: u64 = 0x5e00_0000;
 
     #[test]
     fn psci_over_hvc_and_smc() {
-        let mut guest = instance();
-        assert_eq!(call(&mut guest, HVC, [0x8400_0000, 0, 0, 0]), Next::Resume);
-        assert_eq!(guest.vcpu.regs.x[0], 0x1_0001);
+        let (guest, mut vcpu) = instance(1);
+        assert_eq!(vcpu.regs.x[0], DTB);
         assert_eq!(
-            guest.vcpu.regs.pc, ENTRY,
-            "HVC's return address is already past it"
-        );
-        assert_eq!(call(&mut guest, SMC, [0x8400_0006, 0, 0, 0]), Next::Resume);
-        assert_eq!(guest.vcpu.regs.x[0], 2);
-        assert_eq!(
-            guest.vcpu.regs.pc,
-            ENTRY + 4,
-            "a trapped SMC is stepped over"
-        );
-        assert_eq!(
-            call(&mut guest, HVC, [0x8400_000A, 0x8400_0008, 0, 0]),
+            call(&guest, &mut vcpu, HVC, [0x8400_0000, 0, 0, 0]),
             Next::Resume
         );
-        assert_eq!(guest.vcpu.regs.x[0], 0);
+        assert_eq!(vcpu.regs.x[0], 0x1_0001);
         assert_eq!(
-            call(&mut guest, HVC, [0x8400_0008, 0, 0, 0]),
-            Next::Stop(StopReason::SystemOff)
+            vcpu.regs.pc, ENTRY,
+            "HVC's return address is already past it"
         );
-        assert_eq!(call(&mut guest, HVC, [0x8400_0009, 0, 0, 0]), Next::Reset);
+        assert_eq!(
+            call(&guest, &mut vcpu, SMC, [0x8400_0006, 0, 0, 0]),
+            Next::Resume
+        );
+        assert_eq!(vcpu.regs.x[0], 2);
+        assert_eq!(vcpu.regs.pc, ENTRY + 4, "a trapped SMC is stepped over");
+        assert_eq!(
+            call(&guest, &mut vcpu, HVC, [0x8400_000A, 0x8400_0008, 0, 0]),
+            Next::Resume
+        );
+        assert_eq!(vcpu.regs.x[0], 0);
+        assert_eq!(
+            call(&guest, &mut vcpu, HVC, [0x8400_0008, 0, 0, 0]),
+            Next::Leave
+        );
+        assert_eq!(guest.poll(0), VcpuStatus::Ended(StopReason::SystemOff));
     }
 
     #[test]
-    fn single_vcpu_power_calls() {
-        let mut guest = instance();
-        call(&mut guest, HVC, [0xC400_0003, 0, ENTRY, 0]);
-        assert_eq!(guest.vcpu.regs.x[0] as i64, status::ALREADY_ON);
-        call(&mut guest, HVC, [0xC400_0003, 1, ENTRY, 0]);
-        assert_eq!(guest.vcpu.regs.x[0] as i64, status::INVALID_PARAMETERS);
-        call(&mut guest, HVC, [0xC400_0004, 0, 0, 0]);
-        assert_eq!(guest.vcpu.regs.x[0], 0, "vCPU 0 is on");
+    fn cpu_on_starts_a_secondary_and_kicks_it() {
+        let (guest, mut vcpu) = instance(4);
+        assert_eq!(guest.poll(2), VcpuStatus::Off);
+        call(&guest, &mut vcpu, HVC, [0xC400_0003, 2, 0x4020_1000, 0x77]);
+        assert_eq!(vcpu.regs.x[0], 0);
+        assert_eq!(take_kicks(), 1 << 2);
+        call(&guest, &mut vcpu, HVC, [0xC400_0004, 2, 0, 0]);
+        assert_eq!(vcpu.regs.x[0], 2, "ON_PENDING until the vCPU runs");
+        call(&guest, &mut vcpu, HVC, [0xC400_0003, 2, 0x4020_1000, 0x77]);
+        assert_eq!(vcpu.regs.x[0] as i64, status::ON_PENDING);
         assert_eq!(
-            call(&mut guest, HVC, [0x8400_0002, 0, 0, 0]),
-            Next::Stop(StopReason::AllCpusOff)
+            guest.poll(2),
+            VcpuStatus::Start {
+                entry: 0x4020_1000,
+                context_id: 0x77
+            }
         );
+        call(&guest, &mut vcpu, HVC, [0xC400_0004, 2, 0, 0]);
+        assert_eq!(vcpu.regs.x[0], 0, "ON");
+        call(&guest, &mut vcpu, HVC, [0xC400_0003, 2, 0x4020_1000, 0x77]);
+        assert_eq!(vcpu.regs.x[0] as i64, status::ALREADY_ON);
+        call(&guest, &mut vcpu, HVC, [0xC400_0003, 9, 0x4020_1000, 0]);
+        assert_eq!(vcpu.regs.x[0] as i64, status::INVALID_PARAMETERS);
+        call(&guest, &mut vcpu, HVC, [0xC400_0004, 3, 0, 0]);
+        assert_eq!(vcpu.regs.x[0], 1, "OFF");
+    }
+
+    #[test]
+    fn last_cpu_off_stops_the_instance() {
+        let (guest, mut vcpu) = instance(2);
+        assert_eq!(
+            call(&guest, &mut vcpu, HVC, [0x8400_0002, 0, 0, 0]),
+            Next::Leave
+        );
+        assert_eq!(guest.poll(0), VcpuStatus::Ended(StopReason::AllCpusOff));
+    }
+
+    #[test]
+    fn system_off_and_reset_make_the_others_leave() {
+        let (guest, mut vcpu) = instance(3);
+        call(&guest, &mut vcpu, HVC, [0xC400_0003, 1, ENTRY, 0]);
+        assert!(matches!(guest.poll(1), VcpuStatus::Start { .. }));
+        take_kicks();
+        assert_eq!(
+            call(&guest, &mut vcpu, HVC, [0x8400_0009, 0, 0, 0]),
+            Next::Reset
+        );
+        assert_eq!(take_kicks(), 0b110);
+        assert!(!guest.others_out(0), "vCPU 1 has not left yet");
+        guest.left(1);
+        assert!(guest.others_out(0));
+        guest.boot(ENTRY, DTB);
+        assert!(matches!(guest.poll(0), VcpuStatus::Start { .. }));
+        assert_eq!(
+            call(&guest, &mut vcpu, HVC, [0x8400_0008, 0, 0, 0]),
+            Next::Leave
+        );
+        assert_eq!(guest.poll(1), VcpuStatus::Ended(StopReason::SystemOff));
     }
 
     #[test]
     fn unknown_calls_return_not_supported() {
-        let mut guest = instance();
-        assert_eq!(call(&mut guest, HVC, [0x8600_1234, 0, 0, 0]), Next::Resume);
-        assert_eq!(guest.vcpu.regs.x[0], NOT_SUPPORTED);
-        assert_eq!(call(&mut guest, SMC, [0xC300_0001, 0, 0, 0]), Next::Resume);
-        assert_eq!(guest.vcpu.regs.x[0], NOT_SUPPORTED);
+        let (guest, mut vcpu) = instance(1);
+        assert_eq!(
+            call(&guest, &mut vcpu, HVC, [0x8600_1234, 0, 0, 0]),
+            Next::Resume
+        );
+        assert_eq!(vcpu.regs.x[0], NOT_SUPPORTED);
+        assert_eq!(
+            call(&guest, &mut vcpu, SMC, [0xC300_0001, 0, 0, 0]),
+            Next::Resume
+        );
+        assert_eq!(vcpu.regs.x[0], NOT_SUPPORTED);
     }
 
     /// A data abort on `ipa` by `ldr w<reg>` / `str w<reg>` (4 bytes).
@@ -340,63 +735,106 @@ mod tests {
     }
 
     #[test]
-    fn uart_registers_are_emulated() {
-        let mut guest = instance();
-        let mut el1 = El1SysRegs::at_reset();
-        let next = guest.handle_exit(
-            ExitKind::Synchronous,
-            &data_abort(UART_BASE + 0xff0, 3, false),
-            &mut el1,
+    fn uart_and_gic_registers_are_emulated() {
+        let (guest, mut vcpu) = instance(2);
+        assert_eq!(
+            exit(&guest, &mut vcpu, data_abort(UART_BASE + 0xff0, 3, false)).0,
+            Next::Resume
         );
-        assert_eq!(next, Next::Resume);
-        assert_eq!(guest.vcpu.regs.x[3], 0x0d);
-        assert_eq!(guest.vcpu.regs.pc, ENTRY + 4);
+        assert_eq!(vcpu.regs.x[3], 0x0d);
+        assert_eq!(vcpu.regs.pc, ENTRY + 4);
+        exit(&guest, &mut vcpu, data_abort(GICD_BASE + 0xffe8, 4, false));
+        assert_eq!((vcpu.regs.x[4] >> 4) & 0xf, 3, "GICD_PIDR2 says GICv3");
+        exit(
+            &guest,
+            &mut vcpu,
+            data_abort(GICR_BASE + GICR_STRIDE + 0x8, 5, false),
+        );
+        assert_eq!(
+            (vcpu.regs.x[5] >> 8) & 0xffff,
+            1,
+            "second redistributor belongs to vCPU 1"
+        );
     }
 
     #[test]
     fn unmapped_accesses_get_an_external_abort() {
-        let mut guest = instance();
-        let mut el1 = El1SysRegs {
-            vbar_el1: 0x4000_8000,
-            ..El1SysRegs::at_reset()
-        };
-        let next = guest.handle_exit(
-            ExitKind::Synchronous,
-            &data_abort(0x3000_0008, 1, true),
-            &mut el1,
-        );
+        let (guest, mut vcpu) = instance(1);
+        let (next, el1) = exit(&guest, &mut vcpu, data_abort(0x3000_0008, 1, true));
         assert_eq!(next, Next::Resume);
         assert_eq!(el1.esr_el1, (0x25 << 26) | (1 << 25) | (1 << 6) | 0x10);
         assert_eq!(el1.far_el1, 0x3000_0008);
         assert_eq!(el1.elr_el1, ENTRY);
-        assert_eq!(guest.vcpu.regs.pc, 0x4000_8200);
+        assert_eq!(vcpu.regs.pc, 0x4000_8200);
+    }
+
+    fn sysreg(encoding: (u64, u64, u64, u64, u64), reg: u64, read: bool) -> TrapSyndrome {
+        let (op0, op1, crn, crm, op2) = encoding;
+        let iss = (op0 << 20)
+            | (op2 << 17)
+            | (op1 << 14)
+            | (crn << 10)
+            | (reg << 5)
+            | (crm << 1)
+            | u64::from(read);
+        TrapSyndrome {
+            esr: (0x18 << 26) | (1 << 25) | iss,
+            far: 0,
+            hpfar: 0,
+        }
     }
 
     #[test]
     fn trapped_sysreg_is_undefined() {
-        let mut guest = instance();
-        let mut el1 = El1SysRegs {
-            vbar_el1: 0x4000_8000,
-            ..El1SysRegs::at_reset()
-        };
-        let iss = (3 << 20) | (15 << 10) | 1;
-        let syndrome = TrapSyndrome {
-            esr: (0x18 << 26) | (1 << 25) | iss,
+        let (guest, mut vcpu) = instance(1);
+        let (next, el1) = exit(&guest, &mut vcpu, sysreg((3, 0, 15, 0, 0), 0, true));
+        assert_eq!(next, Next::Resume);
+        assert_eq!(el1.esr_el1 >> 26, 0);
+        assert_eq!(vcpu.regs.pc, 0x4000_8200);
+    }
+
+    #[test]
+    fn sgi_writes_kick_their_targets() {
+        let (guest, mut vcpu) = instance(4);
+        // SGI 3 to Aff0 targets 1 and 2.
+        vcpu.regs.x[7] = (3 << 24) | 0b110;
+        assert_eq!(
+            exit(&guest, &mut vcpu, sysreg((3, 0, 12, 11, 5), 7, false)).0,
+            Next::Resume
+        );
+        assert_eq!(take_kicks(), 0b110);
+        assert_eq!(vcpu.regs.pc, ENTRY + 4);
+        assert!(guest.has_pending(1) || guest.poll(1) == VcpuStatus::Off);
+    }
+
+    #[test]
+    fn wfi_waits_only_when_nothing_is_pending() {
+        let (guest, mut vcpu) = instance(1);
+        let wfi = TrapSyndrome {
+            esr: (0x01 << 26) | (1 << 25),
             far: 0,
             hpfar: 0,
         };
-        assert_eq!(
-            guest.handle_exit(ExitKind::Synchronous, &syndrome, &mut el1),
-            Next::Resume
-        );
-        assert_eq!(el1.esr_el1 >> 26, 0);
-        assert_eq!(guest.vcpu.regs.pc, 0x4000_8200);
+        assert_eq!(exit(&guest, &mut vcpu, wfi).0, Next::Wait);
+        assert_eq!(vcpu.regs.pc, ENTRY + 4);
+        // Enable the virtual timer PPI in vCPU 0's redistributor, then let it fire.
+        vcpu.regs.x[2] = u64::from(u32::MAX);
+        exit(&guest, &mut vcpu, data_abort(GICR_BASE + 0x1_0080, 2, true));
+        vcpu.regs.x[2] = 1 << 27;
+        exit(&guest, &mut vcpu, data_abort(GICR_BASE + 0x1_0100, 2, true));
+        vcpu.regs.x[2] = 0x2;
+        exit(&guest, &mut vcpu, data_abort(GICD_BASE, 2, true));
+        guest.timer_fired(0, 27, 27);
+        assert!(guest.has_pending(0));
+        assert_eq!(exit(&guest, &mut vcpu, wfi).0, Next::Resume);
     }
 
     #[test]
     fn unhandled_classes_stop_the_instance() {
-        let mut guest = instance();
-        let next = call(&mut guest, 0x0e00_0000, [0; 4]);
-        assert!(matches!(next, Next::Stop(StopReason::Fault(why)) if why.contains("0x3")));
+        let (guest, mut vcpu) = instance(2);
+        assert_eq!(call(&guest, &mut vcpu, 0x0e00_0000, [0; 4]), Next::Leave);
+        assert!(
+            matches!(guest.poll(1), VcpuStatus::Ended(StopReason::Fault(why)) if why.contains("0x3"))
+        );
     }
 }

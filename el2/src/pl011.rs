@@ -1,9 +1,12 @@
 //! The emulated PL011 UART each instance gets as its console.
 //!
-//! Transmit only for now: every byte the guest writes to DR is collected into lines, and each line
-//! reaches the board console prefixed with the instance's name. The PrimeCell identification
-//! registers answer like an ARM PL011 (the AMBA bus in Linux probes them).
+//! Every byte the guest writes to DR is collected into lines, and each line reaches the board
+//! console prefixed with the instance's name. Bytes typed on the board console arrive in a
+//! 32-byte receive FIFO. The transmit FIFO never fills, so the transmit interrupt is always
+//! raised while unmasked, as on a PL011 whose FIFO drains instantly. The PrimeCell
+//! identification registers answer like an ARM PL011 (the AMBA bus in Linux probes them).
 
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -27,8 +30,16 @@ const ID_BASE: u64 = 0xfe0;
 
 /// Flag register: receive FIFO empty.
 const FR_RXFE: u64 = 1 << 4;
+/// Flag register: receive FIFO full.
+const FR_RXFF: u64 = 1 << 6;
 /// Flag register: transmit FIFO empty.
 const FR_TXFE: u64 = 1 << 7;
+/// Interrupt bits: receive, transmit, receive timeout.
+const INT_RX: u64 = 1 << 4;
+const INT_TX: u64 = 1 << 5;
+const INT_RT: u64 = 1 << 6;
+/// Depth of the receive FIFO.
+const RX_FIFO: usize = 32;
 
 /// PeriphID0..3 then PCellID0..3 of an ARM PL011 r1p5, at 0xfe0..0xffc.
 const ID_REGISTERS: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
@@ -44,6 +55,7 @@ pub struct Pl011 {
     instance: String,
     sink: LineSink,
     line: Vec<u8>,
+    rx: VecDeque<u8>,
     ibrd: u64,
     fbrd: u64,
     lcr_h: u64,
@@ -64,6 +76,7 @@ impl Pl011 {
             instance: instance.into(),
             sink,
             line: Vec::with_capacity(MAX_LINE),
+            rx: VecDeque::with_capacity(RX_FIFO),
             ibrd: 0,
             fbrd: 0,
             lcr_h: 0,
@@ -95,6 +108,28 @@ impl Pl011 {
         self.line.clear();
     }
 
+    /// A byte arrives on the receive line; dropped (overrun) when the FIFO is full.
+    pub fn receive(&mut self, byte: u8) {
+        if self.rx.len() < RX_FIFO {
+            self.rx.push_back(byte);
+        }
+    }
+
+    /// Raw interrupt status: transmit always, receive and timeout while data waits.
+    fn raw_interrupts(&self) -> u64 {
+        let rx = if self.rx.is_empty() {
+            0
+        } else {
+            INT_RX | INT_RT
+        };
+        INT_TX | rx
+    }
+
+    /// Level of the UART's interrupt line (any unmasked raw interrupt).
+    pub fn interrupt_level(&self) -> bool {
+        self.raw_interrupts() & self.imsc != 0
+    }
+
     /// True if output is waiting for its newline.
     pub fn has_partial_line(&self) -> bool {
         !self.line.is_empty()
@@ -108,7 +143,17 @@ impl MmioDevice for Pl011 {
 
     fn read(&mut self, offset: u64, _size: u8) -> u64 {
         match offset {
-            FR => FR_TXFE | FR_RXFE,
+            DR => self.rx.pop_front().map_or(0, u64::from),
+            FR => {
+                let rx_state = match self.rx.len() {
+                    0 => FR_RXFE,
+                    RX_FIFO => FR_RXFF,
+                    _ => 0,
+                };
+                FR_TXFE | rx_state
+            }
+            RIS => self.raw_interrupts(),
+            MIS => self.raw_interrupts() & self.imsc,
             ILPR => self.ilpr,
             IBRD => self.ibrd,
             FBRD => self.fbrd,
@@ -117,9 +162,9 @@ impl MmioDevice for Pl011 {
             IFLS => self.ifls,
             IMSC => self.imsc,
             DMACR => self.dmacr,
-            // No receive path yet: DR, the error and interrupt status registers read as zero.
-            DR | RSR_ECR | RIS | MIS => 0,
-            ID_BASE..=0xffc if offset % 4 == 0 => {
+            // No receive errors are ever recorded.
+            RSR_ECR => 0,
+            ID_BASE..=0xffc if offset.is_multiple_of(4) => {
                 u64::from(ID_REGISTERS[((offset - ID_BASE) / 4) as usize])
             }
             _ => 0,
@@ -137,7 +182,8 @@ impl MmioDevice for Pl011 {
             IFLS => self.ifls = value & 0x3f,
             IMSC => self.imsc = value & 0x7ff,
             DMACR => self.dmacr = value & 0x7,
-            // No interrupt or error is ever raised, so clearing them changes nothing.
+            // Interrupts here are levels of the FIFO state, and no errors are ever recorded, so
+            // clearing them changes nothing.
             ICR | RSR_ECR => {}
             // The remaining offsets are read-only or reserved.
             _ => {}
@@ -203,6 +249,37 @@ mod tests {
     }
 
     #[test]
+    fn receive_fifo_and_interrupts() {
+        let mut uart = Pl011::new("g", record);
+        assert!(!uart.interrupt_level(), "everything masked at reset");
+        uart.write(IMSC, 4, INT_RX | INT_RT);
+        assert!(!uart.interrupt_level(), "nothing received yet");
+        uart.receive(b'l');
+        uart.receive(b's');
+        assert!(uart.interrupt_level());
+        assert_eq!(uart.read(MIS, 4), INT_RX | INT_RT);
+        assert_eq!(uart.read(FR, 4) & FR_RXFE, 0);
+        assert_eq!(uart.read(DR, 4), u64::from(b'l'));
+        assert_eq!(uart.read(DR, 4), u64::from(b's'));
+        assert_eq!(uart.read(FR, 4) & FR_RXFE, FR_RXFE);
+        assert!(!uart.interrupt_level());
+        for byte in 0..40 {
+            uart.receive(byte);
+        }
+        assert_eq!(
+            uart.read(FR, 4) & FR_RXFF,
+            FR_RXFF,
+            "32 bytes fill the FIFO; the rest overrun"
+        );
+        uart.write(IMSC, 4, INT_TX);
+        assert_eq!(
+            uart.read(MIS, 4),
+            INT_TX,
+            "the transmit FIFO is always below its trigger level"
+        );
+    }
+
+    #[test]
     fn control_registers_read_back() {
         let mut uart = Pl011::new("g", record);
         uart.write(IBRD, 4, 0x1_0027);
@@ -217,5 +294,6 @@ mod tests {
         assert_eq!(uart.read(IMSC, 4), 0x50);
         uart.write(FR, 4, 0);
         assert_eq!(uart.read(FR, 4), FR_TXFE | FR_RXFE, "FR is read-only");
+        assert_eq!(uart.read(DR, 4), 0, "an empty FIFO reads as zero");
     }
 }

@@ -11,6 +11,8 @@ pub mod status {
     pub const INVALID_PARAMETERS: i64 = -2;
     /// The CPU is already on.
     pub const ALREADY_ON: i64 = -4;
+    /// CPU_ON for a CPU whose earlier CPU_ON has not completed.
+    pub const ON_PENDING: i64 = -5;
 }
 
 /// Function identifiers (SMC32 and SMC64 forms where both exist).

@@ -6,8 +6,16 @@ use tock_registers::{register_bitfields, register_structs};
 
 register_bitfields! {u32,
     FR [
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
+    ],
+    IMSC [
+        /// Receive interrupt mask.
+        RXIM OFFSET(4) NUMBITS(1) [],
+        /// Receive timeout interrupt mask.
+        RTIM OFFSET(6) NUMBITS(1) [],
     ]
 }
 
@@ -17,7 +25,9 @@ register_structs! {
         (0x00 => dr: ReadWrite<u32>),
         (0x04 => _reserved0),
         (0x18 => fr: ReadOnly<u32, FR::Register>),
-        (0x1c => @END),
+        (0x1c => _reserved1),
+        (0x38 => imsc: ReadWrite<u32, IMSC::Register>),
+        (0x3c => @END),
     }
 }
 
@@ -38,6 +48,16 @@ impl Pl011Console {
         Self {
             registers: unsafe { &*(base as *const Registers) },
         }
+    }
+
+    /// Raises the UART's interrupt whenever received data waits.
+    pub fn enable_receive_interrupt(&mut self) {
+        self.registers.imsc.write(IMSC::RXIM::SET + IMSC::RTIM::SET);
+    }
+
+    /// Takes one received byte, if any.
+    pub fn read_byte(&mut self) -> Option<u8> {
+        (!self.registers.fr.is_set(FR::RXFE)).then(|| self.registers.dr.get() as u8)
     }
 
     /// Sends one byte, waiting while the transmit FIFO is full.

@@ -43,8 +43,38 @@ primary_entry:
     bl      boot_primary
 1:  wfe
     b       1b
+
+// Secondary CPUs start here (PSCI CPU_ON) at EL2 with the MMU off and x0 = their CPU index.
+.global secondary_entry
+secondary_entry:
+    msr     daifset, #0xf
+    mov     x19, x0
+    adrp    x1, __stacks_start
+    add     x1, x1, :lo12:__stacks_start
+    ldr     x2, =__stack_size
+    madd    x1, x2, x19, x1
+    add     sp, x1, x2              // the top of stack number `index`
+    adrp    x1, el2_vectors
+    add     x1, x1, :lo12:el2_vectors
+    msr     vbar_el2, x1
+    isb
+    mov     x0, x19
+    bl      boot_secondary
+    b       1b
 "#
 );
+
+unsafe extern "C" {
+    fn secondary_entry();
+}
+
+/// Most CPUs the image has stacks for (`MAX_CPUS` in the linker script).
+pub const MAX_CPUS: usize = 8;
+
+/// The physical address where secondary CPUs enter (x0 = their index).
+pub fn secondary_entry_address() -> u64 {
+    secondary_entry as *const () as u64
+}
 
 unsafe extern "C" {
     static __image_start: u8;

@@ -19,6 +19,30 @@ pub fn init(base: u64, level: log::LevelFilter) {
     log::set_max_level(level);
 }
 
+/// Starts delivering console input as the UART's interrupt.
+pub fn enable_input() {
+    if let Some(console) = CONSOLE.lock().as_mut() {
+        console.enable_receive_interrupt();
+    }
+}
+
+/// Moves received bytes into `buffer`; returns how many.
+pub fn read_input(buffer: &mut [u8]) -> usize {
+    let mut guard = CONSOLE.lock();
+    let Some(console) = guard.as_mut() else {
+        return 0;
+    };
+    let mut count = 0;
+    while count < buffer.len() {
+        let Some(byte) = console.read_byte() else {
+            break;
+        };
+        buffer[count] = byte;
+        count += 1;
+    }
+    count
+}
+
 /// Writes formatted text to the console, if it is up.
 pub fn write_fmt(args: core::fmt::Arguments) {
     if let Some(console) = CONSOLE.lock().as_mut() {

@@ -1,15 +1,20 @@
-//! Building a guest instance in board memory and running its vCPU on this CPU.
+//! Building a guest instance in board memory, and running its vCPUs: vCPU n on physical CPU n.
 
 use alloc::string::String;
-use alloc::vec;
+use alloc::vec::Vec;
 use core::alloc::Layout;
 
+use aarch64_cpu::registers::CNTV_CTL_EL0;
+use devicetree::MemRange;
 use devicetree::guest::{GuestGic, GuestPlatform, RAM_BASE};
 use log::info;
+use spin::Mutex;
+use tock_registers::interfaces::Writeable;
 
-use crate::arch::{console, sysregs, tlb::Stage2Tlb, vectors};
-use crate::image::{ImageHeader, plan_layout};
-use crate::instance::{Instance, Next, StopReason};
+use crate::arch::{clean_to_poc, console, gic, sysregs, tlb::Stage2Tlb, vectors};
+use crate::exit::ExitKind;
+use crate::image::{BootLayout, ImageHeader, plan_layout};
+use crate::instance::{Instance, Next, StopReason, Vcpu, VcpuStatus};
 use crate::memory::PhysAllocator;
 
 const PAGE: usize = 4096;
@@ -48,6 +53,8 @@ pub enum BuildError {
     Image(crate::image::ImageError),
     /// Not enough board memory for the instance's RAM.
     NoMemory(u64),
+    /// More vCPUs than physical CPUs to pin them to.
+    TooManyVcpus { vcpus: usize, cpus: usize },
     /// Stage-2 tables could not be built.
     Stage2(stage2::Stage2Error),
     /// The guest device tree could not be written.
@@ -61,20 +68,30 @@ impl core::fmt::Display for BuildError {
             Self::NoMemory(size) => {
                 write!(f, "no {size:#x} bytes of board memory left for guest RAM")
             }
-            Self::Stage2(error) => write!(f, "stage-2 tables: {error:?}"),
+            Self::TooManyVcpus { vcpus, cpus } => {
+                write!(
+                    f,
+                    "{vcpus} vCPUs asked for, but the board has {cpus} CPUs to pin them to"
+                )
+            }
+            Self::Stage2(error) => write!(f, "stage-2 tables: {error}"),
             Self::DeviceTree(error) => write!(f, "guest device tree: {error}"),
         }
     }
 }
 
 /// What an instance is made from.
-pub struct InstanceConfig<'a> {
+pub struct InstanceConfig {
     /// The instance's name.
     pub name: String,
     /// Guest RAM in bytes (a multiple of 2 MiB).
     pub ram_size: u64,
+    /// Number of vCPUs.
+    pub vcpus: usize,
     /// The kernel, an arm64 Image.
-    pub kernel: &'a [u8],
+    pub kernel: &'static [u8],
+    /// The initramfs, if any.
+    pub ramdisk: Option<&'static [u8]>,
     /// The guest's kernel command line.
     pub bootargs: String,
     /// VMID of the instance's stage-2 context.
@@ -82,11 +99,15 @@ pub struct InstanceConfig<'a> {
 }
 
 /// A built instance: its exit-handling state plus the memory and stage-2 tables behind it.
-pub struct Vm<'a> {
-    config: InstanceConfig<'a>,
-    instance: Instance,
+pub struct Vm {
+    config: InstanceConfig,
+    /// The exit-handling state the instance's vCPUs share.
+    pub instance: Instance,
     ram: u64,
-    stage2: stage2::Stage2Table<HeapFrames, Stage2Tlb>,
+    vttbr: u64,
+    console_intid: Option<u32>,
+    /// Kept for the instance's lifetime: the tables the hardware walks (and, later, dirty tracking).
+    _stage2: Mutex<stage2::Stage2Table<HeapFrames, Stage2Tlb>>,
 }
 
 fn copy_to_guest(ram: u64, ipa: u64, bytes: &[u8]) {
@@ -97,28 +118,29 @@ fn copy_to_guest(ram: u64, ipa: u64, bytes: &[u8]) {
     clean_to_poc(destination as u64, bytes.len() as u64);
 }
 
-/// Cleans a range to the point of coherency, so a guest starting with its MMU and caches off
-/// sees what the hypervisor wrote through its cacheable mapping.
-fn clean_to_poc(start: u64, len: u64) {
-    const LINE: u64 = 64;
-    let mut line = start & !(LINE - 1);
-    while line < start + len {
-        // SAFETY: cache maintenance by address on memory the hypervisor maps; no data changes.
-        unsafe { core::arch::asm!("dc cvac, {line}", line = in(reg) line, options(nostack)) };
-        line += LINE;
-    }
-    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+/// The vCPU-pinning kick: vCPU n runs on physical CPU n.
+fn kick_vcpu(vcpu: usize) {
+    gic::kick(vcpu);
 }
 
-impl<'a> Vm<'a> {
-    /// Allocates RAM, maps it at stage 2, writes the guest's device tree and loads the kernel.
+impl Vm {
+    /// Allocates RAM and maps it at stage 2; `cpus` physical CPUs are there to pin vCPUs to, and
+    /// `console_intid` is the board UART's interrupt (its input goes to this instance).
     pub fn build(
-        config: InstanceConfig<'a>,
+        config: InstanceConfig,
         phys: &mut PhysAllocator,
         stage2_config: stage2::Stage2Config,
+        cpus: usize,
+        console_intid: Option<u32>,
     ) -> Result<Self, BuildError> {
         // Refuse a broken image before taking any memory for it.
         ImageHeader::parse(config.kernel).map_err(BuildError::Image)?;
+        if config.vcpus == 0 || config.vcpus > cpus {
+            return Err(BuildError::TooManyVcpus {
+                vcpus: config.vcpus,
+                cpus,
+            });
+        }
         let ram = phys
             .allocate(config.ram_size, SZ_2M)
             .ok_or(BuildError::NoMemory(config.ram_size))?;
@@ -134,85 +156,179 @@ impl<'a> Vm<'a> {
                 stage2::Perms::RWX,
             )
             .map_err(BuildError::Stage2)?;
-        let mut vm = Self {
-            instance: Instance::new(&config.name, config.ram_size, 0, 0, console::guest_line),
+        let affinities: Vec<u64> = (0..config.vcpus as u64).collect();
+        Ok(Self {
+            instance: Instance::new(
+                &config.name,
+                config.ram_size,
+                &affinities,
+                console::guest_line,
+                kick_vcpu,
+            ),
             config,
             ram,
-            stage2,
-        };
-        vm.load()?;
-        Ok(vm)
+            vttbr: stage2.vttbr(),
+            console_intid,
+            _stage2: Mutex::new(stage2),
+        })
     }
 
-    /// Puts a fresh copy of kernel and device tree into zeroed RAM and resets the vCPU: the
-    /// state at first boot and after SYSTEM_RESET.
-    fn load(&mut self) -> Result<(), BuildError> {
+    /// Puts fresh copies of kernel, initramfs and device tree into zeroed RAM and powers on
+    /// vCPU 0: the state at first boot and after SYSTEM_RESET.
+    pub fn boot(&self) -> Result<(), BuildError> {
         let config = &self.config;
+        let header = ImageHeader::parse(config.kernel).map_err(BuildError::Image)?;
+        let ramdisk_size = config.ramdisk.map(|ramdisk| ramdisk.len() as u64);
+        // The device tree's size depends on the initrd's place, which depends on the device
+        // tree's size only through the 2 MiB limit: lay out once with the limit.
+        let probe = plan_layout(&header, RAM_BASE, config.ram_size, ramdisk_size, 0)
+            .map_err(BuildError::Image)?;
         let platform = GuestPlatform {
             name: config.name.clone(),
             ram_size: config.ram_size,
-            vcpu_mpidrs: vec![0],
+            vcpu_mpidrs: (0..config.vcpus as u64).collect(),
             gic: GuestGic::V3,
             bootargs: config.bootargs.clone(),
-            initrd: None,
+            initrd: probe
+                .initrd
+                .zip(ramdisk_size)
+                .map(|(start, size)| MemRange::new(start, size)),
             virtio_transports: 0,
         };
         let dtb = devicetree::guest::write_guest_dtb(&platform).map_err(BuildError::DeviceTree)?;
-        let header = ImageHeader::parse(config.kernel).map_err(BuildError::Image)?;
-        let layout = plan_layout(&header, RAM_BASE, config.ram_size, None, dtb.len() as u64)
-            .map_err(BuildError::Image)?;
-        // SAFETY: the instance's RAM is ours alone and identity-mapped; zeroing it keeps no trace
-        // of whatever the memory held before.
+        let layout: BootLayout = plan_layout(
+            &header,
+            RAM_BASE,
+            config.ram_size,
+            ramdisk_size,
+            dtb.len() as u64,
+        )
+        .map_err(BuildError::Image)?;
+        // SAFETY: the instance's RAM is ours alone and identity-mapped, and no vCPU of the
+        // instance is running; zeroing it keeps no trace of what the memory held before.
         unsafe { core::ptr::write_bytes(self.ram as *mut u8, 0, config.ram_size as usize) };
         copy_to_guest(self.ram, layout.kernel, config.kernel);
+        if let (Some(ramdisk), Some(at)) = (config.ramdisk, layout.initrd) {
+            copy_to_guest(self.ram, at, ramdisk);
+        }
         copy_to_guest(self.ram, layout.dtb, &dtb);
-        self.instance = Instance::new(
-            &config.name,
-            config.ram_size,
-            layout.kernel,
-            layout.dtb,
-            console::guest_line,
-        );
         info!(
-            "{}: {} MiB RAM at IPA {RAM_BASE:#x} (PA {:#x}), kernel at {:#x}, device tree at {:#x}",
+            "{}: {} vCPUs, {} MiB RAM at IPA {RAM_BASE:#x} (PA {:#x}), kernel at {:#x}, initrd {}, device tree at {:#x}",
             config.name,
+            config.vcpus,
             config.ram_size >> 20,
             self.ram,
             layout.kernel,
+            layout
+                .initrd
+                .map_or(String::from("none"), |at| alloc::format!("at {at:#x}")),
             layout.dtb
         );
+        self.instance.boot(layout.kernel, layout.dtb);
         Ok(())
     }
 
-    /// Runs the instance's vCPU on this CPU until the instance stops.
-    pub fn run(&mut self) -> StopReason {
+    /// Runs vCPU `cpu` on physical CPU `cpu` until the instance ends.
+    pub fn run_cpu(&self, cpu: usize) -> StopReason {
+        let Some(mut vcpu) = self.instance.vcpus().into_iter().nth(cpu) else {
+            // More physical CPUs than vCPUs: nothing to run here.
+            loop {
+                aarch64_cpu::asm::wfe();
+            }
+        };
         loop {
-            sysregs::load_stage2_and_identity(self.stage2.vttbr(), self.instance.vcpu.mpidr);
-            sysregs::load_el1(&self.instance.vcpu.el1);
-            let next = loop {
-                let kind = vectors::run(&mut self.instance.vcpu.regs);
-                let syndrome = sysregs::trap_syndrome();
-                match self
-                    .instance
-                    .handle_exit(kind, &syndrome, &mut sysregs::LiveEl1)
-                {
-                    Next::Resume => continue,
-                    other => break other,
-                }
-            };
-            self.instance.vcpu.el1 = sysregs::save_el1();
-            self.instance.flush_console();
-            match next {
-                Next::Stop(reason) => return reason,
-                Next::Reset => {
-                    info!("{}: SYSTEM_RESET: reloading the instance", self.config.name);
-                    if let Err(error) = self.load() {
-                        return StopReason::Fault(alloc::format!("reset failed: {error}"));
+            match self.instance.poll(cpu) {
+                VcpuStatus::Ended(reason) => return reason,
+                VcpuStatus::Off => self.wait_for_interrupt(cpu),
+                VcpuStatus::Start { entry, context_id } => {
+                    vcpu.power_on(entry, context_id);
+                    let next = self.run_vcpu(&mut vcpu);
+                    self.instance.left(cpu);
+                    if next == Next::Reset {
+                        self.reset(cpu);
                     }
                 }
-                Next::Resume => unreachable!("the inner loop only breaks on Stop or Reset"),
             }
         }
+    }
+
+    fn reset(&self, cpu: usize) {
+        while !self.instance.others_out(cpu) {
+            self.wait_for_interrupt(cpu);
+        }
+        info!("{}: SYSTEM_RESET: reloading the instance", self.config.name);
+        if let Err(error) = self.boot() {
+            log::error!("{}: reset failed: {error}", self.config.name);
+        }
+    }
+
+    /// Sleeps until a physical interrupt arrives, then handles what arrived.
+    fn wait_for_interrupt(&self, cpu: usize) {
+        aarch64_cpu::asm::wfi();
+        self.take_interrupts(cpu);
+    }
+
+    /// Acknowledges and handles every pending physical interrupt on this CPU.
+    fn take_interrupts(&self, cpu: usize) {
+        while let Some(intid) = gic::acknowledge() {
+            gic::priority_drop(intid);
+            match intid {
+                // Left active: the guest's deactivation of the HW-mapped virtual interrupt
+                // deactivates it.
+                gic::VTIMER_INTID => {
+                    self.instance
+                        .timer_fired(cpu, gic::VTIMER_INTID, gic::VTIMER_INTID)
+                }
+                intid if Some(intid) == self.console_intid => {
+                    let mut input = [0u8; 32];
+                    let count = console::read_input(&mut input);
+                    self.instance.console_input(&input[..count]);
+                    gic::deactivate(intid);
+                }
+                // Kicks and maintenance interrupts only make the run loop look again.
+                _ => gic::deactivate(intid),
+            }
+        }
+    }
+
+    fn run_vcpu(&self, vcpu: &mut Vcpu) -> Next {
+        let cpu = vcpu.index;
+        sysregs::load_stage2_and_identity(self.vttbr, vcpu.mpidr);
+        sysregs::load_el1(&vcpu.el1);
+        gic::load_vmcr(vcpu.vmcr);
+        let next = loop {
+            let mut lrs = [0; gic::LIST_REGISTERS];
+            let refill = self.instance.flush_interrupts(cpu, &mut lrs);
+            gic::write_lrs(&lrs, refill);
+            let kind = vectors::run(&mut vcpu.regs);
+            self.instance.sync_interrupts(cpu, &gic::read_lrs());
+            if kind == ExitKind::Irq {
+                self.take_interrupts(cpu);
+            }
+            let syndrome = sysregs::trap_syndrome();
+            match self
+                .instance
+                .handle_exit(vcpu, kind, &syndrome, &mut sysregs::LiveEl1)
+            {
+                Next::Resume => {}
+                Next::Wait => {
+                    while !self.instance.has_pending(cpu) && self.instance.is_on(cpu) {
+                        self.wait_for_interrupt(cpu);
+                    }
+                    if !self.instance.is_on(cpu) {
+                        break Next::Leave;
+                    }
+                }
+                other => break other,
+            }
+        };
+        vcpu.el1 = sysregs::save_el1();
+        vcpu.vmcr = gic::save_vmcr_and_disable();
+        // A timer left running would fire for a vCPU that is gone.
+        CNTV_CTL_EL0.set(0);
+        gic::deactivate(gic::VTIMER_INTID);
+        self.instance.flush_console();
+        next
     }
 }
 

@@ -27,6 +27,8 @@ const EXECUTE_NEVER: u64 = 1 << 54;
 #[repr(C, align(4096))]
 struct Table([u64; ENTRIES]);
 
+/// The level-1 table comes first: its address is the tables' address.
+#[repr(C)]
 struct Tables {
     l1: Table,
     l2: [Table; L2_TABLES],
@@ -58,14 +60,14 @@ fn classify(ram: &[PhysRange], start: u64, size: u64) -> Option<bool> {
     }
 }
 
-/// Builds the identity map for `ram` and turns the EL2 MMU and caches on.
+/// Builds the identity map for `ram` (once, on the boot CPU, before [`enable`]).
 ///
 /// Panics if a gigabyte mixes RAM and devices at finer than 2 MiB or more gigabytes mix than
 /// there are level-2 tables: board memory maps are not like that.
-pub fn enable(ram: &[PhysRange], parange: u8) {
+pub fn build(ram: &[PhysRange]) {
     // SAFETY: called once on the boot CPU with the MMU off and no other CPU running, so nothing
     // else reads or writes the tables while they are built.
-    let tables = unsafe { &mut *(&raw mut TABLES) };
+    let tables = unsafe { (&raw mut TABLES).as_mut() }.expect("a static is never null");
     let mut next_l2 = 0;
     for (index, entry) in tables.l1.0.iter_mut().enumerate() {
         let base = index as u64 * GIB;
@@ -85,6 +87,16 @@ pub fn enable(ram: &[PhysRange], parange: u8) {
             }
         };
     }
+    // Secondary CPUs read the tables with their caches still off.
+    super::clean_to_poc(
+        &raw const TABLES as u64,
+        core::mem::size_of::<Tables>() as u64,
+    );
+}
+
+/// Turns the EL2 MMU and caches on for this CPU, with the map [`build`] made.
+pub fn enable(parange: u8) {
+    let l1 = (&raw const TABLES) as u64;
 
     MAIR_EL2.write(
         MAIR_EL2::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
@@ -102,7 +114,7 @@ pub fn enable(ram: &[PhysRange], parange: u8) {
             + TCR_EL2::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
             + TCR_EL2::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable,
     );
-    TTBR0_EL2.set_baddr(tables.l1.0.as_ptr() as u64);
+    TTBR0_EL2.set_baddr(l1);
     barrier::dsb(barrier::ISH);
     // SAFETY: invalidates stale EL2 translations before the new map is used; no memory access.
     unsafe { core::arch::asm!("tlbi alle2", options(nostack)) };

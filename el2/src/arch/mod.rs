@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod console;
+pub mod gic;
 pub mod guest;
 pub mod heap;
 pub mod mmu;
@@ -10,3 +11,16 @@ pub mod psci;
 pub mod sysregs;
 pub mod tlb;
 pub mod vectors;
+
+/// Cleans `[start, start + len)` to the point of coherency, so that an observer with its MMU
+/// and caches off (a guest at entry, a CPU coming up) sees what was written through the caches.
+pub fn clean_to_poc(start: u64, len: u64) {
+    const LINE: u64 = 64;
+    let mut line = start & !(LINE - 1);
+    while line < start + len {
+        // SAFETY: cache maintenance by address on memory the hypervisor maps; no data changes.
+        unsafe { core::arch::asm!("dc cvac, {line}", line = in(reg) line, options(nostack)) };
+        line += LINE;
+    }
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::SY);
+}
