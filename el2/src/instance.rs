@@ -256,6 +256,11 @@ impl Instance {
         shared.vgic.pulse(vcpu, intid);
     }
 
+    /// How many bytes the instance's UART can take now.
+    pub fn console_space(&self) -> usize {
+        self.shared.lock().uart.receive_space()
+    }
+
     /// Bytes typed on the board console arrive at the instance's UART.
     pub fn console_input(&self, bytes: &[u8]) {
         let mut shared = self.shared.lock();
@@ -566,7 +571,7 @@ mod tests {
     const HVC: u64 = 0x5a00_0000;
     const SMC: u64 = 0x5e00_0000;
 
-    fn discard(_: &str, _: &str) {}
+    fn discard(_: &str, _: &str, _: bool) {}
 
     std::thread_local! {
         static KICKED: AtomicU64 = const { AtomicU64::new(0) };
@@ -827,6 +832,30 @@ mod tests {
         guest.timer_fired(0, 27, 27);
         assert!(guest.has_pending(0));
         assert_eq!(exit(&guest, &mut vcpu, wfi).0, Next::Resume);
+    }
+
+    #[test]
+    fn console_input_raises_the_uart_interrupt() {
+        let (guest, mut vcpu) = instance(2);
+        let mut write = |ipa: u64, value: u64| {
+            vcpu.regs.x[2] = value;
+            exit(&guest, &mut vcpu, data_abort(ipa, 2, true));
+        };
+        write(GICD_BASE + 0x100 + 4, 1 << (UART_INTID - 32)); // GICD_ISENABLER1
+        write(GICD_BASE + 0x6100 + 8 * u64::from(UART_INTID), 0); // GICD_IROUTER: vCPU 0
+        write(GICD_BASE, 0x2); // GICD_CTLR.EnableGrp1
+        write(UART_BASE + 0x38, 1 << 4); // UARTIMSC.RXIM
+        assert!(!guest.has_pending(0));
+        guest.console_input(b"ls");
+        assert!(guest.has_pending(0));
+        exit(&guest, &mut vcpu, data_abort(UART_BASE, 4, false));
+        assert_eq!(vcpu.regs.x[4], u64::from(b'l'));
+        exit(&guest, &mut vcpu, data_abort(UART_BASE, 4, false));
+        assert_eq!(vcpu.regs.x[4], u64::from(b's'));
+        assert!(
+            !guest.has_pending(0),
+            "the line drops once the FIFO is empty"
+        );
     }
 
     #[test]

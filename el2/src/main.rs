@@ -114,7 +114,7 @@ mod board {
         });
         sysregs::configure_el2(setup.vtcr);
         gic::init_cpu(0);
-        console::enable_input();
+        console::enable_input(true);
 
         // SAFETY: the module range was reserved above and nothing writes it.
         let module = unsafe { boot_module(module.base, module.size) };

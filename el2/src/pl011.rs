@@ -47,8 +47,9 @@ const ID_REGISTERS: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 /// Longest line passed on at once; longer output is split.
 const MAX_LINE: usize = 256;
 
-/// Where finished console lines go: the instance's name and one line without its newline.
-pub type LineSink = fn(instance: &str, line: &str);
+/// Where console output goes: the instance's name, text without its newline, and whether the
+/// text ends a line (`false` for a partial line passed on early, such as a shell prompt).
+pub type LineSink = fn(instance: &str, text: &str, ends_line: bool);
 
 /// An emulated PL011 with its guest-visible register state.
 pub struct Pl011 {
@@ -90,22 +91,26 @@ impl Pl011 {
 
     fn transmit(&mut self, byte: u8) {
         match byte {
-            b'\n' => self.flush(),
+            b'\n' => self.emit(true),
             b'\r' => {}
             _ => {
                 self.line.push(byte);
                 if self.line.len() >= MAX_LINE {
-                    self.flush();
+                    self.emit(false);
                 }
             }
         }
     }
 
-    /// Passes on any partial line, e.g. when the instance stops.
-    pub fn flush(&mut self) {
+    fn emit(&mut self, ends_line: bool) {
         let text = String::from_utf8_lossy(&self.line);
-        (self.sink)(&self.instance, &text);
+        (self.sink)(&self.instance, &text, ends_line);
         self.line.clear();
+    }
+
+    /// Passes on a partial line, e.g. a prompt when the guest goes idle or stops.
+    pub fn flush(&mut self) {
+        self.emit(false);
     }
 
     /// A byte arrives on the receive line; dropped (overrun) when the FIFO is full.
@@ -113,6 +118,11 @@ impl Pl011 {
         if self.rx.len() < RX_FIFO {
             self.rx.push_back(byte);
         }
+    }
+
+    /// Room left in the receive FIFO.
+    pub fn receive_space(&self) -> usize {
+        RX_FIFO - self.rx.len()
     }
 
     /// Raw interrupt status: transmit always, receive and timeout while data waits.
@@ -198,18 +208,18 @@ mod tests {
     use std::string::ToString;
 
     std::thread_local! {
-        static LINES: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+        static LINES: RefCell<Vec<(String, String, bool)>> = const { RefCell::new(Vec::new()) };
     }
 
-    fn record(instance: &str, line: &str) {
+    fn record(instance: &str, text: &str, ends_line: bool) {
         LINES.with(|lines| {
             lines
                 .borrow_mut()
-                .push((instance.to_string(), line.to_string()))
+                .push((instance.to_string(), text.to_string(), ends_line))
         });
     }
 
-    fn take_lines() -> Vec<(String, String)> {
+    fn take_lines() -> Vec<(String, String, bool)> {
         LINES.with(|lines| core::mem::take(&mut *lines.borrow_mut()))
     }
 
@@ -219,10 +229,16 @@ mod tests {
         for byte in b"hello\r\nworld" {
             uart.write(DR, 1, u64::from(*byte));
         }
-        assert_eq!(take_lines(), [("guest0".to_string(), "hello".to_string())]);
+        assert_eq!(
+            take_lines(),
+            [("guest0".to_string(), "hello".to_string(), true)]
+        );
         assert!(uart.has_partial_line());
         uart.flush();
-        assert_eq!(take_lines(), [("guest0".to_string(), "world".to_string())]);
+        assert_eq!(
+            take_lines(),
+            [("guest0".to_string(), "world".to_string(), false)]
+        );
     }
 
     #[test]
@@ -231,11 +247,11 @@ mod tests {
         for _ in 0..MAX_LINE + 3 {
             uart.write(DR, 1, u64::from(b'x'));
         }
-        uart.flush();
+        uart.write(DR, 1, u64::from(b'\n'));
         let lines = take_lines();
         assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0].1.len(), MAX_LINE);
-        assert_eq!(lines[1].1.len(), 3);
+        assert_eq!((lines[0].1.len(), lines[0].2), (MAX_LINE, false));
+        assert_eq!((lines[1].1.len(), lines[1].2), (3, true));
     }
 
     #[test]

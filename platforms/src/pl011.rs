@@ -50,9 +50,14 @@ impl Pl011Console {
         }
     }
 
-    /// Raises the UART's interrupt whenever received data waits.
-    pub fn enable_receive_interrupt(&mut self) {
-        self.registers.imsc.write(IMSC::RXIM::SET + IMSC::RTIM::SET);
+    /// Raises the UART's interrupt whenever received data waits (or never, if `enable` is false).
+    pub fn enable_receive_interrupt(&mut self, enable: bool) {
+        let mask = if enable {
+            IMSC::RXIM::SET + IMSC::RTIM::SET
+        } else {
+            IMSC::RXIM::CLEAR + IMSC::RTIM::CLEAR
+        };
+        self.registers.imsc.write(mask);
     }
 
     /// Takes one received byte, if any.

@@ -1,28 +1,48 @@
 //! The board console: hypervisor log lines (through `log`) and guest console lines share one
 //! PL011 under one lock, so lines never interleave.
 
+use alloc::string::String;
 use core::fmt::Write;
 
 use platforms::pl011::Pl011Console;
 use spin::Mutex;
 
-static CONSOLE: Mutex<Option<Pl011Console>> = Mutex::new(None);
+/// The board UART, and the instance whose partial line (a prompt, say) is open on it.
+struct Console {
+    uart: Pl011Console,
+    open_line: Option<String>,
+}
+
+impl Console {
+    /// Ends an open partial line so that the next output starts on a line of its own.
+    fn close_line(&mut self) {
+        if self.open_line.take().is_some() {
+            let _ = self.uart.write_str("\n");
+        }
+    }
+}
+
+static CONSOLE: Mutex<Option<Console>> = Mutex::new(None);
 static LOGGER: Logger = Logger;
 
 /// Starts the console on the board UART at `base` and routes `log` to it at `level`.
 pub fn init(base: u64, level: log::LevelFilter) {
     // SAFETY: `base` comes from the board's device tree, the EL2 identity map covers it as device
     // memory, and nothing else in the hypervisor drives that UART.
-    *CONSOLE.lock() = Some(unsafe { Pl011Console::new(base as usize) });
+    let uart = unsafe { Pl011Console::new(base as usize) };
+    *CONSOLE.lock() = Some(Console {
+        uart,
+        open_line: None,
+    });
     // A second init (there is none) would keep the first logger, which is harmless.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
 }
 
-/// Starts delivering console input as the UART's interrupt.
-pub fn enable_input() {
+/// Starts (or stops, while nobody can take more input) the UART's receive interrupt.
+pub fn enable_input(enable: bool) {
     if let Some(console) = CONSOLE.lock().as_mut() {
-        console.enable_receive_interrupt();
+        console.uart.enable_receive_interrupt(enable);
     }
 }
 
@@ -34,7 +54,7 @@ pub fn read_input(buffer: &mut [u8]) -> usize {
     };
     let mut count = 0;
     while count < buffer.len() {
-        let Some(byte) = console.read_byte() else {
+        let Some(byte) = console.uart.read_byte() else {
             break;
         };
         buffer[count] = byte;
@@ -43,11 +63,12 @@ pub fn read_input(buffer: &mut [u8]) -> usize {
     count
 }
 
-/// Writes formatted text to the console, if it is up.
+/// Writes formatted text to the console on a line of its own, if the console is up.
 pub fn write_fmt(args: core::fmt::Arguments) {
     if let Some(console) = CONSOLE.lock().as_mut() {
+        console.close_line();
         // The PL011 driver cannot fail.
-        let _ = console.write_fmt(args);
+        let _ = console.uart.write_fmt(args);
     }
 }
 
@@ -55,7 +76,8 @@ pub fn write_fmt(args: core::fmt::Arguments) {
 pub fn write_fmt_from_panic(args: core::fmt::Arguments) {
     if let Some(mut console) = CONSOLE.try_lock() {
         if let Some(console) = console.as_mut() {
-            let _ = console.write_fmt(args);
+            console.close_line();
+            let _ = console.uart.write_fmt(args);
         }
         return;
     }
@@ -65,9 +87,24 @@ pub fn write_fmt_from_panic(args: core::fmt::Arguments) {
     write_fmt(args);
 }
 
-/// A guest's console line, shown with the instance's name in front.
-pub fn guest_line(instance: &str, line: &str) {
-    write_fmt(format_args!("[{instance}] {line}\n"));
+/// A guest's console output, each line shown with the instance's name in front. A partial line
+/// stays open so the guest can continue it (a prompt and what is typed after it).
+pub fn guest_line(instance: &str, text: &str, ends_line: bool) {
+    let mut guard = CONSOLE.lock();
+    let Some(console) = guard.as_mut() else {
+        return;
+    };
+    if console.open_line.as_deref() != Some(instance) {
+        console.close_line();
+        let _ = write!(console.uart, "[{instance}] ");
+    }
+    let _ = console.uart.write_str(text);
+    if ends_line {
+        let _ = console.uart.write_str("\n");
+        console.open_line = None;
+    } else if console.open_line.is_none() {
+        console.open_line = Some(instance.into());
+    }
 }
 
 struct Logger;

@@ -3,6 +3,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::alloc::Layout;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use aarch64_cpu::registers::CNTV_CTL_EL0;
 use devicetree::MemRange;
@@ -106,6 +107,8 @@ pub struct Vm {
     ram: u64,
     vttbr: u64,
     console_intid: Option<u32>,
+    /// Console input waits in the board UART until the guest's UART has room.
+    input_paused: AtomicBool,
     /// Kept for the instance's lifetime: the tables the hardware walks (and, later, dirty tracking).
     _stage2: Mutex<stage2::Stage2Table<HeapFrames, Stage2Tlb>>,
 }
@@ -169,6 +172,7 @@ impl Vm {
             ram,
             vttbr: stage2.vttbr(),
             console_intid,
+            input_paused: AtomicBool::new(false),
             _stage2: Mutex::new(stage2),
         })
     }
@@ -282,13 +286,28 @@ impl Vm {
                 intid if Some(intid) == self.console_intid => {
                     let mut input = [0u8; 32];
                     let count = console::read_input(&mut input);
+
                     self.instance.console_input(&input[..count]);
                     gic::deactivate(intid);
                 }
-                // Kicks and maintenance interrupts only make the run loop look again.
+                // The maintenance interrupt stays asserted until the list registers change:
+                // fold them into the vGIC and refill them now.
+                gic::MAINTENANCE_INTID => {
+                    self.instance.sync_interrupts(cpu, &gic::read_lrs());
+                    self.load_interrupts(cpu);
+                    gic::deactivate(intid);
+                }
+                // A kick only makes the run loop look at the vCPU again.
                 _ => gic::deactivate(intid),
             }
         }
+    }
+
+    /// Fills the list registers with the vCPU's most urgent interrupts.
+    fn load_interrupts(&self, cpu: usize) {
+        let mut lrs = [0; gic::LIST_REGISTERS];
+        let refill = self.instance.flush_interrupts(cpu, &mut lrs);
+        gic::write_lrs(&lrs, refill);
     }
 
     fn run_vcpu(&self, vcpu: &mut Vcpu) -> Next {
@@ -297,21 +316,25 @@ impl Vm {
         sysregs::load_el1(&vcpu.el1);
         gic::load_vmcr(vcpu.vmcr);
         let next = loop {
-            let mut lrs = [0; gic::LIST_REGISTERS];
-            let refill = self.instance.flush_interrupts(cpu, &mut lrs);
-            gic::write_lrs(&lrs, refill);
+            self.load_interrupts(cpu);
             let kind = vectors::run(&mut vcpu.regs);
             self.instance.sync_interrupts(cpu, &gic::read_lrs());
             if kind == ExitKind::Irq {
                 self.take_interrupts(cpu);
             }
             let syndrome = sysregs::trap_syndrome();
+            if self.input_paused.load(Ordering::Relaxed) && self.instance.console_space() > 0 {
+                self.input_paused.store(false, Ordering::Relaxed);
+                console::enable_input(true);
+            }
             match self
                 .instance
                 .handle_exit(vcpu, kind, &syndrome, &mut sysregs::LiveEl1)
             {
                 Next::Resume => {}
                 Next::Wait => {
+                    // An idle guest may be waiting for input after a prompt: show the prompt.
+                    self.instance.flush_console();
                     while !self.instance.has_pending(cpu) && self.instance.is_on(cpu) {
                         self.wait_for_interrupt(cpu);
                     }
