@@ -104,8 +104,9 @@ pub enum ExitReason {
     Hvc { imm: u16 },
     /// Trapped SMC with its immediate; the PC still points at the SMC.
     Smc { imm: u16 },
-    /// WFI (or WFE when `wfe` is set).
-    Wfx { wfe: bool },
+    /// WFI, or (when `wakes_itself`) WFE, WFIT or WFET: those may complete without an
+    /// interrupt (an event, a timeout), so the guest is simply resumed.
+    Wfx { wakes_itself: bool },
     /// A trapped system-register access.
     SysReg(SysRegAccess),
     /// A stage-2 data abort with a valid syndrome: a candidate for MMIO emulation.
@@ -138,7 +139,10 @@ impl ExitReason {
         match syndrome.ec() {
             ec::HVC64 => Self::Hvc { imm: iss as u16 },
             ec::SMC64 => Self::Smc { imm: iss as u16 },
-            ec::WFX => Self::Wfx { wfe: iss & 1 != 0 },
+            // ISS.TI: 0b00 WFI, 0b01 WFE, 0b10 WFIT, 0b11 WFET.
+            ec::WFX => Self::Wfx {
+                wakes_itself: iss & 0b11 != 0,
+            },
             ec::SYSREG => Self::SysReg(SysRegAccess {
                 encoding: (
                     ((iss >> 20) & 0x3) as u8,
@@ -189,8 +193,18 @@ mod tests {
         assert_eq!(sync(0x5a00_0000), ExitReason::Hvc { imm: 0 });
         assert_eq!(sync(0x5a00_0007), ExitReason::Hvc { imm: 7 });
         assert_eq!(sync(0x5e00_0000), ExitReason::Smc { imm: 0 });
-        assert_eq!(sync(0x0600_0000), ExitReason::Wfx { wfe: false });
-        assert_eq!(sync(0x0600_0001), ExitReason::Wfx { wfe: true });
+        assert_eq!(
+            sync(0x0600_0000),
+            ExitReason::Wfx {
+                wakes_itself: false
+            }
+        );
+        assert_eq!(sync(0x0600_0001), ExitReason::Wfx { wakes_itself: true });
+        assert_eq!(
+            sync(0x0600_0002),
+            ExitReason::Wfx { wakes_itself: true },
+            "WFIT has a timeout"
+        );
         assert_eq!(sync(0x8600_0000), ExitReason::Unhandled { ec: 0x21 });
     }
 

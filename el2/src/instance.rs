@@ -17,6 +17,7 @@ use crate::exit::{ExitKind, ExitReason, SysRegAccess, TrapSyndrome};
 use crate::mmio::{MmioAccess, MmioDevice};
 use crate::pl011::{LineSink, Pl011};
 use crate::psci::{self, SmcccCall, status};
+use crate::timer::{EmulatedTimer, PHYS_TIMER_INTID, TimerRegister};
 use crate::vcpu::{El1SysRegs, ExceptionRegisters, GuestException, GuestRegs, inject};
 
 /// The affinity fields of an MPIDR (Aff3, Aff2, Aff1, Aff0).
@@ -41,6 +42,8 @@ pub struct Vcpu {
     pub mpidr: u64,
     /// The vGIC virtual CPU interface control (`ICH_VMCR_EL2`).
     pub vmcr: u64,
+    /// The emulated EL1 physical timer.
+    pub phys_timer: EmulatedTimer,
 }
 
 impl Vcpu {
@@ -52,6 +55,7 @@ impl Vcpu {
             el1: El1SysRegs::at_reset(),
             mpidr: (1 << 31) | (affinity & MPIDR_AFFINITY_MASK),
             vmcr: 0,
+            phys_timer: EmulatedTimer::default(),
         }
     }
 
@@ -261,6 +265,14 @@ impl Instance {
         self.shared.lock().uart.receive_space()
     }
 
+    /// The hypervisor's deadline for the emulated physical timer of `vcpu` passed.
+    pub fn phys_timer_fired(&self, vcpu: usize) {
+        self.shared
+            .lock()
+            .vgic
+            .set_line(vcpu, PHYS_TIMER_INTID, true);
+    }
+
     /// Bytes typed on the board console arrive at the instance's UART.
     pub fn console_input(&self, bytes: &[u8]) {
         let mut shared = self.shared.lock();
@@ -290,13 +302,15 @@ impl Instance {
             .for_each(self.kick);
     }
 
-    /// Handles one exit of `vcpu`; `el1` gives the EL1 registers an injected exception writes.
+    /// Handles one exit of `vcpu`; `el1` gives the EL1 registers an injected exception writes,
+    /// and `now` is the physical counter.
     pub fn handle_exit(
         &self,
         vcpu: &mut Vcpu,
         kind: ExitKind,
         syndrome: &TrapSyndrome,
         el1: &mut impl ExceptionRegisters,
+        now: u64,
     ) -> Next {
         let pc = vcpu.regs.pc;
         let next = match ExitReason::decode(kind, syndrome) {
@@ -306,9 +320,9 @@ impl Instance {
                 vcpu.regs.skip_instruction();
                 self.smccc(vcpu, Conduit::Smc)
             }
-            ExitReason::Wfx { wfe } => {
+            ExitReason::Wfx { wakes_itself } => {
                 vcpu.regs.skip_instruction();
-                if wfe || self.has_pending(vcpu.index) {
+                if wakes_itself || self.has_pending(vcpu.index) {
                     Next::Resume
                 } else {
                     Next::Wait
@@ -326,7 +340,25 @@ impl Instance {
                 vcpu.regs.skip_instruction();
                 Next::Resume
             }
-            ExitReason::SysReg(access) => self.undefined_sysreg(vcpu, el1, access),
+            ExitReason::SysReg(access) => match TimerRegister::decode(access.encoding) {
+                Some(register) => {
+                    if access.read {
+                        vcpu.regs
+                            .set(access.reg, vcpu.phys_timer.read(register, now));
+                    } else {
+                        vcpu.phys_timer
+                            .write(register, vcpu.regs.get(access.reg), now);
+                    }
+                    let level = vcpu.phys_timer.asserted(now);
+                    self.shared
+                        .lock()
+                        .vgic
+                        .set_line(vcpu.index, PHYS_TIMER_INTID, level);
+                    vcpu.regs.skip_instruction();
+                    Next::Resume
+                }
+                None => self.undefined_sysreg(vcpu, el1, access),
+            },
             ExitReason::Mmio(access) => self.mmio(vcpu, access, syndrome.far, el1),
             ExitReason::DataAbort { ipa, write, reason } => {
                 let direction = if write { "write to" } else { "read of" };
@@ -566,6 +598,8 @@ mod tests {
     use core::sync::atomic::{AtomicU64, Ordering};
 
     const ENTRY: u64 = 0x4020_0000;
+    /// The counter at every test exit.
+    const NOW: u64 = 1_000_000;
     const DTB: u64 = 0x43e0_0000;
     const NOT_SUPPORTED: u64 = u64::MAX;
     const HVC: u64 = 0x5a00_0000;
@@ -604,7 +638,7 @@ mod tests {
             vbar_el1: 0x4000_8000,
             ..El1SysRegs::at_reset()
         };
-        let next = guest.handle_exit(vcpu, ExitKind::Synchronous, &syndrome, &mut el1);
+        let next = guest.handle_exit(vcpu, ExitKind::Synchronous, &syndrome, &mut el1, NOW);
         (next, el1)
     }
 
@@ -855,6 +889,33 @@ mod tests {
         assert!(
             !guest.has_pending(0),
             "the line drops once the FIFO is empty"
+        );
+    }
+
+    #[test]
+    fn physical_timer_is_emulated() {
+        let (guest, mut vcpu) = instance(1);
+        vcpu.regs.x[3] = u64::from(u32::MAX);
+        exit(&guest, &mut vcpu, data_abort(GICR_BASE + 0x1_0080, 3, true)); // IGROUPR0
+        vcpu.regs.x[3] = 1 << PHYS_TIMER_INTID;
+        exit(&guest, &mut vcpu, data_abort(GICR_BASE + 0x1_0100, 3, true)); // ISENABLER0
+        vcpu.regs.x[3] = 0x2;
+        exit(&guest, &mut vcpu, data_abort(GICD_BASE, 3, true)); // GICD_CTLR
+        vcpu.regs.x[5] = NOW + 500;
+        exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 2), 5, false)); // CNTP_CVAL_EL0
+        vcpu.regs.x[5] = 1;
+        exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 1), 5, false)); // CNTP_CTL_EL0 = ENABLE
+        assert_eq!(vcpu.phys_timer.deadline(), Some(NOW + 500));
+        assert!(!guest.has_pending(0), "not yet due");
+        exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 0), 6, true)); // CNTP_TVAL_EL0
+        assert_eq!(vcpu.regs.x[6], 500);
+        guest.phys_timer_fired(0);
+        assert!(guest.has_pending(0));
+        vcpu.regs.x[5] = 0;
+        exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 1), 5, false)); // disable
+        assert!(
+            !guest.has_pending(0),
+            "the level drops with the timer disabled"
         );
     }
 

@@ -15,4 +15,5 @@ pub mod memory;
 pub mod mmio;
 pub mod pl011;
 pub mod psci;
+pub mod timer;
 pub mod vcpu;

@@ -225,7 +225,7 @@ mod board {
         let reason = vm.run_cpu(index);
         log::debug!("CPU {index}: {} ended ({reason})", vm.instance.name);
         loop {
-            aarch64_cpu::asm::wfe();
+            aarch64_cpu::asm::wfi();
         }
     }
 

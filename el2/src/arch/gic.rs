@@ -24,6 +24,9 @@ pub const KICK_SGI: u32 = 0;
 pub const VTIMER_INTID: u32 = 27;
 /// The GIC maintenance interrupt's INTID (PPI 9).
 pub const MAINTENANCE_INTID: u32 = 25;
+/// The INTID of the timer that backs a guest's emulated physical timer: the EL1 physical timer
+/// (PPI 14), which guests cannot touch since their accesses to it trap.
+pub const DEADLINE_TIMER_INTID: u32 = 30;
 /// List registers used (QEMU and GIC-600-class CPUs have at least 4).
 pub const LIST_REGISTERS: usize = 4;
 /// `ICH_HCR_EL2.En`: the virtual CPU interface is on.
@@ -87,10 +90,13 @@ pub fn init_cpu(cpu: usize) {
     let gic = &mut guard.as_mut().expect("gic::init ran first").0;
     gic.init_cpu(cpu);
     for intid in [
-        IntId::sgi(KICK_SGI),
-        IntId::ppi(VTIMER_INTID - 16),
-        IntId::ppi(MAINTENANCE_INTID - 16),
-    ] {
+        KICK_SGI,
+        VTIMER_INTID,
+        MAINTENANCE_INTID,
+        DEADLINE_TIMER_INTID,
+    ]
+    .map(int_id)
+    {
         gic.set_interrupt_priority(intid, Some(cpu), PRIORITY)
             .expect("valid private interrupt");
         gic.enable_interrupt(intid, Some(cpu), true)
@@ -148,6 +154,8 @@ pub fn kick(cpu: usize) {
         affinity1: (affinity >> 8) as u8,
         target_list: 1 << (affinity & 0xf),
     };
+    // The vGIC update the kick announces must be visible before the SGI is.
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
     GicCpuInterface::send_sgi(IntId::sgi(KICK_SGI), target, SgiTargetGroup::CurrentGroup1)
         .expect("SGI 0 is an SGI");
 }

@@ -237,7 +237,7 @@ impl Vm {
         let Some(mut vcpu) = self.instance.vcpus().into_iter().nth(cpu) else {
             // More physical CPUs than vCPUs: nothing to run here.
             loop {
-                aarch64_cpu::asm::wfe();
+                aarch64_cpu::asm::wfi();
             }
         };
         loop {
@@ -297,15 +297,23 @@ impl Vm {
                     self.load_interrupts(cpu);
                     gic::deactivate(intid);
                 }
+                // The emulated physical timer's deadline passed.
+                gic::DEADLINE_TIMER_INTID => {
+                    sysregs::mask_deadline_timer();
+                    self.instance.phys_timer_fired(cpu);
+                    gic::deactivate(intid);
+                }
                 // A kick only makes the run loop look at the vCPU again.
                 _ => gic::deactivate(intid),
             }
         }
     }
 
-    /// Fills the list registers with the vCPU's most urgent interrupts.
+    /// Fills the list registers with the vCPU's most urgent interrupts. The vGIC folds in the
+    /// current contents first if it has not seen them since its last fill (after a refill on a
+    /// maintenance interrupt, say), so they must be the live values, never blanks.
     fn load_interrupts(&self, cpu: usize) {
-        let mut lrs = [0; gic::LIST_REGISTERS];
+        let mut lrs = gic::read_lrs();
         let refill = self.instance.flush_interrupts(cpu, &mut lrs);
         gic::write_lrs(&lrs, refill);
     }
@@ -315,6 +323,8 @@ impl Vm {
         sysregs::load_stage2_and_identity(self.vttbr, vcpu.mpidr);
         sysregs::load_el1(&vcpu.el1);
         gic::load_vmcr(vcpu.vmcr);
+        let mut armed = vcpu.phys_timer.deadline();
+        sysregs::arm_deadline_timer(armed);
         let next = loop {
             self.load_interrupts(cpu);
             let kind = vectors::run(&mut vcpu.regs);
@@ -327,10 +337,18 @@ impl Vm {
                 self.input_paused.store(false, Ordering::Relaxed);
                 console::enable_input(true);
             }
-            match self
-                .instance
-                .handle_exit(vcpu, kind, &syndrome, &mut sysregs::LiveEl1)
-            {
+            let next = self.instance.handle_exit(
+                vcpu,
+                kind,
+                &syndrome,
+                &mut sysregs::LiveEl1,
+                sysregs::counter(),
+            );
+            if vcpu.phys_timer.deadline() != armed {
+                armed = vcpu.phys_timer.deadline();
+                sysregs::arm_deadline_timer(armed);
+            }
+            match next {
                 Next::Resume => {}
                 Next::Wait => {
                     // An idle guest may be waiting for input after a prompt: show the prompt.
@@ -347,8 +365,9 @@ impl Vm {
         };
         vcpu.el1 = sysregs::save_el1();
         vcpu.vmcr = gic::save_vmcr_and_disable();
-        // A timer left running would fire for a vCPU that is gone.
+        // Timers left running would fire for a vCPU that is gone.
         CNTV_CTL_EL0.set(0);
+        sysregs::arm_deadline_timer(None);
         gic::deactivate(gic::VTIMER_INTID);
         self.instance.flush_console();
         next

@@ -34,9 +34,9 @@ pub fn configure_el2(vtcr: u64) {
             + HCR_EL2::PTW::SET,
     );
     CPTR_EL2.set(CPTR_EL2_VALUE);
-    // The guest reads the counter and uses its EL1 physical timer directly until the timer
-    // emulation arrives; the virtual counter has no offset.
-    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET);
+    // The guest reads the physical counter directly; its physical timer registers trap and are
+    // emulated (`crate::timer`). The virtual counter has no offset, the same on every CPU.
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::CLEAR + CNTHCTL_EL2::EL1PCTEN::SET);
     CNTVOFF_EL2.set(0);
     VTCR_EL2.set(vtcr);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
@@ -47,6 +47,29 @@ pub fn load_stage2_and_identity(vttbr: u64, mpidr: u64) {
     VTTBR_EL2.set(vttbr);
     VMPIDR_EL2.set(mpidr);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// The physical counter.
+pub fn counter() -> u64 {
+    CNTPCT_EL0.get()
+}
+
+/// Arms this CPU's deadline timer (the EL1 physical timer, which guests cannot reach) to fire
+/// at `deadline`, or stops it.
+pub fn arm_deadline_timer(deadline: Option<u64>) {
+    match deadline {
+        Some(deadline) => {
+            CNTP_CVAL_EL0.set(deadline);
+            CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::SET + CNTP_CTL_EL0::IMASK::CLEAR);
+        }
+        None => CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::CLEAR),
+    }
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Silences this CPU's deadline timer after it fired, until it is armed again.
+pub fn mask_deadline_timer() {
+    CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::SET + CNTP_CTL_EL0::IMASK::SET);
 }
 
 /// The syndrome registers of the exit that just happened.
