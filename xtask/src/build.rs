@@ -8,7 +8,7 @@ pub const HYPERVISOR_TARGET: &str = "aarch64-unknown-none-softfloat";
 /// The test guests' target.
 pub const GUEST_TARGET: &str = "aarch64-unknown-none";
 /// The bare-metal test guests in `tests/guests`.
-pub const TEST_GUESTS: [&str; 2] = ["basic", "hostile"];
+pub const TEST_GUESTS: [&str; 6] = ["basic", "hostile", "timer", "sgi", "storm", "bench"];
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

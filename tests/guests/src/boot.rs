@@ -1,4 +1,5 @@
-//! arm64 Image header, early boot (stack, BSS, vectors, FP, MMU) and the exception vector table.
+//! arm64 Image header, early boot (stack, BSS, vectors, FP, MMU), the secondary-CPU entry and the
+//! exception vector table.
 
 // Static identity map (4K granule, T0SZ = 25: a level-1 table of 1 GiB blocks):
 // 0..1 GiB Device-nGnRE (MAIR attr 0), 1..2 GiB Normal WB inner shareable (MAIR attr 1).
@@ -38,7 +39,27 @@ __boot:
     b.hs    2f
     stp     xzr, xzr, [x1], #16
     b       1b
-2:  adrp    x1, __vectors
+2:  bl      __cpu_init
+    mov     x0, x19
+    bl      test_guests_rust_start
+3:  wfi
+    b       3b
+
+    // Secondary CPUs (PSCI CPU_ON) enter here at EL1 with the MMU off and x0 = context_id, which
+    // the runtime sets to the top of the CPU's stack. Nothing is read from memory before the MMU
+    // and caches are on (the primary's writes may still sit in its cache).
+    .global __secondary_entry
+__secondary_entry:
+    mov     sp, x0
+    bl      __cpu_init
+    bl      test_guests_secondary_start
+4:  wfi
+    b       4b
+
+    // Per-CPU setup shared by every CPU: vectors, FP/SIMD access, the identity map, MMU and caches.
+    // Clobbers x1 only.
+__cpu_init:
+    adrp    x1, __vectors
     add     x1, x1, :lo12:__vectors
     msr     vbar_el1, x1
     mov     x1, #(3 << 20)          // CPACR_EL1.FPEN: no FP/SIMD traps at EL1
@@ -56,10 +77,7 @@ __boot:
     ldr     x1, =SCTLR_VALUE
     msr     sctlr_el1, x1
     isb
-    mov     x0, x19
-    bl      test_guests_rust_start
-3:  wfi
-    b       3b
+    ret
     .ltorg
 
     .section .rodata.boot_l1, "a"

@@ -1,4 +1,4 @@
-//! PL011 console (TX only, polled), found through the guest's device tree.
+//! PL011 console (TX only, polled), found through the guest's device tree; usable from every CPU.
 
 use core::{
     fmt::{self, Write},
@@ -100,10 +100,31 @@ fn put(uart: &Pl011Regs, b: u8) {
     uart.dr.set(u32::from(b));
 }
 
+/// Owner of the console lock: 0 when free, else the owning CPU's index + 1.
+static OWNER: AtomicUsize = AtomicUsize::new(0);
+
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments) {
+    // One line at a time from any CPU: IRQs are masked while the lock is held (so an interrupt
+    // handler that prints cannot deadlock against its own CPU), and a CPU that already holds the
+    // lock (a panic or an unexpected exception while printing) prints through it.
+    let me = crate::smp::cpu_id() + 1;
+    let daif = crate::irq::mask();
+    let nested = OWNER.load(Ordering::Relaxed) == me;
+    if !nested {
+        while OWNER
+            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+    }
     // Console writes cannot fail.
     let _ = Console.write_fmt(args);
+    if !nested {
+        OWNER.store(0, Ordering::Release);
+    }
+    crate::irq::restore(daif);
 }
 
 /// Prints to the guest console.

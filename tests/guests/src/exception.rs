@@ -1,5 +1,5 @@
-//! Exception handling: synchronous exceptions from EL1 are recorded and skipped, anything else
-//! ends the run with a FAIL line.
+//! Exception handling: synchronous exceptions from EL1 are recorded and skipped, IRQs go to
+//! [`crate::irq`], anything else ends the run with a FAIL line.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering, compiler_fence};
 
@@ -115,6 +115,10 @@ extern "C" fn test_guests_exception(kind: u64) {
         ELR.store(elr, Ordering::SeqCst);
         PENDING.store(true, Ordering::SeqCst);
         ELR_EL1.set(elr + 4);
+        return;
+    }
+    if kind == 5 {
+        crate::irq::dispatch();
         return;
     }
     let name = KINDS.get(kind as usize).copied().unwrap_or("?");

@@ -1,5 +1,6 @@
 //! Runtime of the bare-metal test guests: arm64 Image entry, EL1 identity map, exception vectors,
-//! PL011 console, SMCCC/PSCI calls and PASS/FAIL reporting.
+//! PL011 console, SMCCC/PSCI calls and PASS/FAIL reporting; a GICv3 driver with an IRQ vector,
+//! the generic timers, and SMP (secondaries through PSCI CPU_ON, per-CPU stacks, barrier, lock).
 //!
 //! A guest binary defines `fn main(dtb: usize) -> !` and registers it with [`entry!`].
 #![cfg(target_os = "none")]
@@ -8,8 +9,12 @@
 mod boot;
 pub mod console;
 pub mod exception;
+pub mod gic;
+pub mod irq;
 pub mod report;
 pub mod smccc;
+pub mod smp;
+pub mod timer;
 
 pub use exception::{ExceptionRecord, take_exception};
 pub use report::{check, fail, finish, pass};

@@ -38,3 +38,56 @@ pub fn finish() -> ! {
     }
     system_off()
 }
+
+/// A short formatted string in a fixed buffer (the guests have no allocator); `write!` into it,
+/// read it back with [`Text::as_str`]. Text beyond `N` bytes is cut off.
+pub struct Text<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Text<N> {
+    /// An empty text.
+    pub const fn new() -> Self {
+        Self {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
+    /// `args` formatted.
+    pub fn format(args: core::fmt::Arguments) -> Self {
+        let mut text = Self::new();
+        let _ = core::fmt::Write::write_fmt(&mut text, args);
+        text
+    }
+
+    /// The text so far.
+    pub fn as_str(&self) -> &str {
+        match core::str::from_utf8(&self.buf[..self.len]) {
+            Ok(s) => s,
+            // Cut inside a UTF-8 sequence: keep the valid prefix.
+            Err(e) => core::str::from_utf8(&self.buf[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+
+    /// Nothing written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<const N: usize> Default for Text<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> core::fmt::Write for Text<N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = (self.len + s.len()).min(N);
+        self.buf[self.len..end].copy_from_slice(&s.as_bytes()[..end - self.len]);
+        self.len = end;
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! Interrupts, timers and SMP: the test guests `timer`, `sgi`, `storm` and `bench` on the
+//! hypervisor's virtual GICv3, asserting on the guests' own PASS lines.
+//!
+//! The timer scenarios run under `-icount shift=0,sleep=off`: their checks are about time (no tick
+//! a full period late), which on a loaded host under plain TCG depends on the host's scheduling,
+//! not on the hypervisor. With icount one counter tick is one instruction and the run repeats.
+
+use scenarios::{ICOUNT, Log, board_with_bundle, board_with_guest};
+
+/// What every passing guest run ends with.
+fn passes(log: &Log, guest: &str) {
+    log.powered_off()
+        .has(&format!("[{guest}] RESULT: PASS"))
+        .lacks("FAIL")
+        .lacks("PANIC")
+        .in_order(
+            &format!("[{guest}] RESULT: PASS"),
+            &format!("{guest}: stopped: the guest called SYSTEM_OFF"),
+        )
+        .in_order(
+            &format!("{guest}: stopped"),
+            "all instances stopped: powering off",
+        );
+}
+
+#[test]
+fn virtual_timer_ticks_500_times_at_1khz_without_losing_one() {
+    let log = Log::boot_with_args("timer (virtual)", &board_with_guest("timer"), &ICOUNT);
+    log.powered_off()
+        .has("[timer] gic: distributor 0x8000000, redistributors 0x80a0000, 1 cpu(s)")
+        .has("[timer] virtual timer: 500/500 ticks")
+        .has("[timer] PASS: virtual timer 500 ticks")
+        .lacks("FAIL: virtual timer")
+        .lacks("PANIC");
+}
+
+#[test]
+fn physical_timer_ticks_100_times_at_1khz_without_losing_one() {
+    let log = Log::boot_with_args("timer (physical)", &board_with_guest("timer"), &ICOUNT);
+    log.has("[timer] PASS: physical timer 100 ticks");
+    passes(&log, "timer");
+}
+
+#[test]
+fn sgis_reach_exactly_their_targets_on_four_vcpus() {
+    let (board, bundle) = board_with_bundle("sgi", 4, 4);
+    let log = Log::boot("sgi", &board);
+    std::fs::remove_file(&bundle).ok();
+    log.has("sgi: 4 vCPUs, 64 MiB RAM")
+        .has("[sgi] all 4 CPUs up and sent their SGIs")
+        .has("[sgi] cpu 0 took SGIs 4 10 12")
+        .has("[sgi] cpu 1 took SGIs 1 8 12")
+        .has("[sgi] cpu 2 took SGIs 2 8 10 12")
+        .has("[sgi] cpu 3 took SGIs 3 8 12")
+        .has("[sgi] PASS: sgi routing");
+    passes(&log, "sgi");
+}
+
+#[test]
+fn interrupt_storm_beyond_the_list_registers_loses_nothing() {
+    let log = Log::boot("storm", &board_with_guest("storm"));
+    log.has("[storm] PASS: interrupt storm 40")
+        .has("[storm] PASS: interrupt priority order");
+    passes(&log, "storm");
+}
+
+#[test]
+fn bench_guest_reports_every_figure() {
+    let (board, bundle) = board_with_bundle("bench", 2, 2);
+    let log = Log::boot_with_args("bench", &board, &ICOUNT);
+    std::fs::remove_file(&bundle).ok();
+    log.powered_off().lacks("PANIC").lacks("unexpected");
+    for name in [
+        "null_hypercall",
+        "mmio_read",
+        "timer_latency",
+        "sgi_latency",
+    ] {
+        let prefix = format!("[bench] BENCH {name} ");
+        let value = log
+            .serial()
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        assert!(
+            value.is_some_and(|v| v > 0),
+            "no positive `BENCH {name} <ticks>` line in:\n{}",
+            log.serial()
+        );
+    }
+    log.in_order("[bench] BENCH sgi_latency", "[bench] BENCH done")
+        .in_order(
+            "[bench] BENCH done",
+            "bench: stopped: the guest called SYSTEM_OFF",
+        );
+}
