@@ -21,7 +21,10 @@ commands:
                              name guest, 128M, 1 vCPU, bootargs \"console=ttyAMA0\"
   linux-guest [--vcpus N]    fetch Debian's arm64 kernel and busybox (once, into
                              target/guest-cache), build the initramfs and the Linux guest
-                             bundle target/images/linux-<N>cpu.fit (default 1)";
+                             bundle target/images/linux-<N>cpu.fit (default 1)
+  bench [--only micro|linux] micro-benchmarks (bench guest) and Linux boot to /init under
+                             -icount shift=0,sleep=off, with the hypervisor and on the bare
+                             board: table on stdout, figures in target/bench.json";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bundle") => pack(&args[1..]),
         Some("linux-guest") => linux(&args[1..]),
+        Some("bench") => xtask::bench::bench(&args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {
