@@ -6,6 +6,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use devicetree::guest::{
     GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, RAM_BASE, UART_BASE, UART_SPI,
 };
@@ -144,6 +145,10 @@ pub struct Instance {
     mpidrs: Vec<u64>,
     shared: Mutex<Shared>,
     kick: fn(usize),
+    /// Bit n: vCPU n is on and the instance has not stopped (read on every exit, without the lock).
+    running: AtomicU64,
+    /// Counts changes to the vGIC's state, so a CPU can tell that its list registers are current.
+    interrupt_epoch: AtomicU64,
 }
 
 impl Instance {
@@ -172,7 +177,23 @@ impl Instance {
             }),
             mpidrs,
             kick,
+            running: AtomicU64::new(0),
+            interrupt_epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Changes instance-wide state that the vGIC depends on, and records that it changed.
+    fn update<R>(&self, change: impl FnOnce(&mut Shared) -> R) -> R {
+        let result = change(&mut self.shared.lock());
+        self.interrupt_epoch.fetch_add(1, Ordering::Release);
+        result
+    }
+
+    /// Changes whenever the vGIC's state may have changed other than through a vCPU's own list
+    /// registers: a CPU whose list registers are as it wrote them, and that sees the same epoch
+    /// as at its last fill, need not fill them again.
+    pub fn interrupt_epoch(&self) -> u64 {
+        self.interrupt_epoch.load(Ordering::Acquire)
     }
 
     /// The vCPUs, each at its power-on state.
@@ -186,15 +207,16 @@ impl Instance {
 
     /// (Re)starts the instance: every vCPU off but vCPU 0, which enters at `entry` with x0 = `dtb`.
     pub fn boot(&self, entry: u64, dtb: u64) {
-        let mut shared = self.shared.lock();
-        shared.vgic = Vgic::new(self.mpidrs.len(), self.mpidrs.clone(), VGIC_SPIS);
-        shared.power.fill(Power::Off);
-        shared.power[0] = Power::Starting {
-            entry,
-            context_id: dtb,
-        };
-        shared.stop = None;
-        drop(shared);
+        self.update(|shared| {
+            shared.vgic = Vgic::new(self.mpidrs.len(), self.mpidrs.clone(), VGIC_SPIS);
+            shared.power.fill(Power::Off);
+            shared.power[0] = Power::Starting {
+                entry,
+                context_id: dtb,
+            };
+            shared.stop = None;
+        });
+        self.running.store(0, Ordering::Release);
         (self.kick)(0);
     }
 
@@ -208,6 +230,7 @@ impl Instance {
             Power::Starting { entry, context_id } => {
                 shared.power[vcpu] = Power::On;
                 shared.in_guest |= 1 << vcpu;
+                self.running.fetch_or(1 << vcpu, Ordering::AcqRel);
                 VcpuStatus::Start { entry, context_id }
             }
             Power::Off | Power::On => VcpuStatus::Off,
@@ -221,8 +244,7 @@ impl Instance {
 
     /// True while `vcpu` is on and the instance has not stopped.
     pub fn is_on(&self, vcpu: usize) -> bool {
-        let shared = self.shared.lock();
-        shared.stop.is_none() && shared.power[vcpu] == Power::On
+        self.running.load(Ordering::Acquire) & (1 << vcpu) != 0
     }
 
     /// True once no vCPU but `except` is still in the guest (a reset waits for this).
@@ -255,9 +277,10 @@ impl Instance {
 
     /// The virtual timer of `vcpu` fired: deliver its PPI, backed by physical INTID `pintid`.
     pub fn timer_fired(&self, vcpu: usize, intid: u32, pintid: u32) {
-        let mut shared = self.shared.lock();
-        shared.vgic.set_hw_mapping(vcpu, intid, Some(pintid));
-        shared.vgic.pulse(vcpu, intid);
+        self.update(|shared| {
+            shared.vgic.set_hw_mapping(vcpu, intid, Some(pintid));
+            shared.vgic.pulse(vcpu, intid);
+        });
     }
 
     /// How many bytes the instance's UART can take now.
@@ -267,19 +290,17 @@ impl Instance {
 
     /// The hypervisor's deadline for the emulated physical timer of `vcpu` passed.
     pub fn phys_timer_fired(&self, vcpu: usize) {
-        self.shared
-            .lock()
-            .vgic
-            .set_line(vcpu, PHYS_TIMER_INTID, true);
+        self.update(|shared| shared.vgic.set_line(vcpu, PHYS_TIMER_INTID, true));
     }
 
     /// Bytes typed on the board console arrive at the instance's UART.
     pub fn console_input(&self, bytes: &[u8]) {
-        let mut shared = self.shared.lock();
-        for byte in bytes {
-            shared.uart.receive(*byte);
-        }
-        Self::update_uart_line(&mut shared);
+        self.update(|shared| {
+            for byte in bytes {
+                shared.uart.receive(*byte);
+            }
+            Self::update_uart_line(shared);
+        });
     }
 
     fn update_uart_line(shared: &mut Shared) {
@@ -293,6 +314,7 @@ impl Instance {
             shared.stop = Some(reason);
         }
         shared.power.fill(Power::Off);
+        self.running.store(0, Ordering::Release);
         self.kick_others(caller);
     }
 
@@ -329,11 +351,8 @@ impl Instance {
                 }
             }
             ExitReason::SysReg(access) if access.encoding == ICC_SGI1R_EL1 && !access.read => {
-                let targets = self
-                    .shared
-                    .lock()
-                    .vgic
-                    .send_sgi(vcpu.index, vcpu.regs.get(access.reg));
+                let value = vcpu.regs.get(access.reg);
+                let targets = self.update(|shared| shared.vgic.send_sgi(vcpu.index, value));
                 (0..self.mpidrs.len())
                     .filter(|n| targets & (1 << n) != 0)
                     .for_each(self.kick);
@@ -350,10 +369,7 @@ impl Instance {
                             .write(register, vcpu.regs.get(access.reg), now);
                     }
                     let level = vcpu.phys_timer.asserted(now);
-                    self.shared
-                        .lock()
-                        .vgic
-                        .set_line(vcpu.index, PHYS_TIMER_INTID, level);
+                    self.update(|shared| shared.vgic.set_line(vcpu.index, PHYS_TIMER_INTID, level));
                     vcpu.regs.skip_instruction();
                     Next::Resume
                 }
@@ -486,6 +502,11 @@ impl Instance {
                 None
             }
         };
+        // Writes (and UART reads, which drain its FIFO) may change what the vGIC delivers.
+        let uart = (UART_BASE..UART_BASE + Pl011::WINDOW).contains(&access.ipa);
+        if value.is_some() && (access.write || uart) {
+            self.interrupt_epoch.fetch_add(1, Ordering::Release);
+        }
         let Some(value) = value else {
             let in_ram = (RAM_BASE..RAM_BASE + self.ram_size).contains(&access.ipa);
             let direction = if access.write { "write to" } else { "read of" };
@@ -548,6 +569,7 @@ impl Instance {
             SmcccCall::CpuOff => {
                 let mut shared = self.shared.lock();
                 shared.power[vcpu.index] = Power::Off;
+                self.running.fetch_and(!(1 << vcpu.index), Ordering::AcqRel);
                 if shared.power.iter().all(|power| *power == Power::Off) {
                     self.stop(&mut shared, StopReason::AllCpusOff, vcpu.index);
                 }
@@ -559,6 +581,7 @@ impl Instance {
             }
             SmcccCall::SystemReset => {
                 self.shared.lock().power.fill(Power::Off);
+                self.running.store(0, Ordering::Release);
                 self.kick_others(vcpu.index);
                 return Next::Reset;
             }

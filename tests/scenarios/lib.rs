@@ -1,18 +1,13 @@
 //! Helpers for the QEMU scenarios in `tests/`: boot a board, then assert on its serial log,
 //! printing the whole log when an assertion fails.
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use xtask::build;
 use xtask::bundle::{BundleSpec, write_bundle_file};
+use xtask::qemu::ICOUNT;
 use xtask::qemu::{Board, Run};
-
-/// QEMU options for deterministic time: one counter tick per instruction, idle time skipped.
-pub const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 
 /// Longest a scenario may run before it is killed and fails.
 pub const TIMEOUT: Duration = Duration::from_secs(90);
@@ -29,6 +24,13 @@ pub fn board_with_guest(guest: &str) -> Board {
         );
     }
     Board::new(hypervisor, image, guest)
+}
+
+/// `board` under `-icount shift=0,sleep=off`: one counter tick per instruction, idle time
+/// skipped, so timing checks hold however loaded the host is.
+pub fn with_icount(mut board: Board) -> Board {
+    board.extra_args.extend(ICOUNT.map(String::from));
+    board
 }
 
 /// A board whose guest image is the file at `image`.
@@ -68,43 +70,6 @@ pub fn board_with_bundle(guest: &str, vcpus: u32, cpus: u32) -> (Board, PathBuf)
     (board, bundle)
 }
 
-/// Runs `board` with `extra` QEMU arguments until QEMU exits or `timeout` passes (as `Board::run`).
-pub fn run_with_args(board: &Board, extra: &[&str], timeout: Duration) -> Result<Run, String> {
-    let mut child = board
-        .command()
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|error| format!("cannot start qemu-system-aarch64: {error}"))?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let (done, finished) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut log = Vec::new();
-        let _ = stdout.read_to_end(&mut log);
-        let _ = done.send(());
-        log
-    });
-    let timed_out = finished.recv_timeout(timeout).is_err();
-    if timed_out {
-        let _ = child.kill();
-    }
-    let status = child
-        .wait()
-        .map_err(|error| format!("waiting for QEMU: {error}"))?;
-    let serial = String::from_utf8_lossy(&reader.join().expect("reader thread")).replace('\r', "");
-    let mut errors = String::new();
-    let _ = stderr.read_to_string(&mut errors);
-    Ok(Run {
-        serial,
-        stderr: errors,
-        timed_out,
-        success: status.success(),
-    })
-}
-
 /// A finished board run with assertions that show the serial log when they fail.
 pub struct Log {
     run: Run,
@@ -123,10 +88,11 @@ impl Log {
         }
     }
 
-    /// Boots `board` with `extra` QEMU arguments (e.g. [`ICOUNT`]) and waits for it to power off.
-    pub fn boot_with_args(name: &str, board: &Board, extra: &[&str]) -> Self {
-        let run =
-            run_with_args(board, extra, TIMEOUT).unwrap_or_else(|error| panic!("{name}: {error}"));
+    /// Boots `board` and types `script` on its console (see `Board::run_scripted`).
+    pub fn boot_scripted(name: &str, board: &Board, script: &[(&str, &str)]) -> Self {
+        let run = board
+            .run_scripted(TIMEOUT, script)
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
         Self {
             run,
             name: name.into(),

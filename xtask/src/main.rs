@@ -11,9 +11,12 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   build                      build the hypervisor and test guest images into target/images
-  run [--guest IMAGE] [--smp N] [--gic 2|3] [--mem MiB]
-                             boot the hypervisor on QEMU virt with a guest (default: the
-                             `basic` test guest), serial console on this terminal
+  run [--kernel IMAGE [--initrd FILE] | --guest FILE] [--vcpus N] [--smp N] [--gic 2|3]
+      [--mem MiB]            boot the hypervisor on QEMU virt with a guest, its console on
+                             this terminal. Default: Debian's Linux with a busybox shell
+                             (fetched once, cached), 2 vCPUs. --kernel/--initrd: your own
+                             arm64 Image and initramfs; --guest: a guest bundle (.fit) or a
+                             bare arm64 Image as it is
   test                       host unit tests, then every QEMU scenario
   bundle --kernel IMAGE [--initrd FILE] [--name NAME] [--mem SIZE] [--vcpus N]
          [--bootargs \"...\"] -o OUT.fit
@@ -48,39 +51,53 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> Result<(), String> {
     qemu::check_qemu()?;
-    build::build_all()?;
-    let mut board = Board::new(
-        build::hypervisor_image(),
-        build::guest_image("basic"),
-        "basic",
-    );
+    let (mut guest, mut kernel, mut initrd) = (None, None, None);
+    let (mut vcpus, mut cpus, mut gic, mut memory) = (2, None, 3, 1024);
     let mut options = args.iter();
     while let Some(option) = options.next() {
         let mut value = || options.next().ok_or(format!("{option} needs a value"));
         match option.as_str() {
-            "--guest" => {
-                let path = std::path::PathBuf::from(value()?);
-                let name = path
-                    .file_stem()
-                    .map_or("guest".into(), |stem| stem.to_string_lossy().into_owned());
-                board.bootargs = board
-                    .bootargs
-                    .replace("guest.name=basic", &format!("guest.name={name}"));
-                board.guest = path;
-            }
-            "--smp" => board.cpus = value()?.parse().map_err(|_| "--smp takes a number")?,
-            "--gic" => board.gic_version = value()?.parse().map_err(|_| "--gic takes 2 or 3")?,
-            "--mem" => board.memory_mib = value()?.parse().map_err(|_| "--mem takes MiB")?,
+            "--guest" => guest = Some(std::path::PathBuf::from(value()?)),
+            "--kernel" => kernel = Some(std::path::PathBuf::from(value()?)),
+            "--initrd" => initrd = Some(std::path::PathBuf::from(value()?)),
+            "--vcpus" => vcpus = value()?.parse().map_err(|_| "--vcpus takes a number")?,
+            "--smp" => cpus = Some(value()?.parse().map_err(|_| "--smp takes a number")?),
+            "--gic" => gic = value()?.parse().map_err(|_| "--gic takes 2 or 3")?,
+            "--mem" => memory = value()?.parse().map_err(|_| "--mem takes MiB")?,
             other => return Err(format!("unknown option {other}\n\n{USAGE}")),
         }
     }
-    if !board.guest.exists() {
-        return Err(format!(
-            "guest image {} does not exist",
-            board.guest.display()
-        ));
-    }
+    build::build_all()?;
+    let guest = match (guest, kernel) {
+        (Some(_), Some(_)) => return Err("give either --guest or --kernel, not both".into()),
+        (Some(guest), None) if guest.exists() => guest,
+        (Some(guest), None) => {
+            return Err(format!("guest image {} does not exist", guest.display()));
+        }
+        (None, Some(kernel)) => {
+            let out = build::images_dir().join("run-guest.fit");
+            let spec = BundleSpec {
+                kernel,
+                initrd,
+                name: "guest".into(),
+                memory: linux_guest::MEMORY,
+                vcpus,
+                bootargs: linux_guest::BOOTARGS.into(),
+            };
+            bundle::write_bundle_file(&spec, &out)?;
+            out
+        }
+        (None, None) => linux_guest::linux_bundle(vcpus)?,
+    };
+    let mut board = Board::new(build::hypervisor_image(), guest, "guest");
+    board.bootargs = "log=info".into();
+    board.cpus = cpus.unwrap_or(vcpus.max(1));
+    board.gic_version = gic;
+    board.memory_mib = memory;
     eprintln!("xtask: {:?}", board.command());
+    eprintln!(
+        "xtask: the guest's console is this terminal; `poweroff -f` in it (or Ctrl-C) ends the run"
+    );
     let status = board
         .command()
         .status()
@@ -172,6 +189,9 @@ fn test() -> Result<(), String> {
     ])?;
     eprintln!("xtask: building images");
     build::build_all()?;
+    for vcpus in [1, 4] {
+        linux_guest::linux_bundle(vcpus)?;
+    }
     eprintln!("xtask: QEMU scenarios on {version}");
     cargo_test(&["-p", "scenarios", "--", "--test-threads=2"])
 }

@@ -1,6 +1,6 @@
 //! Starting a QEMU `virt` board with the hypervisor, and collecting its serial log with a timeout.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -28,7 +28,12 @@ pub struct Board {
     pub guest: PathBuf,
     /// The hypervisor's command line.
     pub bootargs: String,
+    /// More QEMU arguments (e.g. [`ICOUNT`]).
+    pub extra_args: Vec<String>,
 }
+
+/// QEMU options for deterministic time: one counter tick per instruction, idle time skipped.
+pub const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 
 impl Board {
     /// A one-CPU GICv3 board running `guest` named `name` with 64 MiB of RAM.
@@ -40,6 +45,7 @@ impl Board {
             hypervisor,
             guest,
             bootargs: format!("log=info guest.name={name} guest.mem=64M"),
+            extra_args: Vec::new(),
         }
     }
 
@@ -60,37 +66,71 @@ impl Board {
             .arg(&self.hypervisor)
             .arg("-initrd")
             .arg(&self.guest)
-            .args(["-append", &self.bootargs]);
+            .args(["-append", &self.bootargs])
+            .args(&self.extra_args);
         command
     }
 
     /// Runs the board until QEMU exits or `timeout` passes, and returns the serial log.
     pub fn run(&self, timeout: Duration) -> Result<Run, String> {
+        self.run_scripted(timeout, &[])
+    }
+
+    /// Runs the board like [`Board::run`], typing on its console as `script` says: for each
+    /// `(expect, input)`, once `expect` has appeared in the serial output after what the previous
+    /// step matched, `input` is typed.
+    pub fn run_scripted(&self, timeout: Duration, script: &[(&str, &str)]) -> Result<Run, String> {
         let mut child = self
             .command()
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|error| format!("cannot start qemu-system-aarch64: {error}"))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
-        let (done, finished) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut log = Vec::new();
-            let _ = stdout.read_to_end(&mut log);
-            let _ = done.send(());
-            log
+        let (chunks, received) = mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(count @ 1..) = stdout.read(&mut buffer) {
+                if chunks.send(buffer[..count].to_vec()).is_err() {
+                    break;
+                }
+            }
         });
-        let timed_out = finished.recv_timeout(timeout).is_err();
+        let deadline = std::time::Instant::now() + timeout;
+        let (mut serial, mut searched, mut steps) = (Vec::new(), 0, script.iter());
+        let mut step = steps.next();
+        let timed_out = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match received.recv_timeout(left) {
+                Ok(chunk) => serial.extend_from_slice(&chunk),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+                Err(mpsc::RecvTimeoutError::Timeout) => break true,
+            }
+            while let Some((expect, input)) = step {
+                let Some(at) = find(&serial[searched..], expect.as_bytes()) else {
+                    break;
+                };
+                searched += at + expect.len();
+                // A console is typed into, not pasted into: a short pause lets the guest's
+                // line discipline keep up, as a person's typing would.
+                std::thread::sleep(Duration::from_millis(200));
+                stdin
+                    .write_all(input.as_bytes())
+                    .and_then(|()| stdin.flush())
+                    .map_err(|error| format!("typing on the console: {error}"))?;
+                step = steps.next();
+            }
+        };
         if timed_out {
             let _ = child.kill();
         }
         let status = child
             .wait()
             .map_err(|error| format!("waiting for QEMU: {error}"))?;
-        let serial =
-            String::from_utf8_lossy(&reader.join().expect("reader thread")).replace('\r', "");
+        let serial = String::from_utf8_lossy(&serial).replace('\r', "");
         let mut errors = String::new();
         let _ = stderr.read_to_string(&mut errors);
         Ok(Run {
@@ -100,6 +140,13 @@ impl Board {
             success: status.success(),
         })
     }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// What a board run printed and how it ended.

@@ -109,6 +109,8 @@ pub struct Vm {
     console_intid: Option<u32>,
     /// Console input waits in the board UART until the guest's UART has room.
     input_paused: AtomicBool,
+    /// Per CPU: the list registers as last filled, and the vGIC epoch they were filled at.
+    loaded: Vec<Mutex<Option<LoadedInterrupts>>>,
     /// Kept for the instance's lifetime: the tables the hardware walks (and, later, dirty tracking).
     _stage2: Mutex<stage2::Stage2Table<HeapFrames, Stage2Tlb>>,
 }
@@ -120,6 +122,9 @@ fn copy_to_guest(ram: u64, ipa: u64, bytes: &[u8]) {
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), destination, bytes.len()) };
     clean_to_poc(destination as u64, bytes.len() as u64);
 }
+
+/// List registers as written, and the vGIC epoch they reflect.
+type LoadedInterrupts = ([u64; gic::LIST_REGISTERS], u64);
 
 /// The vCPU-pinning kick: vCPU n runs on physical CPU n.
 fn kick_vcpu(vcpu: usize) {
@@ -173,6 +178,7 @@ impl Vm {
             vttbr: stage2.vttbr(),
             console_intid,
             input_paused: AtomicBool::new(false),
+            loaded: (0..cpus).map(|_| Mutex::new(None)).collect(),
             _stage2: Mutex::new(stage2),
         })
     }
@@ -293,7 +299,7 @@ impl Vm {
                 // The maintenance interrupt stays asserted until the list registers change:
                 // fold them into the vGIC and refill them now.
                 gic::MAINTENANCE_INTID => {
-                    self.instance.sync_interrupts(cpu, &gic::read_lrs());
+                    self.sync_interrupts(cpu);
                     self.load_interrupts(cpu);
                     gic::deactivate(intid);
                 }
@@ -309,13 +315,31 @@ impl Vm {
         }
     }
 
-    /// Fills the list registers with the vCPU's most urgent interrupts. The vGIC folds in the
-    /// current contents first if it has not seen them since its last fill (after a refill on a
+    /// Fills the list registers with the vCPU's most urgent interrupts, unless they are still
+    /// exactly as last filled and the vGIC has not changed since. The vGIC folds in the current
+    /// contents first if it has not seen them since its last fill (after a refill on a
     /// maintenance interrupt, say), so they must be the live values, never blanks.
     fn load_interrupts(&self, cpu: usize) {
+        let mut loaded = self.loaded[cpu].lock();
         let mut lrs = gic::read_lrs();
+        let epoch = self.instance.interrupt_epoch();
+        if loaded.as_ref() == Some(&(lrs, epoch)) {
+            return;
+        }
         let refill = self.instance.flush_interrupts(cpu, &mut lrs);
         gic::write_lrs(&lrs, refill);
+        *loaded = Some((lrs, epoch));
+    }
+
+    /// Folds the list registers into the vGIC after an exit, if the guest changed them.
+    fn sync_interrupts(&self, cpu: usize) {
+        let lrs = gic::read_lrs();
+        if self.loaded[cpu]
+            .lock()
+            .is_none_or(|(written, _)| written != lrs)
+        {
+            self.instance.sync_interrupts(cpu, &lrs);
+        }
     }
 
     fn run_vcpu(&self, vcpu: &mut Vcpu) -> Next {
@@ -323,12 +347,13 @@ impl Vm {
         sysregs::load_stage2_and_identity(self.vttbr, vcpu.mpidr);
         sysregs::load_el1(&vcpu.el1);
         gic::load_vmcr(vcpu.vmcr);
+        *self.loaded[cpu].lock() = None;
         let mut armed = vcpu.phys_timer.deadline();
         sysregs::arm_deadline_timer(armed);
         let next = loop {
             self.load_interrupts(cpu);
             let kind = vectors::run(&mut vcpu.regs);
-            self.instance.sync_interrupts(cpu, &gic::read_lrs());
+            self.sync_interrupts(cpu);
             if kind == ExitKind::Irq {
                 self.take_interrupts(cpu);
             }

@@ -5,7 +5,7 @@
 //! a full period late), which on a loaded host under plain TCG depends on the host's scheduling,
 //! not on the hypervisor. With icount one counter tick is one instruction and the run repeats.
 
-use scenarios::{ICOUNT, Log, board_with_bundle, board_with_guest};
+use scenarios::{Log, board_with_bundle, board_with_guest, with_icount};
 
 /// What every passing guest run ends with.
 fn passes(log: &Log, guest: &str) {
@@ -25,7 +25,7 @@ fn passes(log: &Log, guest: &str) {
 
 #[test]
 fn virtual_timer_ticks_500_times_at_1khz_without_losing_one() {
-    let log = Log::boot_with_args("timer (virtual)", &board_with_guest("timer"), &ICOUNT);
+    let log = Log::boot("timer (virtual)", &with_icount(board_with_guest("timer")));
     log.powered_off()
         .has("[timer] gic: distributor 0x8000000, redistributors 0x80a0000, 1 cpu(s)")
         .has("[timer] virtual timer: 500/500 ticks")
@@ -36,7 +36,7 @@ fn virtual_timer_ticks_500_times_at_1khz_without_losing_one() {
 
 #[test]
 fn physical_timer_ticks_100_times_at_1khz_without_losing_one() {
-    let log = Log::boot_with_args("timer (physical)", &board_with_guest("timer"), &ICOUNT);
+    let log = Log::boot("timer (physical)", &with_icount(board_with_guest("timer")));
     log.has("[timer] PASS: physical timer 100 ticks");
     passes(&log, "timer");
 }
@@ -67,7 +67,7 @@ fn interrupt_storm_beyond_the_list_registers_loses_nothing() {
 #[test]
 fn bench_guest_reports_every_figure() {
     let (board, bundle) = board_with_bundle("bench", 2, 2);
-    let log = Log::boot_with_args("bench", &board, &ICOUNT);
+    let log = Log::boot("bench", &with_icount(board));
     std::fs::remove_file(&bundle).ok();
     log.powered_off().lacks("PANIC").lacks("unexpected");
     for name in [
