@@ -130,6 +130,8 @@ enum Conduit {
 struct Shared {
     vgic: Vgic,
     uart: Pl011,
+    /// The UART interrupt level last given to the vGIC.
+    uart_level: bool,
     power: Vec<Power>,
     /// Bit n: vCPU n is between its start and the moment its CPU reported it left.
     in_guest: u64,
@@ -171,6 +173,7 @@ impl Instance {
             shared: Mutex::new(Shared {
                 vgic: Vgic::new(mpidrs.len(), mpidrs.clone(), VGIC_SPIS),
                 uart: Pl011::new(name, console),
+                uart_level: false,
                 power: alloc::vec![Power::Off; mpidrs.len()],
                 in_guest: 0,
                 stop: None,
@@ -209,6 +212,7 @@ impl Instance {
     pub fn boot(&self, entry: u64, dtb: u64) {
         self.update(|shared| {
             shared.vgic = Vgic::new(self.mpidrs.len(), self.mpidrs.clone(), VGIC_SPIS);
+            shared.uart_level = false;
             shared.power.fill(Power::Off);
             shared.power[0] = Power::Starting {
                 entry,
@@ -299,13 +303,19 @@ impl Instance {
             for byte in bytes {
                 shared.uart.receive(*byte);
             }
-            Self::update_uart_line(shared);
+            Self::update_uart_line(shared)
         });
     }
 
-    fn update_uart_line(shared: &mut Shared) {
+    /// Follows the UART's interrupt output with the vGIC line; true if the level changed.
+    fn update_uart_line(shared: &mut Shared) -> bool {
         let level = shared.uart.interrupt_level();
+        if level == shared.uart_level {
+            return false;
+        }
+        shared.uart_level = level;
         shared.vgic.set_line(0, UART_INTID, level);
+        true
     }
 
     /// Stops the whole instance with `reason` and tells every other vCPU to leave.
@@ -453,39 +463,41 @@ impl Instance {
         el1: &mut impl ExceptionRegisters,
     ) -> Next {
         let register = vcpu.regs.get(access.reg);
-        let value = {
+        // The value read (`None`: no device there), and whether the vGIC's state changed.
+        let (value, vgic_changed) = {
             let mut shared = self.shared.lock();
             let shared = &mut *shared;
             let ipa = access.ipa;
             let redistributors = GICR_BASE..GICR_BASE + GICR_STRIDE * self.mpidrs.len() as u64;
             if (GICD_BASE..GICD_BASE + GICD_SIZE).contains(&ipa) {
                 let offset = ipa - GICD_BASE;
-                Some(if access.write {
-                    shared.vgic.distributor_write(
-                        offset,
-                        access.size,
-                        access.store_value(register),
-                    );
-                    0
+                if access.write {
+                    let value = access.store_value(register);
+                    shared.vgic.distributor_write(offset, access.size, value);
+                    (Some(0), true)
                 } else {
-                    shared.vgic.distributor_read(offset, access.size)
-                })
+                    (
+                        Some(shared.vgic.distributor_read(offset, access.size)),
+                        false,
+                    )
+                }
             } else if redistributors.contains(&ipa) {
                 let (target, offset) = (
                     ((ipa - GICR_BASE) / GICR_STRIDE) as usize,
                     (ipa - GICR_BASE) % GICR_STRIDE,
                 );
-                Some(if access.write {
-                    shared.vgic.redistributor_write(
-                        target,
-                        offset,
-                        access.size,
-                        access.store_value(register),
-                    );
-                    0
+                if access.write {
+                    let value = access.store_value(register);
+                    shared
+                        .vgic
+                        .redistributor_write(target, offset, access.size, value);
+                    (Some(0), true)
                 } else {
-                    shared.vgic.redistributor_read(target, offset, access.size)
-                })
+                    (
+                        Some(shared.vgic.redistributor_read(target, offset, access.size)),
+                        false,
+                    )
+                }
             } else if (UART_BASE..UART_BASE + Pl011::WINDOW).contains(&ipa) {
                 let offset = ipa - UART_BASE;
                 let value = if access.write {
@@ -496,15 +508,12 @@ impl Instance {
                 } else {
                     shared.uart.read(offset, access.size)
                 };
-                Self::update_uart_line(shared);
-                Some(value)
+                (Some(value), Self::update_uart_line(shared))
             } else {
-                None
+                (None, false)
             }
         };
-        // Writes (and UART reads, which drain its FIFO) may change what the vGIC delivers.
-        let uart = (UART_BASE..UART_BASE + Pl011::WINDOW).contains(&access.ipa);
-        if value.is_some() && (access.write || uart) {
+        if vgic_changed {
             self.interrupt_epoch.fetch_add(1, Ordering::Release);
         }
         let Some(value) = value else {

@@ -110,7 +110,7 @@ pub struct Vm {
     /// Console input waits in the board UART until the guest's UART has room.
     input_paused: AtomicBool,
     /// Per CPU: the list registers as last filled, and the vGIC epoch they were filled at.
-    loaded: Vec<Mutex<Option<LoadedInterrupts>>>,
+    loaded: Vec<Mutex<LoadedInterrupts>>,
     /// Kept for the instance's lifetime: the tables the hardware walks (and, later, dirty tracking).
     _stage2: Mutex<stage2::Stage2Table<HeapFrames, Stage2Tlb>>,
 }
@@ -123,8 +123,22 @@ fn copy_to_guest(ram: u64, ipa: u64, bytes: &[u8]) {
     clean_to_poc(destination as u64, bytes.len() as u64);
 }
 
-/// List registers as written, and the vGIC epoch they reflect.
-type LoadedInterrupts = ([u64; gic::LIST_REGISTERS], u64);
+/// The list registers as a CPU last filled them, and the vGIC epoch they reflect.
+#[derive(Default)]
+struct LoadedInterrupts {
+    lrs: [u64; gic::LIST_REGISTERS],
+    epoch: u64,
+    /// False until filled (and after the vCPU left).
+    valid: bool,
+}
+
+impl LoadedInterrupts {
+    /// True if `lrs` are as filled and the vGIC is still at `epoch`. Compared register by
+    /// register: array equality would call `memcmp` on this path.
+    fn is_current(&self, lrs: &[u64; gic::LIST_REGISTERS], epoch: u64) -> bool {
+        self.valid && self.epoch == epoch && self.lrs.iter().zip(lrs).all(|(a, b)| a == b)
+    }
+}
 
 /// The vCPU-pinning kick: vCPU n runs on physical CPU n.
 fn kick_vcpu(vcpu: usize) {
@@ -178,7 +192,9 @@ impl Vm {
             vttbr: stage2.vttbr(),
             console_intid,
             input_paused: AtomicBool::new(false),
-            loaded: (0..cpus).map(|_| Mutex::new(None)).collect(),
+            loaded: (0..cpus)
+                .map(|_| Mutex::new(LoadedInterrupts::default()))
+                .collect(),
             _stage2: Mutex::new(stage2),
         })
     }
@@ -323,21 +339,26 @@ impl Vm {
         let mut loaded = self.loaded[cpu].lock();
         let mut lrs = gic::read_lrs();
         let epoch = self.instance.interrupt_epoch();
-        if loaded.as_ref() == Some(&(lrs, epoch)) {
+        if loaded.is_current(&lrs, epoch) {
             return;
         }
         let refill = self.instance.flush_interrupts(cpu, &mut lrs);
         gic::write_lrs(&lrs, refill);
-        *loaded = Some((lrs, epoch));
+        *loaded = LoadedInterrupts {
+            lrs,
+            epoch,
+            valid: true,
+        };
     }
 
     /// Folds the list registers into the vGIC after an exit, if the guest changed them.
     fn sync_interrupts(&self, cpu: usize) {
         let lrs = gic::read_lrs();
-        if self.loaded[cpu]
-            .lock()
-            .is_none_or(|(written, _)| written != lrs)
-        {
+        let unchanged = {
+            let loaded = self.loaded[cpu].lock();
+            loaded.is_current(&lrs, loaded.epoch)
+        };
+        if !unchanged {
             self.instance.sync_interrupts(cpu, &lrs);
         }
     }
@@ -347,7 +368,7 @@ impl Vm {
         sysregs::load_stage2_and_identity(self.vttbr, vcpu.mpidr);
         sysregs::load_el1(&vcpu.el1);
         gic::load_vmcr(vcpu.vmcr);
-        *self.loaded[cpu].lock() = None;
+        self.loaded[cpu].lock().valid = false;
         let mut armed = vcpu.phys_timer.deadline();
         sysregs::arm_deadline_timer(armed);
         let next = loop {
