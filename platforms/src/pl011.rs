@@ -11,6 +11,12 @@ register_bitfields! {u32,
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
     ],
+    LCR_H [
+        /// FIFOs enabled (otherwise a one-character holding register).
+        FEN OFFSET(4) NUMBITS(1) [],
+        /// Word length: 0b11 is eight bits.
+        WLEN OFFSET(5) NUMBITS(2) [],
+    ],
     IMSC [
         /// Receive interrupt mask.
         RXIM OFFSET(4) NUMBITS(1) [],
@@ -26,12 +32,16 @@ register_structs! {
         (0x04 => _reserved0),
         (0x18 => fr: ReadOnly<u32, FR::Register>),
         (0x1c => _reserved1),
+        (0x2c => lcr_h: ReadWrite<u32, LCR_H::Register>),
+        (0x30 => _reserved2),
         (0x38 => imsc: ReadWrite<u32, IMSC::Register>),
         (0x3c => @END),
     }
 }
 
-/// The board console: a PL011 that firmware or QEMU has already configured.
+/// The board console: a PL011 whose baud rate firmware or QEMU has already set; the console
+/// only switches its FIFOs on (8 data bits), so that a line goes out without waiting on every
+/// character.
 pub struct Pl011Console {
     registers: &'static Registers,
 }
@@ -45,9 +55,9 @@ impl Pl011Console {
     pub unsafe fn new(base: usize) -> Self {
         // SAFETY: the caller guarantees `base` points at a PL011 register block that stays
         // mapped and is used only through this console.
-        Self {
-            registers: unsafe { &*(base as *const Registers) },
-        }
+        let registers: &'static Registers = unsafe { &*(base as *const Registers) };
+        registers.lcr_h.write(LCR_H::FEN::SET + LCR_H::WLEN.val(0b11));
+        Self { registers }
     }
 
     /// Raises the UART's interrupt whenever received data waits (or never, if `enable` is false).
