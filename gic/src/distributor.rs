@@ -87,10 +87,15 @@ impl Vgic {
             let target = self.resolve_route(new);
             self.spis[spi].irouter = new;
             self.spis[spi].target = target;
+            self.mark_spi(spi);
         } else if (regs::IGROUPR..regs::END).contains(&offset) {
             self.irq_regs_write(Bank::Dist, offset, size, value);
         } else if offset == GICD_CTLR && size == 4 {
-            self.ctlr = value as u32 & (CTLR_ENABLE_GRP0 | CTLR_ENABLE_GRP1);
+            let ctlr = value as u32 & (CTLR_ENABLE_GRP0 | CTLR_ENABLE_GRP1);
+            if ctlr != self.ctlr {
+                self.ctlr = ctlr;
+                self.mark_all();
+            }
         }
     }
 

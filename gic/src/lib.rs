@@ -21,6 +21,7 @@
 
 extern crate alloc;
 
+mod candidates;
 mod distributor;
 mod irq;
 pub mod lr;
@@ -29,6 +30,8 @@ mod regs;
 mod schedule;
 
 use alloc::vec::Vec;
+
+use candidates::Candidates;
 
 pub use irq::{InFlight, IrqState, Trigger};
 
@@ -86,6 +89,8 @@ pub struct Vgic {
     num_spis: u32,
     spis: Vec<Spi>,
     vcpus: Vec<VcpuState>,
+    /// Per-vCPU LR candidate bitmaps (see the `candidates` module).
+    cands: Vec<Candidates>,
 }
 
 impl Vgic {
@@ -120,6 +125,7 @@ impl Vgic {
             num_spis,
             spis: Vec::new(),
             vcpus,
+            cands: (0..num_vcpus).map(|_| Candidates::default()).collect(),
         };
         let target = vgic.resolve_route(0);
         vgic.spis = (0..num_spis)
@@ -201,29 +207,113 @@ impl Vgic {
     /// Recomputes the target of every SPI routed 1-of-N (after a `GICR_WAKER` change).
     fn retarget_one_of_n(&mut self) {
         let target = self.resolve_route(IROUTER_IRM);
-        for spi in self
-            .spis
-            .iter_mut()
-            .filter(|s| s.irouter & IROUTER_IRM != 0)
-        {
-            spi.target = target;
+        for index in 0..self.spis.len() {
+            if self.spis[index].irouter & IROUTER_IRM != 0 {
+                self.spis[index].target = target;
+                self.mark_spi(index);
+            }
         }
     }
 
-    /// Whether `GICD_CTLR` enables the interrupt's group.
-    fn group_enabled(&self, irq: &IrqState) -> bool {
-        self.ctlr
-            & if irq.group1 {
-                CTLR_ENABLE_GRP1
-            } else {
-                CTLR_ENABLE_GRP0
+    /// Records that `intid` (an SGI or PPI of `vcpu`, or an SPI) changed state: if it may now
+    /// be an LR candidate, sets its bit in its owner's candidate bitmaps. Call after every
+    /// change that can make an interrupt active, pending, forwardable or change its owner.
+    #[inline]
+    pub(crate) fn mark(&mut self, vcpu: usize, intid: u32) {
+        if intid < 32 {
+            if let (Some(v), Some(c)) = (self.vcpus.get(vcpu), self.cands.get_mut(vcpu)) {
+                let irq = &v.private[intid as usize];
+                if irq.active || irq.model_pending() {
+                    c.private |= 1 << intid;
+                }
             }
-            != 0
+        } else {
+            self.mark_spi(intid as usize - 32);
+        }
+    }
+
+    /// [`Vgic::mark`] for SPI index `index` (INTID - 32).
+    pub(crate) fn mark_spi(&mut self, index: usize) {
+        let Some(spi) = self.spis.get(index) else {
+            return;
+        };
+        if !(spi.irq.active || spi.irq.model_pending()) {
+            return;
+        }
+        if let Some(c) = Self::spi_owner(spi).and_then(|o| self.cands.get_mut(o)) {
+            c.set_spi(index);
+        }
+    }
+
+    /// [`Vgic::mark`] for every interrupt (after a `GICD_CTLR` change).
+    pub(crate) fn mark_all(&mut self) {
+        for vcpu in 0..self.vcpus.len() {
+            for intid in 0..32 {
+                self.mark(vcpu, intid);
+            }
+        }
+        for index in 0..self.spis.len() {
+            self.mark_spi(index);
+        }
+    }
+
+    /// Checks the candidate bitmaps against the interrupt state (see the `candidates` module).
+    #[cfg(test)]
+    pub(crate) fn check_candidates(&self) {
+        for (vcpu, (v, c)) in self.vcpus.iter().zip(&self.cands).enumerate() {
+            for (intid, irq) in v.private.iter().enumerate() {
+                if irq.in_lr.is_none()
+                    && (irq.active || (irq.model_pending() && self.forwardable(irq)))
+                {
+                    assert!(
+                        c.private & 1 << intid != 0,
+                        "vCPU {vcpu} INTID {intid} not marked"
+                    );
+                }
+            }
+            for (index, spi) in self.spis.iter().enumerate() {
+                let irq = &spi.irq;
+                if irq.in_lr.is_none()
+                    && Self::spi_owner(spi) == Some(vcpu)
+                    && (irq.active || (irq.model_pending() && self.forwardable(irq)))
+                {
+                    let (word, bit) = (index / 64, index % 64);
+                    assert!(
+                        c.spis[word] & 1 << bit != 0 && c.spi_words & 1 << word != 0,
+                        "vCPU {vcpu} INTID {} not marked",
+                        index + 32
+                    );
+                }
+            }
+            for (slot, record) in v.lrs.iter().enumerate() {
+                assert_eq!(
+                    c.lr_used & 1 << slot != 0,
+                    record.is_some(),
+                    "LR {slot} record"
+                );
+            }
+        }
+    }
+
+    /// Whether the group enables `ctlr` (of `GICD_CTLR`) enable the interrupt's group.
+    #[inline]
+    fn group_enabled_in(ctlr: u32, irq: &IrqState) -> bool {
+        ctlr & if irq.group1 {
+            CTLR_ENABLE_GRP1
+        } else {
+            CTLR_ENABLE_GRP0
+        } != 0
     }
 
     /// Enabled and its group enabled: a pending state may be forwarded to a vCPU.
     fn forwardable(&self, irq: &IrqState) -> bool {
-        irq.enabled && self.group_enabled(irq)
+        Self::forwardable_in(self.ctlr, irq)
+    }
+
+    /// [`Vgic::forwardable`] under the group enables `ctlr`.
+    #[inline]
+    fn forwardable_in(ctlr: u32, irq: &IrqState) -> bool {
+        irq.enabled && Self::group_enabled_in(ctlr, irq)
     }
 
     /// The vCPU an SPI belongs to now: the one whose LR holds it, the one it is active on, or
@@ -265,6 +355,7 @@ impl Vgic {
             irq.latch = true;
         }
         irq.line = high;
+        self.mark(vcpu, intid);
         if high {
             self.kick_target(vcpu, intid)
         } else {
@@ -278,6 +369,7 @@ impl Vgic {
     /// as a write to `ISPENDR`. Returns the vCPU to kick, as [`Vgic::set_line`].
     pub fn pulse(&mut self, vcpu: usize, intid: u32) -> Option<usize> {
         self.irq_mut(vcpu, intid)?.latch = true;
+        self.mark(vcpu, intid);
         self.kick_target(vcpu, intid)
     }
 
@@ -293,7 +385,7 @@ impl Vgic {
             | (((icc_sgi1r >> 48) & 0xff) << 16);
         let rs = (icc_sgi1r >> 44) & 0xf;
         let mut kicked = 0;
-        for (index, vcpu) in self.vcpus.iter_mut().enumerate() {
+        for (index, (vcpu, cands)) in self.vcpus.iter_mut().zip(&mut self.cands).enumerate() {
             let targeted = if broadcast {
                 index != sender
             } else {
@@ -305,6 +397,7 @@ impl Vgic {
             let sgi = &mut vcpu.private[intid];
             if targeted && sgi.group1 && !sgi.latch {
                 sgi.latch = true;
+                cands.private |= 1 << intid;
                 kicked |= 1 << index;
             }
         }

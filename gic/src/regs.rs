@@ -88,6 +88,7 @@ impl Vgic {
                     } else {
                         Trigger::Level
                     };
+                    self.mark_bank(bank, first + i);
                 }
             }
             return;
@@ -129,6 +130,15 @@ impl Vgic {
                 }
                 _ => {}
             }
+            self.mark_bank(bank, first + i);
+        }
+    }
+
+    /// [`Vgic::mark`] for an interrupt that `bank` reaches.
+    fn mark_bank(&mut self, bank: Bank, intid: u32) {
+        match bank {
+            Bank::Dist => self.mark(0, intid),
+            Bank::Redist(vcpu) => self.mark(vcpu, intid),
         }
     }
 }

@@ -5,13 +5,19 @@ use crate::lr::{self, LrState};
 use crate::{InFlight, MAX_LRS, Trigger, Vgic};
 
 /// Sort key of an LR candidate: active ones first (an active interrupt must stay in an LR so
-/// that the guest's deactivation finds it), then priority, then INTID. Lower is better.
-fn candidate_key(active: bool, priority: u8, intid: u32) -> u64 {
-    u64::from(!active) << 40 | u64::from(priority) << 32 | u64::from(intid)
+/// that the guest's deactivation finds it), then priority, then INTID (< 1024, 10 bits). Lower
+/// is better; `u32::MAX` is never a key.
+fn candidate_key(active: bool, priority: u8, intid: u32) -> u32 {
+    u32::from(!active) << 30 | u32::from(priority) << 22 | intid
 }
 
-/// Inserts `key` into `best` (sorted ascending, `u64::MAX` = free) if it beats the last entry.
-fn insert_best(best: &mut [u64], key: u64) {
+/// The INTID of a candidate key.
+fn key_intid(key: u32) -> u32 {
+    key & 0x3ff
+}
+
+/// Inserts `key` into `best` (sorted ascending, `u32::MAX` = free) if it beats the last entry.
+fn insert_best(best: &mut [u32], key: u32) {
     let Some(last) = best.last_mut() else {
         return;
     };
@@ -34,12 +40,14 @@ impl Vgic {
     /// still pending gives its pending state back; an active one leaves the interrupt active
     /// (on this vCPU). LRs missing from `lrs` count as unchanged since the flush.
     pub fn sync_from_lrs(&mut self, vcpu: usize, lrs: &[u64]) {
-        let Some(v) = self.vcpus.get_mut(vcpu) else {
+        let Some(c) = self.cands.get_mut(vcpu) else {
             return;
         };
-        let record = core::mem::replace(&mut v.lrs, [None; MAX_LRS]);
-        for (slot, intid) in record.into_iter().enumerate() {
-            let Some(intid) = intid else {
+        let mut used = core::mem::take(&mut c.lr_used);
+        while used != 0 {
+            let slot = used.trailing_zeros() as usize;
+            used &= used - 1;
+            let Some(intid) = self.vcpus[vcpu].lrs[slot].take() else {
                 continue;
             };
             let Some(irq) = self.irq_mut(vcpu, intid) else {
@@ -58,6 +66,7 @@ impl Vgic {
             if state.pending() && f.pending && f.consumed_pending {
                 irq.latch = true;
             }
+            self.mark(vcpu, intid);
         }
     }
 
@@ -75,42 +84,95 @@ impl Vgic {
     /// Returns true when some candidate did not fit (the hypervisor then asks for a maintenance
     /// interrupt with `ICH_HCR_EL2.UIE`/`NPIE` to refill).
     pub fn flush_to_lrs(&mut self, vcpu: usize, lrs: &mut [u64]) -> bool {
-        if vcpu >= self.vcpus.len() {
+        let Some(c) = self.cands.get(vcpu) else {
+            return false;
+        };
+        if c.is_idle() {
+            // Written only where needed: a plain fill would become a `memset` call.
+            for lr in lrs.iter_mut() {
+                if *lr != 0 {
+                    *lr = 0;
+                }
+            }
             return false;
         }
         self.sync_from_lrs(vcpu, lrs);
         let slots = lrs.len().min(MAX_LRS);
-        let mut best = [u64::MAX; MAX_LRS];
+        let mut best = [u32::MAX; MAX_LRS];
         let mut candidates = 0;
-        let private = self.vcpus[vcpu].private.iter().zip(0..);
-        let spis = self
-            .spis
-            .iter()
-            .zip(32..)
-            .filter(|(s, _)| s.irq.in_lr.is_none() && Self::spi_owner(s) == Some(vcpu))
-            .map(|(s, intid)| (&s.irq, intid));
-        for (irq, intid) in private.chain(spis) {
-            let pending = irq.model_pending() && self.forwardable(irq);
-            if irq.active || pending {
-                candidates += 1;
-                insert_best(
-                    &mut best[..slots],
-                    candidate_key(irq.active, irq.priority, intid),
-                );
+        {
+            let Self {
+                ctlr,
+                spis,
+                vcpus,
+                cands,
+                ..
+            } = self;
+            let ctlr = *ctlr;
+            let (private, c) = (&vcpus[vcpu].private, &mut cands[vcpu]);
+            let mut bits = c.private;
+            let mut keep = 0;
+            while bits != 0 {
+                let intid = bits.trailing_zeros();
+                bits &= bits - 1;
+                let irq = &private[intid as usize];
+                if irq.active || (irq.model_pending() && Self::forwardable_in(ctlr, irq)) {
+                    keep |= 1 << intid;
+                    candidates += 1;
+                    insert_best(
+                        &mut best[..slots],
+                        candidate_key(irq.active, irq.priority, intid),
+                    );
+                }
             }
+            c.private = keep;
+            let mut words = c.spi_words;
+            let mut words_keep = 0;
+            while words != 0 {
+                let word = words.trailing_zeros() as usize;
+                words &= words - 1;
+                let mut bits = c.spis[word];
+                let mut keep = 0;
+                while bits != 0 {
+                    let bit = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    let index = word * 64 + bit as usize;
+                    let Some(spi) = spis.get(index) else {
+                        continue;
+                    };
+                    let irq = &spi.irq;
+                    if irq.in_lr.is_none()
+                        && (irq.active || (irq.model_pending() && Self::forwardable_in(ctlr, irq)))
+                        && Self::spi_owner(spi) == Some(vcpu)
+                    {
+                        keep |= 1 << bit;
+                        candidates += 1;
+                        insert_best(
+                            &mut best[..slots],
+                            candidate_key(irq.active, irq.priority, index as u32 + 32),
+                        );
+                    }
+                }
+                c.spis[word] = keep;
+                if keep != 0 {
+                    words_keep |= 1 << word;
+                }
+            }
+            c.spi_words = words_keep;
         }
-        let mut record = [None; MAX_LRS];
+        let mut used = 0;
         for (slot, lr) in lrs.iter_mut().enumerate() {
             *lr = match best.get(slot) {
-                Some(&key) if key != u64::MAX => {
-                    let intid = key as u32;
-                    record[slot] = Some(intid);
+                Some(&key) if key != u32::MAX => {
+                    let intid = key_intid(key);
+                    self.vcpus[vcpu].lrs[slot] = Some(intid);
+                    used |= 1 << slot;
                     self.load_lr(vcpu, intid)
                 }
                 _ => 0,
             };
         }
-        self.vcpus[vcpu].lrs = record;
+        self.cands[vcpu].lr_used = used;
         candidates > slots
     }
 

@@ -1,0 +1,183 @@
+//! Per-vCPU bitmaps of list-register candidates, so that [`Vgic::flush_to_lrs`] and
+//! [`Vgic::sync_from_lrs`] only visit the interrupts that can matter to a vCPU.
+//!
+//! Invariant (a superset, kept lazily): whenever an interrupt is an LR candidate of vCPU `v`
+//! (an SGI/PPI of `v`, or an SPI not in an LR whose owner is `v`, that is active, or pending and
+//! forwardable), its bit is set in `v`'s bitmaps. Every change of state that can make an
+//! interrupt a candidate calls [`Vgic::mark`]; `flush_to_lrs` clears the bits of the interrupts
+//! it finds are not candidates. `lr_used` is exact: bit `n` is set iff the record of LR `n` is
+//! `Some`.
+//!
+//! [`Vgic::flush_to_lrs`]: crate::Vgic::flush_to_lrs
+//! [`Vgic::sync_from_lrs`]: crate::Vgic::sync_from_lrs
+//! [`Vgic::mark`]: crate::Vgic::mark
+
+use crate::MAX_SPIS;
+
+/// Words of the SPI bitmap.
+pub(crate) const SPI_WORDS: usize = (MAX_SPIS as usize).div_ceil(64);
+
+/// One vCPU's candidate bitmaps.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Candidates {
+    /// SGIs and PPIs (bit = INTID).
+    pub(crate) private: u32,
+    /// Bit `w` set when `spis[w]` may be non-zero.
+    pub(crate) spi_words: u16,
+    /// SPIs (bit = INTID - 32).
+    pub(crate) spis: [u64; SPI_WORDS],
+    /// List registers whose record holds an INTID.
+    pub(crate) lr_used: u16,
+}
+
+/// The bitmaps are a cache derived from (a superset of) the interrupt state: two vGICs with
+/// the same interrupt state are equal whatever their bitmaps hold.
+impl PartialEq for Candidates {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Candidates {}
+
+impl Candidates {
+    /// Sets the bit of SPI index `spi` (INTID - 32).
+    #[inline]
+    pub(crate) fn set_spi(&mut self, spi: usize) {
+        let word = spi / 64;
+        if let Some(w) = self.spis.get_mut(word) {
+            *w |= 1 << (spi % 64);
+            self.spi_words |= 1 << word;
+        }
+    }
+
+    /// Nothing to flush and nothing to sync.
+    #[inline]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.private == 0 && self.spi_words == 0 && self.lr_used == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Vgic;
+    use crate::lr::{self, LrState};
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+
+    const VCPUS: usize = 3;
+    const SPIS: u32 = 64;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        SetLine(usize, u32, bool),
+        Pulse(usize, u32),
+        SendSgi(usize, u64),
+        /// A 32-bit register of the distributor's per-interrupt block (SPI words).
+        Dist(u64, u64),
+        Ctlr(u64),
+        Irouter(u64, u64),
+        /// A 32-bit register of a redistributor's SGI frame.
+        Redist(usize, u64, u64),
+        Waker(usize, bool),
+        HwMap(usize, u32, Option<u32>),
+        /// Flush, then the guest rewrites the state of each LR (bits 0..1 of each nibble).
+        Run(usize, u32),
+        Sync(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let vcpu = 0..VCPUS;
+        let intid = 0..32 + SPIS;
+        let reg = prop_oneof![
+            Just(0x080u64),
+            Just(0x100),
+            Just(0x180),
+            Just(0x200),
+            Just(0x280),
+            Just(0x300),
+            Just(0x380),
+            Just(0x400),
+            Just(0xc00),
+        ];
+        prop_oneof![
+            4 => (vcpu.clone(), 16..32 + SPIS, any::<bool>()).prop_map(|(v, i, h)| Op::SetLine(v, i, h)),
+            4 => (vcpu.clone(), intid.clone()).prop_map(|(v, i)| Op::Pulse(v, i)),
+            2 => (vcpu.clone(), 0..16u64, any::<bool>(), 0..8u64, 0..2u64).prop_map(
+                |(v, sgi, irm, list, aff1)| Op::SendSgi(v, sgi << 24 | u64::from(irm) << 40 | aff1 << 16 | list)
+            ),
+            6 => (reg.clone(), 1..3u64, any::<u64>()).prop_map(|(r, w, val)| {
+                let offset = if r == 0x400 { r + w * 32 } else if r == 0xc00 { r + w * 8 } else { r + w * 4 };
+                Op::Dist(offset, val)
+            }),
+            1 => (0..4u64).prop_map(Op::Ctlr),
+            2 => (0..SPIS as u64, prop_oneof![Just(0u64), Just(1), Just(0x100), Just(0x200), Just(1 << 31)])
+                .prop_map(|(s, val)| Op::Irouter(s, val)),
+            3 => (vcpu.clone(), reg, any::<u64>()).prop_map(|(v, r, val)| Op::Redist(v, r, val)),
+            1 => (vcpu.clone(), any::<bool>()).prop_map(|(v, s)| Op::Waker(v, s)),
+            1 => (vcpu.clone(), 16..32 + SPIS, proptest::option::of(16..64u32)).prop_map(|(v, i, p)| Op::HwMap(v, i, p)),
+            6 => (vcpu.clone(), any::<u32>()).prop_map(|(v, g)| Op::Run(v, g)),
+            2 => vcpu.prop_map(Op::Sync),
+        ]
+    }
+
+    /// Flushes `v` and, independently, a copy whose bitmaps mark every interrupt (the full
+    /// scan); both must load the same LRs and leave the same state.
+    fn checked_flush(v: &mut Vgic, vcpu: usize, lrs: &mut [u64; 4]) {
+        let mut full = v.clone();
+        for c in &mut full.cands {
+            c.private = !0;
+            c.spis = [0; super::SPI_WORDS];
+            for index in 0..full.spis.len() {
+                c.set_spi(index);
+            }
+        }
+        let mut full_lrs = *lrs;
+        let overflow = v.flush_to_lrs(vcpu, lrs);
+        let full_overflow = full.flush_to_lrs(vcpu, &mut full_lrs);
+        assert_eq!(*lrs, full_lrs);
+        assert_eq!(overflow, full_overflow);
+        assert_eq!(*v, full);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn bitmaps_cover_every_candidate(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut v = Vgic::new(VCPUS, vec![0, 1, 0x100], SPIS);
+            v.distributor_write(0x0, 4, 3);
+            let mut lrs: Vec<[u64; 4]> = vec![[0; 4]; VCPUS];
+            for op in &ops {
+                match *op {
+                    Op::SetLine(c, i, h) => { v.set_line(c, i, h); }
+                    Op::Pulse(c, i) => { v.pulse(c, i); }
+                    Op::SendSgi(c, val) => { v.send_sgi(c, val); }
+                    Op::Dist(offset, val) => v.distributor_write(offset, 4, val),
+                    Op::Ctlr(val) => v.distributor_write(0, 4, val),
+                    Op::Irouter(s, val) => v.distributor_write(0x6000 + (32 + s) * 8, 8, val),
+                    Op::Redist(c, offset, val) => v.redistributor_write(c, 0x1_0000 + offset, 4, val),
+                    Op::Waker(c, sleep) => v.redistributor_write(c, 0x14, 4, u64::from(sleep) << 1),
+                    Op::HwMap(c, i, p) => v.set_hw_mapping(c, i, p),
+                    Op::Run(c, guest) => {
+                        checked_flush(&mut v, c, &mut lrs[c]);
+                        v.check_candidates();
+                        for (n, value) in lrs[c].iter_mut().enumerate() {
+                            if lr::state(*value) != LrState::Invalid && guest & 1 << (8 + n) != 0 {
+                                let bits = guest >> (2 * n);
+                                *value = lr::with_state(*value, LrState::from_bits(bits & 1 != 0, bits & 2 != 0));
+                            }
+                        }
+                    }
+                    Op::Sync(c) => v.sync_from_lrs(c, &lrs[c]),
+                }
+                v.check_candidates();
+            }
+            for (c, lrs) in lrs.iter_mut().enumerate() {
+                checked_flush(&mut v, c, lrs);
+                v.check_candidates();
+            }
+        }
+    }
+}
