@@ -124,6 +124,17 @@ mod tests {
 
     /// Flushes `v` and, independently, a copy whose bitmaps mark every interrupt (the full
     /// scan); both must load the same LRs and leave the same state.
+    /// `has_pending` (bitmaps) agrees with the full scan for every vCPU.
+    fn check_has_pending(v: &Vgic) {
+        for vcpu in 0..v.num_vcpus() {
+            assert_eq!(
+                v.has_pending(vcpu),
+                v.highest_pending_priority(vcpu).is_some(),
+                "vCPU {vcpu}"
+            );
+        }
+    }
+
     fn checked_flush(v: &mut Vgic, vcpu: usize, lrs: &mut [u64; 4]) {
         let mut full = v.clone();
         for c in &mut full.cands {
@@ -163,6 +174,7 @@ mod tests {
                     Op::Run(c, guest) => {
                         checked_flush(&mut v, c, &mut lrs[c]);
                         v.check_candidates();
+                        check_has_pending(&v);
                         for (n, value) in lrs[c].iter_mut().enumerate() {
                             if lr::state(*value) != LrState::Invalid && guest & 1 << (8 + n) != 0 {
                                 let bits = guest >> (2 * n);
@@ -173,6 +185,7 @@ mod tests {
                     Op::Sync(c) => v.sync_from_lrs(c, &lrs[c]),
                 }
                 v.check_candidates();
+                check_has_pending(&v);
             }
             for (c, lrs) in lrs.iter_mut().enumerate() {
                 checked_flush(&mut v, c, lrs);

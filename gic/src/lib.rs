@@ -433,9 +433,47 @@ impl Vgic {
             .min()
     }
 
-    /// Whether `vcpu` has a pending, forwardable interrupt (a WFI need not block).
+    /// Whether `vcpu` has a pending, forwardable interrupt (a WFI need not block). Looks only
+    /// at the vCPU's list registers and its candidate bitmaps, so it is cheap when little is
+    /// pending; equal to `highest_pending_priority(vcpu).is_some()`.
     pub fn has_pending(&self, vcpu: usize) -> bool {
-        self.highest_pending_priority(vcpu).is_some()
+        let (Some(c), Some(v)) = (self.cands.get(vcpu), self.vcpus.get(vcpu)) else {
+            return false;
+        };
+        let pending = |irq: &IrqState| irq.is_pending() && self.forwardable(irq);
+        let mut used = c.lr_used;
+        while used != 0 {
+            let slot = used.trailing_zeros() as usize;
+            used &= used - 1;
+            if v.lrs[slot]
+                .and_then(|intid| self.irq(vcpu, intid))
+                .is_some_and(pending)
+            {
+                return true;
+            }
+        }
+        let mut private = c.private;
+        while private != 0 {
+            let intid = private.trailing_zeros() as usize;
+            private &= private - 1;
+            if pending(&v.private[intid]) {
+                return true;
+            }
+        }
+        let mut words = c.spi_words;
+        while words != 0 {
+            let word = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let mut bits = c.spis[word];
+            while bits != 0 {
+                let spi = &self.spis[word * 64 + bits.trailing_zeros() as usize];
+                bits &= bits - 1;
+                if Self::spi_owner(spi) == Some(vcpu) && pending(&spi.irq) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Bitmask of the vCPUs for which [`Vgic::has_pending`] holds (e.g. to kick after a
