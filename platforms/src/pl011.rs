@@ -56,7 +56,9 @@ impl Pl011Console {
         // SAFETY: the caller guarantees `base` points at a PL011 register block that stays
         // mapped and is used only through this console.
         let registers: &'static Registers = unsafe { &*(base as *const Registers) };
-        registers.lcr_h.write(LCR_H::FEN::SET + LCR_H::WLEN.val(0b11));
+        registers
+            .lcr_h
+            .write(LCR_H::FEN::SET + LCR_H::WLEN.val(0b11));
         Self { registers }
     }
 
