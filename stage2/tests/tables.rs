@@ -516,7 +516,14 @@ fn op_range(op: &Op) -> (u64, u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(40))]
+    #![proptest_config(ProptestConfig {
+        cases: 40,
+        // A fixed seed: the same 40 sequences on every run, so the suite takes the same time
+        // in CI (some random seeds produce sequences that take minutes in a debug build).
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_0002),
+        max_shrink_iters: 256,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn matches_reference_model(ops in prop::collection::vec((op(), prop::collection::vec(addr(), 4)), 1..24)) {
