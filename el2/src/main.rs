@@ -23,7 +23,7 @@ mod board {
     use el2::bootargs::BootArgs;
     use el2::memory::{PhysAllocator, PhysRange};
     use log::{error, info, warn};
-    use platforms::PsciConduit;
+    use platforms::{Platform, PsciConduit, SecondaryStart};
     use spin::Once;
 
     /// Bytes of board memory added to the heap once the memory map is known.
@@ -138,7 +138,7 @@ mod board {
             shut_down(platform.psci);
         }
         VM.call_once(|| vm);
-        start_secondaries(&board, cpus, platform.psci);
+        start_secondaries(&board, cpus, &platform);
         let reason = vm.run_cpu(0);
         info!("{}: stopped: {reason}", vm.instance.name);
         shut_down(platform.psci)
@@ -194,10 +194,12 @@ mod board {
         );
     }
 
-    fn start_secondaries(board: &Board, cpus: usize, conduit: PsciConduit) {
+    /// Starts the board's secondary CPUs the way its platform says they start.
+    fn start_secondaries(board: &Board, cpus: usize, platform: &Platform) {
+        let SecondaryStart::Psci = platform.secondary_start;
         for (index, cpu) in board.cpus.iter().enumerate().take(cpus).skip(1) {
             let result = psci::call(
-                conduit,
+                platform.psci,
                 CPU_ON,
                 [cpu.mpidr, boot::secondary_entry_address(), index as u64],
             );
