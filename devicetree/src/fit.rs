@@ -32,6 +32,28 @@ use crate::{DtError, dtb_total_size};
 pub const MEMORY_GRANULE: u64 = 2 << 20;
 /// Most vCPUs an instance may have.
 pub const MAX_VCPUS: u32 = 8;
+/// Longest instance name.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// Checks an instance name: 1 to 32 characters from `A-Z a-z 0-9 . _ -`, starting with a letter
+/// or digit. Names appear in every log line and console prefix, so nothing else may reach the
+/// operator's terminal through them.
+pub fn check_instance_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err("an instance name has 1 to 32 characters");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("an instance name starts with a letter or digit");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err("an instance name has only letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
 /// The configuration that [`write_bundle`] writes and names as `default`.
 pub const DEFAULT_CONFIG: &str = "conf-1";
 
@@ -68,11 +90,10 @@ impl fmt::Debug for GuestBundle<'_> {
 }
 
 impl GuestBundle<'_> {
-    /// Checks the manifest: a name, memory a nonzero multiple of 2 MiB, 1..=8 vCPUs.
+    /// Checks the manifest: a safe name ([`check_instance_name`]), memory a nonzero multiple of
+    /// 2 MiB, 1..=8 vCPUs.
     pub fn validate(&self) -> Result<(), FitError> {
-        if self.name.is_empty() {
-            return Err(FitError::BadManifest("hv,name is empty"));
-        }
+        check_instance_name(self.name).map_err(FitError::BadName)?;
         if self.memory == 0 || !self.memory.is_multiple_of(MEMORY_GRANULE) {
             return Err(FitError::BadManifest(
                 "hv,memory is not a nonzero multiple of 2 MiB",
@@ -120,6 +141,8 @@ pub enum FitError {
     },
     /// The manifest is present but not sane (see [`GuestBundle::validate`]).
     BadManifest(&'static str),
+    /// `hv,name` breaks the naming rule (see [`check_instance_name`]).
+    BadName(&'static str),
     /// The DTB writer failed.
     Write(vm_fdt::Error),
 }
@@ -145,6 +168,7 @@ impl fmt::Display for FitError {
                 )
             }
             Self::BadManifest(why) => write!(f, "guest bundle manifest: {why}"),
+            Self::BadName(why) => write!(f, "guest bundle manifest: bad hv,name: {why}"),
             Self::Write(e) => write!(f, "writing the guest bundle failed: {e}"),
         }
     }

@@ -1,6 +1,8 @@
 //! Guest bundles (FIT images): round trips, corrupt images and bad manifests.
 
-use devicetree::fit::{FitError, GuestBundle, crc32, parse_bundle, write_bundle};
+use devicetree::fit::{
+    FitError, GuestBundle, check_instance_name, crc32, parse_bundle, write_bundle,
+};
 use devicetree::guest::RAM_BASE;
 use vm_fdt::FdtWriter;
 
@@ -328,13 +330,35 @@ fn insane_manifests_are_errors() {
         ("hv,memory", Prop::U64((64 << 20) + 4096)),
         ("hv,vcpus", Prop::U32(0)),
         ("hv,vcpus", Prop::U32(9)),
-        ("hv,name", Prop::Str("")),
     ] {
         let blob = fit_with(Some("conf-1"), &conf_with(property, value));
         assert!(
             matches!(parse_bundle(&blob), Err(FitError::BadManifest(_))),
             "{property}"
         );
+    }
+    for name in [
+        "",
+        "web\nel2  INFO: forged",
+        "\u{1b}[2Jclear",
+        "-starts-with-dash",
+        "has space",
+        "thirty-three-characters-long-name",
+        "caf\u{e9}",
+    ] {
+        let blob = fit_with(Some("conf-1"), &conf_with("hv,name", Prop::Str(name)));
+        assert!(
+            matches!(parse_bundle(&blob), Err(FitError::BadName(_))),
+            "{name:?}"
+        );
+    }
+    for name in [
+        "a",
+        "web-1",
+        "db_2.test",
+        "thirty-two-characters-long-name0",
+    ] {
+        assert_eq!(check_instance_name(name), Ok(()), "{name}");
     }
     let blob = fit_with(Some("conf-1"), &conf_with("hv,vcpus", Prop::U64(1 << 32)));
     assert!(parse_bundle(&blob).is_err());

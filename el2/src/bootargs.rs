@@ -1,13 +1,17 @@
 //! The hypervisor's own command line (`/chosen/bootargs` of the board's device tree).
 //!
-//! `log=<error|warn|info|debug|trace>` sets the log level; `guest.name=<name>` and
-//! `guest.mem=<size>[K|M|G]` describe the default instance. Unknown words are reported, not fatal.
+//! `log=<off|error|warn|info|debug|trace>` sets the log level; `guest.name=<name>` and
+//! `guest.mem=<size>[K|M|G]` describe the default instance. Unknown words are reported, not
+//! fatal; a known word with a bad value is an error, so the hypervisor refuses to start rather
+//! than run with a setting nobody asked for.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Guest RAM when `guest.mem` is not given.
 pub const DEFAULT_GUEST_MEM: u64 = 128 << 20;
+/// Guest RAM is a whole number of these (the stage-2 block size it is mapped with).
+const GUEST_MEM_GRANULE: u64 = 2 << 20;
 
 /// The hypervisor's settings from its command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,27 +37,51 @@ impl Default for BootArgs {
     }
 }
 
+/// A known boot argument with a value that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadBootArg {
+    /// The word as given.
+    pub word: String,
+    /// What is wrong with its value.
+    pub why: &'static str,
+}
+
+impl core::fmt::Display for BadBootArg {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "boot argument `{}`: {}", self.word, self.why)
+    }
+}
+
 impl BootArgs {
     /// Parses a command line; words it does not understand land in `unknown`.
-    pub fn parse(cmdline: &str) -> Self {
+    pub fn parse(cmdline: &str) -> Result<Self, BadBootArg> {
         let mut args = Self::default();
         for word in cmdline.split_whitespace() {
-            let parsed = match word.split_once('=') {
-                Some(("log", level)) => level.parse().map(|level| args.log_level = level).is_ok(),
-                Some(("guest.name", name)) if !name.is_empty() => {
+            let bad = |why| BadBootArg {
+                word: word.into(),
+                why,
+            };
+            match word.split_once('=') {
+                Some(("log", level)) => {
+                    args.log_level = level.parse().map_err(|_| {
+                        bad("the level is one of off, error, warn, info, debug, trace")
+                    })?;
+                }
+                Some(("guest.name", name)) => {
+                    devicetree::fit::check_instance_name(name).map_err(bad)?;
                     args.guest_name = name.into();
-                    true
                 }
                 Some(("guest.mem", size)) => {
-                    parse_size(size).map(|size| args.guest_mem = size).is_some()
+                    args.guest_mem = parse_size(size)
+                        .filter(|size| size.is_multiple_of(GUEST_MEM_GRANULE))
+                        .ok_or(bad(
+                            "the size is a nonzero multiple of 2 MiB, such as 64M or 1G",
+                        ))?;
                 }
-                _ => false,
-            };
-            if !parsed {
-                args.unknown.push(word.into());
+                _ => args.unknown.push(word.into()),
             }
         }
-        args
+        Ok(args)
     }
 }
 
@@ -76,16 +104,33 @@ mod tests {
     #[test]
     fn parses_known_words_and_keeps_unknown_ones() {
         let args =
-            BootArgs::parse("log=debug guest.mem=64M guest.name=basic console=ttyAMA0 log=loud");
+            BootArgs::parse("log=debug guest.mem=64M guest.name=basic console=ttyAMA0 quiet")
+                .unwrap();
         assert_eq!(args.log_level, log::LevelFilter::Debug);
         assert_eq!(args.guest_mem, 64 << 20);
         assert_eq!(args.guest_name, "basic");
-        assert_eq!(args.unknown, ["console=ttyAMA0", "log=loud"]);
+        assert_eq!(args.unknown, ["console=ttyAMA0", "quiet"]);
+    }
+
+    #[test]
+    fn bad_values_of_known_words_are_errors() {
+        for word in [
+            "log=loud",
+            "guest.mem=abc",
+            "guest.mem=0",
+            "guest.mem=3M",
+            "guest.mem=",
+            "guest.name=",
+            "guest.name=a\u{1b}[31mred",
+        ] {
+            let error = BootArgs::parse(&alloc::format!("log=info {word}")).unwrap_err();
+            assert_eq!(error.word, word);
+        }
     }
 
     #[test]
     fn defaults() {
-        assert_eq!(BootArgs::parse(""), BootArgs::default());
+        assert_eq!(BootArgs::parse(""), Ok(BootArgs::default()));
     }
 
     #[test]

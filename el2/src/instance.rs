@@ -11,13 +11,15 @@ use devicetree::guest::{
     GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, RAM_BASE, UART_BASE, UART_SPI,
 };
 use gic::Vgic;
-use log::{debug, warn};
+use log::{Level, warn};
 use spin::Mutex;
 
 use crate::exit::{ExitKind, ExitReason, SysRegAccess, TrapSyndrome};
+use crate::idregs::GuestIdRegisters;
 use crate::mmio::{MmioAccess, MmioDevice};
 use crate::pl011::{LineSink, Pl011};
 use crate::psci::{self, SmcccCall, status};
+use crate::ratelimit::{Admission, LogBudget};
 use crate::timer::{EmulatedTimer, PHYS_TIMER_INTID, TimerRegister};
 use crate::vcpu::{El1SysRegs, ExceptionRegisters, GuestException, GuestRegs, inject};
 
@@ -29,6 +31,27 @@ const ICC_SGI1R_EL1: (u8, u8, u8, u8, u8) = (3, 0, 12, 11, 5);
 const VGIC_SPIS: u32 = 64;
 /// INTID of the instance's UART interrupt.
 const UART_INTID: u32 = 32 + UART_SPI;
+/// `op0` of the debug system registers (`DBGB*`, `DBGW*`, `MDSCR_EL1`, `OSLAR_EL1`, ...).
+const DEBUG_OP0: u8 = 2;
+/// A vCPU that takes the same fault at the same PC this many times in a row, with no other
+/// exit between, can make no progress: it is stopped.
+const FAULT_STREAK_LIMIT: u32 = 1000;
+
+/// What the board provides each instance.
+#[derive(Clone, Debug)]
+pub struct BoardServices {
+    /// Where the instance's console lines go.
+    pub console: LineSink,
+    /// Wakes the physical CPU that runs vCPU n.
+    pub kick: fn(usize),
+    /// Counter ticks per second (`CNTFRQ_EL0`).
+    pub counter_hz: u64,
+    /// The CPU ID registers as guests see them.
+    pub id_registers: GuestIdRegisters,
+}
+
+/// An injected fault, the PC it was taken at, and how many times in a row it was injected.
+type FaultStreak = (GuestException, u64, u32);
 
 /// One virtual CPU's state while it is off its physical CPU.
 #[derive(Clone, Debug)]
@@ -45,6 +68,8 @@ pub struct Vcpu {
     pub vmcr: u64,
     /// The emulated EL1 physical timer.
     pub phys_timer: EmulatedTimer,
+    /// The last injected fault and its PC, and how many times in a row it was injected.
+    fault_streak: Option<FaultStreak>,
 }
 
 impl Vcpu {
@@ -57,12 +82,22 @@ impl Vcpu {
             mpidr: (1 << 31) | (affinity & MPIDR_AFFINITY_MASK),
             vmcr: 0,
             phys_timer: EmulatedTimer::default(),
+            fault_streak: None,
         }
     }
 
     /// Puts the vCPU back to its power-on state, entering at `entry` with `x0 = arg`.
     pub fn power_on(&mut self, entry: u64, arg: u64) {
         *self = Self::new(self.index, self.mpidr, entry, arg);
+    }
+
+    /// Wakes the vCPU from a CPU_SUSPEND power-down state: registers and EL1 system registers
+    /// as at power-on, entering at `entry` with `x0 = context_id`; its interrupt controller
+    /// and timer state stay (they are what woke it).
+    pub fn resume_from_power_down(&mut self, entry: u64, context_id: u64) {
+        self.regs = GuestRegs::at_entry(entry, context_id);
+        self.el1 = El1SysRegs::at_reset();
+        self.fault_streak = None;
     }
 }
 
@@ -99,6 +134,9 @@ pub enum Next {
     /// The guest asked for SYSTEM_RESET: the other vCPUs have been told to leave; reload the
     /// instance once they have.
     Reset,
+    /// PSCI CPU_SUSPEND to a power-down state: block until an interrupt is pending, then start
+    /// the vCPU afresh (power-on register state) at `entry` with x0 = `context_id`.
+    PowerDown { entry: u64, context_id: u64 },
 }
 
 /// What a physical CPU waiting for its vCPU should do.
@@ -135,6 +173,8 @@ struct Shared {
     power: Vec<Power>,
     /// Bit n: vCPU n is between its start and the moment its CPU reported it left.
     in_guest: u64,
+    /// The vCPU that asked for SYSTEM_RESET and waits for the others to leave.
+    resetting: Option<usize>,
     stop: Option<StopReason>,
 }
 
@@ -147,6 +187,12 @@ pub struct Instance {
     mpidrs: Vec<u64>,
     shared: Mutex<Shared>,
     kick: fn(usize),
+    /// Counter ticks per second (`CNTFRQ_EL0`), for the log budget.
+    counter_hz: u64,
+    /// What trapped ID register reads answer.
+    id_registers: GuestIdRegisters,
+    /// Bounds the log lines this instance can make the hypervisor print.
+    log_budget: Mutex<LogBudget>,
     /// Bit n: vCPU n is on and the instance has not stopped (read on every exit, without the lock).
     running: AtomicU64,
     /// Counts changes to the vGIC's state, so a CPU can tell that its list registers are current.
@@ -155,14 +201,8 @@ pub struct Instance {
 
 impl Instance {
     /// An instance called `name` with `ram_size` bytes of RAM and one vCPU per entry of
-    /// `affinities`; console lines go to `console`, and `kick(n)` wakes the CPU running vCPU n.
-    pub fn new(
-        name: &str,
-        ram_size: u64,
-        affinities: &[u64],
-        console: LineSink,
-        kick: fn(usize),
-    ) -> Self {
+    /// `affinities`, served by `board`.
+    pub fn new(name: &str, ram_size: u64, affinities: &[u64], board: BoardServices) -> Self {
         let mpidrs: Vec<u64> = affinities
             .iter()
             .map(|a| (1 << 31) | (a & MPIDR_AFFINITY_MASK))
@@ -172,14 +212,18 @@ impl Instance {
             ram_size,
             shared: Mutex::new(Shared {
                 vgic: Vgic::new(mpidrs.len(), mpidrs.clone(), VGIC_SPIS),
-                uart: Pl011::new(name, console),
+                uart: Pl011::new(name, board.console),
                 uart_level: false,
                 power: alloc::vec![Power::Off; mpidrs.len()],
                 in_guest: 0,
+                resetting: None,
                 stop: None,
             }),
             mpidrs,
-            kick,
+            kick: board.kick,
+            counter_hz: board.counter_hz.max(1),
+            id_registers: board.id_registers,
+            log_budget: Mutex::new(LogBudget::new(0)),
             running: AtomicU64::new(0),
             interrupt_epoch: AtomicU64::new(0),
         }
@@ -218,6 +262,7 @@ impl Instance {
                 entry,
                 context_id: dtb,
             };
+            shared.resetting = None;
             shared.stop = None;
         });
         self.running.store(0, Ordering::Release);
@@ -241,9 +286,47 @@ impl Instance {
         }
     }
 
-    /// The CPU running `vcpu` reports that the vCPU left the guest (after `Next::Leave/Reset`).
+    /// The CPU running `vcpu` reports that the vCPU left the guest (after `Next::Leave/Reset`);
+    /// a vCPU waiting to reset the instance is woken to see it.
     pub fn left(&self, vcpu: usize) {
-        self.shared.lock().in_guest &= !(1 << vcpu);
+        let resetting = {
+            let mut shared = self.shared.lock();
+            shared.in_guest &= !(1 << vcpu);
+            shared.resetting.filter(|waiter| *waiter != vcpu)
+        };
+        if let Some(waiter) = resetting {
+            (self.kick)(waiter);
+        }
+    }
+
+    /// Prints a log line the guest caused, within the instance's log budget (see
+    /// [`LogBudget`]); reports how many lines were dropped before it.
+    fn guest_log(&self, level: Level, now: u64, args: core::fmt::Arguments) {
+        if level > log::max_level() {
+            return;
+        }
+        let admission = self.log_budget.lock().admit(now, self.counter_hz);
+        if let Admission::Print { suppressed } = admission {
+            self.warn_suppressed(suppressed);
+            log::log!(level, "{}: {args}", self.name);
+        }
+    }
+
+    /// Reports lines the log budget dropped and has not reported yet (when a vCPU or the
+    /// instance stops, so that nothing goes unmentioned).
+    fn report_suppressed(&self) {
+        let suppressed = self.log_budget.lock().take_suppressed();
+        self.warn_suppressed(suppressed);
+    }
+
+    fn warn_suppressed(&self, suppressed: u64) {
+        if suppressed > 0 {
+            warn!(
+                "{}: {suppressed} more lines about this instance were suppressed (at most {} a second)",
+                self.name,
+                LogBudget::PER_SECOND
+            );
+        }
     }
 
     /// True while `vcpu` is on and the instance has not stopped.
@@ -345,12 +428,19 @@ impl Instance {
         now: u64,
     ) -> Next {
         let pc = vcpu.regs.pc;
-        let next = match ExitReason::decode(kind, syndrome) {
-            ExitReason::Hvc { .. } => self.smccc(vcpu, Conduit::Hvc),
+        let reason = ExitReason::decode(kind, syndrome);
+        // Any exit but an interrupt ends a streak of identical faults, unless it is the same
+        // fault again (`inject_fault` puts the streak back then).
+        let streak = match reason {
+            ExitReason::Interrupt => vcpu.fault_streak,
+            _ => vcpu.fault_streak.take(),
+        };
+        let next = match reason {
+            ExitReason::Hvc { .. } => self.smccc(vcpu, Conduit::Hvc, now),
             ExitReason::Smc { .. } => {
                 // A trapped SMC leaves ELR_EL2 at the SMC itself.
                 vcpu.regs.skip_instruction();
-                self.smccc(vcpu, Conduit::Smc)
+                self.smccc(vcpu, Conduit::Smc, now)
             }
             ExitReason::Wfx { wakes_itself } => {
                 vcpu.regs.skip_instruction();
@@ -369,6 +459,21 @@ impl Instance {
                 vcpu.regs.skip_instruction();
                 Next::Resume
             }
+            ExitReason::SysReg(access) if self.id_registers.read(&access).is_some() => {
+                let value = self.id_registers.read(&access).unwrap_or_default();
+                vcpu.regs.set(access.reg, value);
+                vcpu.regs.skip_instruction();
+                Next::Resume
+            }
+            ExitReason::SysReg(access) if access.encoding.0 == DEBUG_OP0 => {
+                // The debug registers (trapped by MDCR_EL2.TDA/TDOSA/TDRA) read as zero and
+                // ignore writes: guests get no breakpoints, watchpoints or debug state.
+                if access.read {
+                    vcpu.regs.set(access.reg, 0);
+                }
+                vcpu.regs.skip_instruction();
+                Next::Resume
+            }
             ExitReason::SysReg(access) => match TimerRegister::decode(access.encoding) {
                 Some(register) => {
                     if access.read {
@@ -383,36 +488,34 @@ impl Instance {
                     vcpu.regs.skip_instruction();
                     Next::Resume
                 }
-                None => self.undefined_sysreg(vcpu, el1, access),
+                None => self.undefined_sysreg(vcpu, el1, access, now, streak),
             },
-            ExitReason::Mmio(access) => self.mmio(vcpu, access, syndrome.far, el1),
+            ExitReason::Mmio(access) => self.mmio(vcpu, access, syndrome.far, el1, now, streak),
             ExitReason::DataAbort { ipa, write, reason } => {
                 let direction = if write { "write to" } else { "read of" };
-                warn!(
-                    "{}: {direction} IPA {ipa:#x} at PC {pc:#x} cannot be emulated ({reason}): injecting synchronous external abort",
-                    self.name
+                self.guest_log(
+                    Level::Warn,
+                    now,
+                    format_args!(
+                        "{direction} IPA {ipa:#x} at PC {pc:#x} cannot be emulated ({reason}): injecting synchronous external abort"
+                    ),
                 );
-                inject(
-                    &mut vcpu.regs,
-                    el1,
-                    GuestException::DataAbort {
-                        far: syndrome.far,
-                        write,
-                    },
-                );
-                Next::Resume
+                let exception = GuestException::DataAbort {
+                    far: syndrome.far,
+                    write,
+                };
+                self.inject_fault(vcpu, el1, exception, streak)
             }
             ExitReason::InstructionAbort { ipa } => {
-                warn!(
-                    "{}: instruction fetch from unmapped IPA {ipa:#x} at PC {pc:#x}: injecting instruction abort",
-                    self.name
+                self.guest_log(
+                    Level::Warn,
+                    now,
+                    format_args!(
+                        "instruction fetch from unmapped IPA {ipa:#x} at PC {pc:#x}: injecting instruction abort"
+                    ),
                 );
-                inject(
-                    &mut vcpu.regs,
-                    el1,
-                    GuestException::InstructionAbort { far: syndrome.far },
-                );
-                Next::Resume
+                let exception = GuestException::InstructionAbort { far: syndrome.far };
+                self.inject_fault(vcpu, el1, exception, streak)
             }
             ExitReason::Interrupt => Next::Resume,
             ExitReason::SError => self.fault(
@@ -434,7 +537,71 @@ impl Instance {
         next
     }
 
+    /// Makes the guest take `exception`, unless that cannot help it: a vCPU whose exception
+    /// vector faults again at the same PC, or that takes the same fault at the same PC over and
+    /// over, is stopped with one line instead of looping.
+    fn inject_fault(
+        &self,
+        vcpu: &mut Vcpu,
+        el1: &mut impl ExceptionRegisters,
+        exception: GuestException,
+        streak: Option<FaultStreak>,
+    ) -> Next {
+        let pc = vcpu.regs.pc;
+        let count = match streak {
+            Some((last, last_pc, count)) if (last, last_pc) == (exception, pc) => count + 1,
+            _ => 1,
+        };
+        vcpu.fault_streak = Some((exception, pc, count));
+        inject(&mut vcpu.regs, el1, exception);
+        if vcpu.regs.pc == pc && matches!(exception, GuestException::InstructionAbort { .. }) {
+            return self.stop_vcpu(
+                vcpu.index,
+                format!(
+                    "its exception vector at {pc:#x} is not mapped: the instruction abort there would repeat forever"
+                ),
+            );
+        }
+        if count >= FAULT_STREAK_LIMIT {
+            return self.stop_vcpu(
+                vcpu.index,
+                format!(
+                    "it took the same fault ({exception:?}) at PC {pc:#x} {count} times in a row"
+                ),
+            );
+        }
+        Next::Resume
+    }
+
+    /// Turns `vcpu` off for good because it cannot make progress (the instance stops if it was
+    /// the last vCPU on).
+    fn stop_vcpu(&self, vcpu: usize, why: String) -> Next {
+        self.report_suppressed();
+        warn!("{}: stopping vCPU {vcpu}: {why}", self.name);
+        self.power_off(
+            vcpu,
+            StopReason::Fault(format!("vCPU {vcpu} was stopped: {why}")),
+        );
+        Next::Leave
+    }
+
+    /// Turns `vcpu` off; if it was the last one on, the instance stops for `last_reason`.
+    fn power_off(&self, vcpu: usize, last_reason: StopReason) {
+        let mut shared = self.shared.lock();
+        shared.power[vcpu] = Power::Off;
+        self.running.fetch_and(!(1 << vcpu), Ordering::AcqRel);
+        if shared.power.iter().all(|power| *power == Power::Off) {
+            self.stop(&mut shared, last_reason, vcpu);
+        }
+    }
+
+    /// True if `ipa` is an address in the instance's RAM.
+    fn in_ram(&self, ipa: u64) -> bool {
+        (RAM_BASE..RAM_BASE + self.ram_size).contains(&ipa)
+    }
+
     fn fault(&self, caller: usize, why: String) -> Next {
+        self.report_suppressed();
         warn!("{}: stopping: {why}", self.name);
         self.stop(&mut self.shared.lock(), StopReason::Fault(why), caller);
         Next::Leave
@@ -445,14 +612,19 @@ impl Instance {
         vcpu: &mut Vcpu,
         el1: &mut impl ExceptionRegisters,
         access: SysRegAccess,
+        now: u64,
+        streak: Option<FaultStreak>,
     ) -> Next {
         let direction = if access.read { "read" } else { "write" };
-        warn!(
-            "{}: trapped {direction} of system register {access} at PC {:#x}: injecting undefined instruction",
-            self.name, vcpu.regs.pc
+        self.guest_log(
+            Level::Warn,
+            now,
+            format_args!(
+                "trapped {direction} of system register {access} at PC {:#x}: injecting undefined instruction",
+                vcpu.regs.pc
+            ),
         );
-        inject(&mut vcpu.regs, el1, GuestException::Undefined);
-        Next::Resume
+        self.inject_fault(vcpu, el1, GuestException::Undefined, streak)
     }
 
     fn mmio(
@@ -461,6 +633,8 @@ impl Instance {
         access: MmioAccess,
         far: u64,
         el1: &mut impl ExceptionRegisters,
+        now: u64,
+        streak: Option<FaultStreak>,
     ) -> Next {
         let register = vcpu.regs.get(access.reg);
         // The value read (`None`: no device there), and whether the vGIC's state changed.
@@ -517,26 +691,26 @@ impl Instance {
             self.interrupt_epoch.fetch_add(1, Ordering::Release);
         }
         let Some(value) = value else {
-            let in_ram = (RAM_BASE..RAM_BASE + self.ram_size).contains(&access.ipa);
+            let in_ram = self.in_ram(access.ipa);
             let direction = if access.write { "write to" } else { "read of" };
             let what = if in_ram {
                 "RAM IPA without a mapping"
             } else {
                 "unmapped IPA"
             };
-            warn!(
-                "{}: {direction} {what} {:#x} ({} bytes) at PC {:#x}: injecting synchronous external abort",
-                self.name, access.ipa, access.size, vcpu.regs.pc
+            self.guest_log(
+                Level::Warn,
+                now,
+                format_args!(
+                    "{direction} {what} {:#x} ({} bytes) at PC {:#x}: injecting synchronous external abort",
+                    access.ipa, access.size, vcpu.regs.pc
+                ),
             );
-            inject(
-                &mut vcpu.regs,
-                el1,
-                GuestException::DataAbort {
-                    far,
-                    write: access.write,
-                },
-            );
-            return Next::Resume;
+            let exception = GuestException::DataAbort {
+                far,
+                write: access.write,
+            };
+            return self.inject_fault(vcpu, el1, exception, streak);
         };
         if !access.write {
             vcpu.regs.set(access.reg, access.load_value(value));
@@ -545,16 +719,25 @@ impl Instance {
         Next::Resume
     }
 
+    /// The vCPU whose MPIDR is `mpidr`; `None` also for an MPIDR with bits set outside the
+    /// affinity fields, which PSCI calls INVALID_PARAMETERS.
     fn vcpu_with_affinity(&self, mpidr: u64) -> Option<usize> {
+        if mpidr & !MPIDR_AFFINITY_MASK != 0 {
+            return None;
+        }
         self.mpidrs
             .iter()
             .position(|m| m & MPIDR_AFFINITY_MASK == mpidr & MPIDR_AFFINITY_MASK)
     }
 
-    fn smccc(&self, vcpu: &mut Vcpu, conduit: Conduit) -> Next {
+    fn smccc(&self, vcpu: &mut Vcpu, conduit: Conduit, now: u64) -> Next {
         let x = &vcpu.regs.x;
         let call = psci::decode([x[0], x[1], x[2], x[3]]);
-        debug!("{} vCPU {}: {conduit:?} {call:x?}", self.name, vcpu.index);
+        self.guest_log(
+            Level::Debug,
+            now,
+            format_args!("vCPU {}: {conduit:?} {call:x?}", vcpu.index),
+        );
         let result = match call {
             SmcccCall::PsciVersion => psci::PSCI_VERSION_1_1 as i64,
             SmcccCall::PsciFeatures(function) => psci::psci_features(function),
@@ -575,13 +758,28 @@ impl Instance {
                 None => status::INVALID_PARAMETERS,
             },
             SmcccCall::AffinityInfo { .. } => status::INVALID_PARAMETERS,
-            SmcccCall::CpuOff => {
-                let mut shared = self.shared.lock();
-                shared.power[vcpu.index] = Power::Off;
-                self.running.fetch_and(!(1 << vcpu.index), Ordering::AcqRel);
-                if shared.power.iter().all(|power| *power == Power::Off) {
-                    self.stop(&mut shared, StopReason::AllCpusOff, vcpu.index);
+            SmcccCall::CpuSuspend {
+                power_state,
+                entry,
+                context_id,
+            } => {
+                if power_state & psci::POWER_STATE_POWERDOWN == 0 {
+                    // Standby: a WFI that returns SUCCESS once an interrupt is pending.
+                    vcpu.regs.x[0] = status::SUCCESS as u64;
+                    return if self.has_pending(vcpu.index) {
+                        Next::Resume
+                    } else {
+                        Next::Wait
+                    };
                 }
+                if !self.in_ram(entry) {
+                    status::INVALID_ADDRESS
+                } else {
+                    return Next::PowerDown { entry, context_id };
+                }
+            }
+            SmcccCall::CpuOff => {
+                self.power_off(vcpu.index, StopReason::AllCpusOff);
                 return Next::Leave;
             }
             SmcccCall::SystemOff => {
@@ -589,15 +787,22 @@ impl Instance {
                 return Next::Leave;
             }
             SmcccCall::SystemReset => {
-                self.shared.lock().power.fill(Power::Off);
+                let mut shared = self.shared.lock();
+                shared.power.fill(Power::Off);
+                shared.resetting = Some(vcpu.index);
+                drop(shared);
                 self.running.store(0, Ordering::Release);
                 self.kick_others(vcpu.index);
                 return Next::Reset;
             }
             SmcccCall::Unknown(function) => {
-                warn!(
-                    "{}: unknown {conduit:?} call {function:#010x} at PC {:#x}: returning NOT_SUPPORTED",
-                    self.name, vcpu.regs.pc
+                self.guest_log(
+                    Level::Warn,
+                    now,
+                    format_args!(
+                        "unknown {conduit:?} call {function:#010x} at PC {:#x}: returning NOT_SUPPORTED",
+                        vcpu.regs.pc
+                    ),
                 );
                 status::NOT_SUPPORTED
             }
@@ -610,6 +815,9 @@ impl Instance {
         let Some(n) = self.vcpu_with_affinity(target) else {
             return status::INVALID_PARAMETERS;
         };
+        if !self.in_ram(entry) {
+            return status::INVALID_ADDRESS;
+        }
         let mut shared = self.shared.lock();
         match shared.power[n] {
             Power::On => status::ALREADY_ON,
@@ -632,6 +840,8 @@ mod tests {
     const ENTRY: u64 = 0x4020_0000;
     /// The counter at every test exit.
     const NOW: u64 = 1_000_000;
+    /// The counter's frequency in the tests.
+    const HZ: u64 = 1_000_000_000;
     const DTB: u64 = 0x43e0_0000;
     const NOT_SUPPORTED: u64 = u64::MAX;
     const HVC: u64 = 0x5a00_0000;
@@ -654,7 +864,13 @@ mod tests {
     /// An instance with `n` vCPUs whose vCPU 0 has started.
     fn instance(n: u64) -> (Instance, Vcpu) {
         let affinities: Vec<u64> = (0..n).collect();
-        let guest = Instance::new("t", 64 << 20, &affinities, discard, record_kick);
+        let board = BoardServices {
+            console: discard,
+            kick: record_kick,
+            counter_hz: HZ,
+            id_registers: GuestIdRegisters::from_hardware(|crm, op2| u64::from(crm) << op2),
+        };
+        let guest = Instance::new("t", 64 << 20, &affinities, board);
         guest.boot(ENTRY, DTB);
         let mut vcpu = guest.vcpus().remove(0);
         let VcpuStatus::Start { entry, context_id } = guest.poll(0) else {

@@ -17,7 +17,7 @@ mod board {
     use alloc::vec::Vec;
     use core::panic::PanicInfo;
 
-    use devicetree::{Board, GicDescription};
+    use devicetree::{Board, GicDescription, UartKind};
     use el2::arch::guest::{InstanceConfig, Vm, boot_module};
     use el2::arch::{boot, console, gic, heap, mmu, psci, sysregs};
     use el2::bootargs::BootArgs;
@@ -30,6 +30,8 @@ mod board {
     const HEAP_SIZE: u64 = 32 << 20;
     /// The kernel command line the default instance gets.
     const GUEST_BOOTARGS: &str = "console=ttyAMA0 earlycon";
+    /// Alignment of a guest's RAM (its stage-2 block size).
+    const GUEST_RAM_ALIGN: u64 = 2 << 20;
     /// PSCI CPU_ON for the board's secondary CPUs.
     const CPU_ON: u64 = 0xC400_0003;
 
@@ -45,17 +47,62 @@ mod board {
         vtcr: u64,
     }
 
+    /// The board's DTB as bytes, in place.
+    ///
+    /// # Safety
+    /// `dtb` must be the address the loader passed in x0: a DTB that stays untouched (it is
+    /// reserved from the allocator) for the life of the hypervisor.
+    unsafe fn dtb_bytes(dtb: usize) -> &'static [u8] {
+        // SAFETY: per the caller, the header is readable; its size field bounds the rest.
+        unsafe {
+            let header = core::slice::from_raw_parts(dtb as *const u8, 40);
+            let size = devicetree::dtb_total_size(header).unwrap_or(40);
+            core::slice::from_raw_parts(dtb as *const u8, size)
+        }
+    }
+
+    /// Where the boot CPU goes if the loader entered the image below (or above) EL2: says so
+    /// on the UART the DTB names, then powers the board off through its PSCI method.
+    #[unsafe(no_mangle)]
+    extern "C" fn boot_at_wrong_level(dtb: usize, level: u64) -> ! {
+        heap::init_boot_heap();
+        // SAFETY: `dtb` is what the loader passed in x0.
+        let board = devicetree::parse_board(unsafe { dtb_bytes(dtb) });
+        let Ok(board) = board else { park() };
+        if let Some(uart) = board
+            .uart
+            .as_ref()
+            .filter(|uart| uart.kind == UartKind::Pl011)
+        {
+            console::init(uart.base, log::LevelFilter::Info);
+            error!(
+                "cannot boot: entered at EL{level}, but the hypervisor runs at EL2 (QEMU: -M virt,virtualization=on)"
+            );
+        }
+        match board.psci {
+            Some(psci) => psci::system_off(psci.method.into()),
+            None => park(),
+        }
+    }
+
+    fn park() -> ! {
+        loop {
+            aarch64_cpu::asm::wfe();
+        }
+    }
+
+    /// Refuses to boot for a reason that is the user's to fix: one line, then power off.
+    fn refuse(conduit: PsciConduit, why: core::fmt::Arguments) -> ! {
+        error!("cannot boot: {why}");
+        shut_down(conduit)
+    }
+
     /// First Rust code on the boot CPU, called from `_start` with the board's DTB.
     #[unsafe(no_mangle)]
     extern "C" fn boot_primary(dtb: usize) -> ! {
         heap::init_boot_heap();
-        // SAFETY: the loader passes the DTB's address in x0; its header gives its size, and the
-        // DTB stays untouched (it is reserved below) for the life of the hypervisor.
-        let dtb_bytes = unsafe {
-            let header = core::slice::from_raw_parts(dtb as *const u8, 40);
-            let size = devicetree::dtb_total_size(header).unwrap_or(40);
-            core::slice::from_raw_parts(dtb as *const u8, size)
-        };
+        // SAFETY: `dtb` is what the loader passed in x0; it is reserved below.
+        let dtb_bytes = unsafe { dtb_bytes(dtb) };
         // Without a board description there is no console to complain on: just stop.
         let Ok(board) = devicetree::parse_board(dtb_bytes) else {
             psci::system_off(PsciConduit::Smc)
@@ -65,15 +112,48 @@ mod board {
         };
         CONDUIT.call_once(|| platform.psci);
         let args = BootArgs::parse(board.chosen.bootargs.as_deref().unwrap_or(""));
-        console::init(platform.console.base, args.log_level);
+        let level = args
+            .as_ref()
+            .map_or(log::LevelFilter::Info, |args| args.log_level);
+        console::init(platform.console.base, level);
         info!(
             "hypervisor starting at EL2 on {} ({} CPUs)",
             platform.name,
             board.cpus.len()
         );
+        let args = args.unwrap_or_else(|bad| refuse(platform.psci, format_args!("{bad}")));
         for word in &args.unknown {
             warn!("ignoring unknown boot argument `{word}`");
         }
+        let GicDescription::V3 {
+            distributor,
+            redistributors,
+            ..
+        } = &board.gic
+        else {
+            refuse(
+                platform.psci,
+                format_args!(
+                    "the board's interrupt controller is a GICv2; this hypervisor needs a GICv3 so far (QEMU: -M virt,gic-version=3)"
+                ),
+            )
+        };
+        let cpus = board.cpus.len().min(boot::MAX_CPUS);
+        if board.cpus.len() > cpus {
+            warn!(
+                "the board has {} CPUs; the hypervisor uses the first {cpus}",
+                board.cpus.len()
+            );
+        }
+        let Some(module) = board.chosen.initrd.filter(|module| module.size > 0) else {
+            let what = match board.chosen.initrd {
+                Some(_) => "the guest image is empty",
+                None => {
+                    "no guest image: pass a guest bundle or arm64 Image as the initrd (QEMU: -initrd FILE)"
+                }
+            };
+            refuse(platform.psci, format_args!("{what}"))
+        };
 
         let ram: Vec<PhysRange> = board
             .memory
@@ -91,22 +171,32 @@ mod board {
         );
         phys.reserve(boot::image_range());
         phys.reserve(PhysRange::new(dtb as u64, dtb_bytes.len() as u64));
-        let Some(module) = board.chosen.initrd else {
-            panic!("no guest image: pass one as the initrd (QEMU: -initrd <guest image>)");
-        };
         phys.reserve(PhysRange::new(module.base, module.size));
-        let heap_start = phys
-            .allocate(HEAP_SIZE, 4096)
-            .expect("board memory for the heap");
+        let Some(heap_start) = phys.allocate(HEAP_SIZE, 4096) else {
+            refuse(
+                platform.psci,
+                format_args!(
+                    "the board has {} MiB of memory left after the hypervisor image, its DTB and the guest image; the hypervisor needs {} MiB for itself, plus the guest's RAM",
+                    phys.free_bytes() >> 20,
+                    HEAP_SIZE >> 20
+                ),
+            )
+        };
         heap::grow(heap_start, HEAP_SIZE);
         info!(
-            "{} MiB of board memory free for guests",
-            phys.free_bytes() >> 20
+            "{} MiB of board memory free for guests (the largest instance can have {} MiB)",
+            phys.free_bytes() >> 20,
+            phys.largest_block(GUEST_RAM_ALIGN) >> 20
         );
 
-        let cpus = board.cpus.len().min(boot::MAX_CPUS);
         let console_intid = board.uart.as_ref().and_then(|uart| uart.irq);
-        start_gic(&board, cpus, console_intid);
+        let affinities = board.cpus.iter().take(cpus).map(|cpu| cpu.mpidr).collect();
+        gic::init(
+            distributor.base,
+            redistributors[0].base,
+            affinities,
+            console_intid,
+        );
         let stage2_config = stage2::Stage2Config::from_parange(parange);
         let setup = SETUP.call_once(|| Setup {
             parange,
@@ -174,24 +264,6 @@ mod board {
     fn shut_down(conduit: PsciConduit) -> ! {
         info!("all instances stopped: powering off");
         psci::system_off(conduit)
-    }
-
-    fn start_gic(board: &Board, cpus: usize, console_intid: Option<u32>) {
-        let GicDescription::V3 {
-            distributor,
-            redistributors,
-            ..
-        } = &board.gic
-        else {
-            panic!("only GICv3 boards are supported so far");
-        };
-        let affinities = board.cpus.iter().take(cpus).map(|cpu| cpu.mpidr).collect();
-        gic::init(
-            distributor.base,
-            redistributors[0].base,
-            affinities,
-            console_intid,
-        );
     }
 
     /// Starts the board's secondary CPUs the way its platform says they start.

@@ -51,6 +51,22 @@ const MAX_LINE: usize = 256;
 /// text ends a line (`false` for a partial line passed on early, such as a shell prompt).
 pub type LineSink = fn(instance: &str, text: &str, ends_line: bool);
 
+/// Guest text as it may appear on the shared board console: control characters other than tab
+/// (C0, DEL and C1, which includes the 8-bit CSI) shown as `\x1b`-style escapes, so a guest can
+/// neither drive the operator's terminal nor start a line that looks like the hypervisor's.
+pub fn escape_controls(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            // Writing to a String cannot fail.
+            let _ = core::fmt::Write::write_fmt(&mut shown, format_args!("\\x{:02x}", c as u32));
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
 /// An emulated PL011 with its guest-visible register state.
 pub struct Pl011 {
     instance: String,
@@ -103,7 +119,7 @@ impl Pl011 {
     }
 
     fn emit(&mut self, ends_line: bool) {
-        let text = String::from_utf8_lossy(&self.line);
+        let text = escape_controls(&String::from_utf8_lossy(&self.line));
         (self.sink)(&self.instance, &text, ends_line);
         self.line.clear();
     }
@@ -238,6 +254,20 @@ mod tests {
         assert_eq!(
             take_lines(),
             [("guest0".to_string(), "world".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        let mut uart = Pl011::new("g", record);
+        for byte in b"\x1b[2Jred\x07\tok\r\n" {
+            uart.write(DR, 1, u64::from(*byte));
+        }
+        assert_eq!(take_lines()[0].1, "\\x1b[2Jred\\x07\tok");
+        assert_eq!(escape_controls("a\u{9b}b\u{7f}"), "a\\x9bb\\x7f");
+        assert_eq!(
+            escape_controls("caf\u{e9} \u{1f600}"),
+            "caf\u{e9} \u{1f600}"
         );
     }
 

@@ -13,12 +13,18 @@ pub mod status {
     pub const ALREADY_ON: i64 = -4;
     /// CPU_ON for a CPU whose earlier CPU_ON has not completed.
     pub const ON_PENDING: i64 = -5;
+    /// An entry point outside the caller's memory.
+    pub const INVALID_ADDRESS: i64 = -9;
 }
 
 /// Function identifiers (SMC32 and SMC64 forms where both exist).
 pub mod fid {
     /// PSCI_VERSION.
     pub const PSCI_VERSION: u32 = 0x8400_0000;
+    /// CPU_SUSPEND, SMC32 form.
+    pub const CPU_SUSPEND_32: u32 = 0x8400_0001;
+    /// CPU_SUSPEND, SMC64 form.
+    pub const CPU_SUSPEND_64: u32 = 0xC400_0001;
     /// CPU_OFF.
     pub const CPU_OFF: u32 = 0x8400_0002;
     /// CPU_ON, SMC32 form.
@@ -63,6 +69,13 @@ pub enum SmcccCall {
         entry: u64,
         context_id: u64,
     },
+    /// CPU_SUSPEND of the calling vCPU into `power_state` (original format: bit 16 set for a
+    /// power-down state, which resumes at `entry` with x0 = `context_id`; clear for standby).
+    CpuSuspend {
+        power_state: u64,
+        entry: u64,
+        context_id: u64,
+    },
     /// CPU_OFF for the calling vCPU.
     CpuOff,
     /// AFFINITY_INFO for `target` at affinity level `level`.
@@ -100,6 +113,11 @@ pub fn decode(regs: [u64; 4]) -> SmcccCall {
             entry: arg(2),
             context_id: arg(3),
         },
+        fid::CPU_SUSPEND_32 | fid::CPU_SUSPEND_64 => SmcccCall::CpuSuspend {
+            power_state: arg(1),
+            entry: arg(2),
+            context_id: arg(3),
+        },
         fid::CPU_OFF => SmcccCall::CpuOff,
         fid::AFFINITY_INFO_32 | fid::AFFINITY_INFO_64 => SmcccCall::AffinityInfo {
             target: arg(1),
@@ -114,10 +132,16 @@ pub fn decode(regs: [u64; 4]) -> SmcccCall {
     }
 }
 
-/// The answer to PSCI_FEATURES: 0 for every function this hypervisor implements.
+/// The `power_state` bit of CPU_SUSPEND (original format) that asks for a power-down state.
+pub const POWER_STATE_POWERDOWN: u64 = 1 << 16;
+
+/// The answer to PSCI_FEATURES: 0 for every function this hypervisor implements (for
+/// CPU_SUSPEND, 0 also says: original power_state format, no OS-initiated mode).
 pub fn psci_features(function: u32) -> i64 {
     match function {
         fid::PSCI_VERSION
+        | fid::CPU_SUSPEND_32
+        | fid::CPU_SUSPEND_64
         | fid::CPU_OFF
         | fid::CPU_ON_32
         | fid::CPU_ON_64
@@ -193,9 +217,17 @@ mod tests {
         );
         assert_eq!(psci_features(0x8600_1234), status::NOT_SUPPORTED);
         assert_eq!(
-            psci_features(0x8400_0001),
-            status::NOT_SUPPORTED,
-            "CPU_SUSPEND is not offered"
+            psci_features(fid::CPU_SUSPEND_64),
+            status::SUCCESS,
+            "CPU_SUSPEND, original power_state format"
+        );
+        assert_eq!(
+            decode([0xC400_0001, 0x1_0000, 0x4008_0000, 9]),
+            SmcccCall::CpuSuspend {
+                power_state: POWER_STATE_POWERDOWN,
+                entry: 0x4008_0000,
+                context_id: 9
+            }
         );
         assert_eq!(psci_features(fid::SYSTEM_OFF), status::SUCCESS);
         assert_eq!(psci_features(fid::SMCCC_VERSION), status::SUCCESS);

@@ -13,6 +13,18 @@ use devicetree::Board;
 pub enum PsciConduit {
     /// SMC to EL3 firmware (QEMU virt with virtualization=on, most servers).
     Smc,
+    /// HVC to a hypervisor above: only where this image was entered at EL1 by mistake and
+    /// must still power the board off.
+    Hvc,
+}
+
+impl From<devicetree::PsciMethod> for PsciConduit {
+    fn from(method: devicetree::PsciMethod) -> Self {
+        match method {
+            devicetree::PsciMethod::Smc => Self::Smc,
+            devicetree::PsciMethod::Hvc => Self::Hvc,
+        }
+    }
 }
 
 /// How secondary CPUs are started.

@@ -20,9 +20,6 @@ _start:
 primary_entry:
     msr     daifset, #0xf
     mov     x19, x0                 // the board's DTB
-    mrs     x1, CurrentEL
-    cmp     x1, #(2 << 2)
-    b.ne    1f                      // not entered at EL2: nothing can run, so park
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
     ldr     x2, =__stack_size
@@ -35,12 +32,18 @@ primary_entry:
     b.hs    3f
     stp     xzr, xzr, [x1], #16
     b       2b
-3:  adrp    x1, el2_vectors
+3:  mrs     x1, CurrentEL
+    cmp     x1, #(2 << 2)
+    b.ne    4f                      // not entered at EL2: say so on the console, power off
+    adrp    x1, el2_vectors
     add     x1, x1, :lo12:el2_vectors
     msr     vbar_el2, x1
     isb
     mov     x0, x19
     bl      boot_primary
+4:  mov     x0, x19
+    lsr     x1, x1, #2
+    bl      boot_at_wrong_level
 1:  wfe
     b       1b
 

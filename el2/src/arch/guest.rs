@@ -15,8 +15,8 @@ use tock_registers::interfaces::Writeable;
 use crate::arch::{clean_to_poc, console, gic, sysregs, tlb::Stage2Tlb, vectors};
 use crate::exit::ExitKind;
 use crate::image::{BootLayout, ImageHeader, plan_layout};
-use crate::instance::{Instance, Next, StopReason, Vcpu, VcpuStatus};
-use crate::memory::PhysAllocator;
+use crate::instance::{BoardServices, Instance, Next, StopReason, Vcpu, VcpuStatus};
+use crate::memory::{GuestRam, OutsideRam, PhysAllocator};
 
 const PAGE: usize = 4096;
 const SZ_2M: u64 = 2 << 20;
@@ -60,6 +60,8 @@ pub enum BuildError {
     Stage2(stage2::Stage2Error),
     /// The guest device tree could not be written.
     DeviceTree(devicetree::DtError),
+    /// A copy into guest RAM was refused (a layout bug caught by the bounds check).
+    OutsideRam(OutsideRam),
 }
 
 impl core::fmt::Display for BuildError {
@@ -77,6 +79,7 @@ impl core::fmt::Display for BuildError {
             }
             Self::Stage2(error) => write!(f, "stage-2 tables: {error}"),
             Self::DeviceTree(error) => write!(f, "guest device tree: {error}"),
+            Self::OutsideRam(error) => write!(f, "loading the guest: {error}"),
         }
     }
 }
@@ -104,7 +107,7 @@ pub struct Vm {
     config: InstanceConfig,
     /// The exit-handling state the instance's vCPUs share.
     pub instance: Instance,
-    ram: u64,
+    ram: GuestRam,
     vttbr: u64,
     console_intid: Option<u32>,
     /// Console input waits in the board UART until the guest's UART has room.
@@ -115,12 +118,12 @@ pub struct Vm {
     _stage2: Mutex<stage2::Stage2Table<HeapFrames, Stage2Tlb>>,
 }
 
-fn copy_to_guest(ram: u64, ipa: u64, bytes: &[u8]) {
-    let destination = (ram + (ipa - RAM_BASE)) as *mut u8;
-    // SAFETY: the layout placed `bytes` inside the instance's RAM, which this Vm owns and which
-    // the EL2 identity map covers as normal memory; the source is hypervisor memory elsewhere.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), destination, bytes.len()) };
-    clean_to_poc(destination as u64, bytes.len() as u64);
+/// Copies `bytes` into the instance's RAM at `ipa` (refused outside it) and cleans them to the
+/// point of coherency, so the guest sees them with its MMU and caches off.
+fn copy_to_guest(ram: &GuestRam, ipa: u64, bytes: &[u8]) -> Result<(), BuildError> {
+    let host = ram.write(ipa, bytes).map_err(BuildError::OutsideRam)?;
+    clean_to_poc(host, bytes.len() as u64);
+    Ok(())
 }
 
 /// The list registers as a CPU last filled them, and the vGIC epoch they reflect.
@@ -163,7 +166,7 @@ impl Vm {
                 cpus,
             });
         }
-        let ram = phys
+        let ram_pa = phys
             .allocate(config.ram_size, SZ_2M)
             .ok_or(BuildError::NoMemory(config.ram_size))?;
         let mut stage2 =
@@ -172,20 +175,27 @@ impl Vm {
         stage2
             .map(
                 RAM_BASE,
-                ram,
+                ram_pa,
                 config.ram_size,
                 stage2::MemoryKind::Normal,
                 stage2::Perms::RWX,
             )
             .map_err(BuildError::Stage2)?;
         let affinities: Vec<u64> = (0..config.vcpus as u64).collect();
+        // SAFETY: the range was just taken from the physical allocator for this instance alone,
+        // and the EL2 identity map covers board RAM as normal memory.
+        let ram = unsafe { GuestRam::new(RAM_BASE, config.ram_size, ram_pa as *mut u8) };
         Ok(Self {
             instance: Instance::new(
                 &config.name,
                 config.ram_size,
                 &affinities,
-                console::guest_line,
-                kick_vcpu,
+                BoardServices {
+                    console: console::guest_line,
+                    kick: kick_vcpu,
+                    counter_hz: sysregs::counter_frequency(),
+                    id_registers: sysregs::guest_id_registers(),
+                },
             ),
             config,
             ram,
@@ -207,8 +217,8 @@ impl Vm {
         let ramdisk_size = config.ramdisk.map(|ramdisk| ramdisk.len() as u64);
         // The device tree's size depends on the initrd's place, which depends on the device
         // tree's size only through the 2 MiB limit: lay out once with the limit.
-        let probe = plan_layout(&header, RAM_BASE, config.ram_size, ramdisk_size, 0)
-            .map_err(BuildError::Image)?;
+        let ram = self.ram.ipa_range();
+        let probe = plan_layout(&header, ram, ramdisk_size, 0).map_err(BuildError::Image)?;
         let platform = GuestPlatform {
             name: config.name.clone(),
             ram_size: config.ram_size,
@@ -217,40 +227,35 @@ impl Vm {
             bootargs: config.bootargs.clone(),
             initrd: probe
                 .initrd
-                .zip(ramdisk_size)
-                .map(|(start, size)| MemRange::new(start, size)),
+                .map(|initrd| MemRange::new(initrd.start, initrd.size)),
             virtio_transports: 0,
         };
         let dtb = devicetree::guest::write_guest_dtb(&platform).map_err(BuildError::DeviceTree)?;
-        let layout: BootLayout = plan_layout(
-            &header,
-            RAM_BASE,
-            config.ram_size,
-            ramdisk_size,
-            dtb.len() as u64,
-        )
-        .map_err(BuildError::Image)?;
-        // SAFETY: the instance's RAM is ours alone and identity-mapped, and no vCPU of the
-        // instance is running; zeroing it keeps no trace of what the memory held before.
-        unsafe { core::ptr::write_bytes(self.ram as *mut u8, 0, config.ram_size as usize) };
-        copy_to_guest(self.ram, layout.kernel, config.kernel);
-        if let (Some(ramdisk), Some(at)) = (config.ramdisk, layout.initrd) {
-            copy_to_guest(self.ram, at, ramdisk);
+        let layout: BootLayout =
+            plan_layout(&header, ram, ramdisk_size, dtb.len() as u64).map_err(BuildError::Image)?;
+        // The instance's RAM is its own and no vCPU of it runs: zeroing it keeps no trace of
+        // what the memory held before.
+        self.ram.zero();
+        copy_to_guest(&self.ram, layout.kernel.start, config.kernel)?;
+        if let (Some(ramdisk), Some(initrd)) = (config.ramdisk, layout.initrd) {
+            copy_to_guest(&self.ram, initrd.start, ramdisk)?;
         }
-        copy_to_guest(self.ram, layout.dtb, &dtb);
+        copy_to_guest(&self.ram, layout.dtb.start, &dtb)?;
         info!(
-            "{}: {} vCPUs, {} MiB RAM at IPA {RAM_BASE:#x} (PA {:#x}), kernel at {:#x}, initrd {}, device tree at {:#x}",
+            "{}: {} vCPUs, {} MiB RAM at IPA {RAM_BASE:#x}, kernel at {:#x}, initrd {}, device tree at {:#x}",
             config.name,
             config.vcpus,
             config.ram_size >> 20,
-            self.ram,
-            layout.kernel,
+            layout.entry(),
             layout
                 .initrd
-                .map_or(String::from("none"), |at| alloc::format!("at {at:#x}")),
-            layout.dtb
+                .map_or(String::from("none"), |initrd| alloc::format!(
+                    "at {:#x}",
+                    initrd.start
+                )),
+            layout.dtb.start
         );
-        self.instance.boot(layout.kernel, layout.dtb);
+        self.instance.boot(layout.entry(), layout.dtb.start);
         Ok(())
     }
 
@@ -363,6 +368,17 @@ impl Vm {
         }
     }
 
+    /// Blocks the vCPU on `cpu` (WFI, CPU_SUSPEND) until an interrupt is pending for it; false
+    /// if it was turned off meanwhile.
+    fn block_until_pending(&self, cpu: usize) -> bool {
+        // An idle guest may be waiting for input after a prompt: show the prompt.
+        self.instance.flush_console();
+        while !self.instance.has_pending(cpu) && self.instance.is_on(cpu) {
+            self.wait_for_interrupt(cpu);
+        }
+        self.instance.is_on(cpu)
+    }
+
     fn run_vcpu(&self, vcpu: &mut Vcpu) -> Next {
         let cpu = vcpu.index;
         sysregs::load_stage2_and_identity(self.vttbr, vcpu.mpidr);
@@ -397,14 +413,16 @@ impl Vm {
             match next {
                 Next::Resume => {}
                 Next::Wait => {
-                    // An idle guest may be waiting for input after a prompt: show the prompt.
-                    self.instance.flush_console();
-                    while !self.instance.has_pending(cpu) && self.instance.is_on(cpu) {
-                        self.wait_for_interrupt(cpu);
-                    }
-                    if !self.instance.is_on(cpu) {
+                    if !self.block_until_pending(cpu) {
                         break Next::Leave;
                     }
+                }
+                Next::PowerDown { entry, context_id } => {
+                    if !self.block_until_pending(cpu) {
+                        break Next::Leave;
+                    }
+                    vcpu.resume_from_power_down(entry, context_id);
+                    sysregs::load_el1(&vcpu.el1);
                 }
                 other => break other,
             }

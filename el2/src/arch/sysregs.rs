@@ -4,6 +4,7 @@ use aarch64_cpu::registers::*;
 use tock_registers::interfaces::{Readable, Writeable};
 
 use crate::exit::TrapSyndrome;
+use crate::idregs::GuestIdRegisters;
 use crate::vcpu::{El1SysRegs, ExceptionRegisters};
 
 /// `CPTR_EL2` (E2H = 0): RES1 bits 13, 9 and 7:0, SVE (TZ, bit 8) and SME (TSM, bit 12) trapped,
@@ -16,8 +17,77 @@ pub fn parange() -> u8 {
     ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) as u8
 }
 
+/// Reads the ID register `S3_0_C0_C<crm>_<op2>` for `crm` in 1..=7 (the block `HCR_EL2.TID3`
+/// traps; unallocated encodings in it read as zero).
+fn read_id_register(crm: u8, op2: u8) -> u64 {
+    macro_rules! id_block {
+        ($($crm:literal: $($op2:literal)*;)*) => {
+            match (crm, op2) {
+                $($(($crm, $op2) => {
+                    let value: u64;
+                    // SAFETY: reading an ID register has no side effects and is permitted at EL2.
+                    unsafe {
+                        core::arch::asm!(
+                            concat!("mrs {}, S3_0_C0_C", stringify!($crm), "_", stringify!($op2)),
+                            out(reg) value,
+                            options(nomem, nostack, preserves_flags)
+                        )
+                    };
+                    value
+                })*)*
+                _ => 0,
+            }
+        };
+    }
+    id_block! {
+        1: 0 1 2 3 4 5 6 7;
+        2: 0 1 2 3 4 5 6 7;
+        3: 0 1 2 3 4 5 6 7;
+        4: 0 1 2 3 4 5 6 7;
+        5: 0 1 2 3 4 5 6 7;
+        6: 0 1 2 3 4 5 6 7;
+        7: 0 1 2 3 4 5 6 7;
+    }
+}
+
+/// The ID registers guests see: this CPU's, less what the hypervisor keeps from guests.
+pub fn guest_id_registers() -> GuestIdRegisters {
+    GuestIdRegisters::from_hardware(read_id_register)
+}
+
+/// The number of PMU event counters (`PMCR_EL0.N`), 0 where the CPU has no PMU.
+fn pmu_counters() -> u64 {
+    let version = ID_AA64DFR0_EL1.read(ID_AA64DFR0_EL1::PMUVer);
+    if version == 0 || version == 0xf {
+        return 0;
+    }
+    let pmcr: u64;
+    // SAFETY: the CPU has an architected PMU (checked above); reading PMCR_EL0 at EL2 has no
+    // side effects.
+    unsafe {
+        core::arch::asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack, preserves_flags))
+    };
+    (pmcr >> 11) & 0x1f
+}
+
+/// `MDCR_EL2`: every PMU and debug register access from EL1/EL0 traps (PMU: TPM, TPMCR;
+/// debug: TDA, TDOSA, TDRA). HPMN keeps its architected meaning (all counters), as firmware
+/// leaves it, since the board's firmware may leave the register UNKNOWN. Guests see no PMU
+/// (`crate::idregs`: undefined if touched), and debug registers read as zero.
+fn configure_debug_traps() {
+    MDCR_EL2.write(
+        MDCR_EL2::TPM::SET
+            + MDCR_EL2::TPMCR::SET
+            + MDCR_EL2::TDA::SET
+            + MDCR_EL2::TDOSA::SET
+            + MDCR_EL2::TDRA::SET
+            + MDCR_EL2::HPMN.val(pmu_counters()),
+    );
+}
+
 /// Sets up this CPU's EL2 controls for running guests: stage 2 on, guests in AArch64, physical
-/// interrupts to EL2, and traps for SMC, WFI/WFE and IMPLEMENTATION DEFINED registers.
+/// interrupts to EL2, and traps for SMC, WFI/WFE, ID registers, IMPLEMENTATION DEFINED
+/// registers, and the PMU and debug registers.
 pub fn configure_el2(vtcr: u64) {
     HCR_EL2.write(
         HCR_EL2::VM::Enable
@@ -29,11 +99,13 @@ pub fn configure_el2(vtcr: u64) {
             + HCR_EL2::TWI::SET
             + HCR_EL2::TWE::SET
             + HCR_EL2::TIDCP::SET
+            + HCR_EL2::TID3::SET
             + HCR_EL2::FB::SET
             + HCR_EL2::BSU::InnerShareable
             + HCR_EL2::PTW::SET,
     );
     CPTR_EL2.set(CPTR_EL2_VALUE);
+    configure_debug_traps();
     // The guest reads the physical counter directly; its physical timer registers trap and are
     // emulated (`crate::timer`). The virtual counter has no offset, the same on every CPU.
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::CLEAR + CNTHCTL_EL2::EL1PCTEN::SET);
@@ -47,6 +119,11 @@ pub fn load_stage2_and_identity(vttbr: u64, mpidr: u64) {
     VTTBR_EL2.set(vttbr);
     VMPIDR_EL2.set(mpidr);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// The counter's frequency in ticks per second (`CNTFRQ_EL0`, set by the board's firmware).
+pub fn counter_frequency() -> u64 {
+    CNTFRQ_EL0.get()
 }
 
 /// The physical counter.
