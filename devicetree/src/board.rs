@@ -89,8 +89,8 @@ pub enum GicDescription {
         distributor: MemRange,
         /// GICR regions (`#redistributor-regions` of them).
         redistributors: Vec<MemRange>,
-        /// Maintenance interrupt INTID.
-        maintenance_irq: u32,
+        /// Maintenance interrupt INTID, if described (only where EL2 is available).
+        maintenance_irq: Option<u32>,
     },
     /// "arm,cortex-a15-gic" or "arm,gic-400".
     V2 {
@@ -380,9 +380,7 @@ fn gic(tree: &Tree) -> Result<GicDescription, DtError> {
         return Ok(GicDescription::V3 {
             distributor: regs[0],
             redistributors,
-            maintenance_irq: tree
-                .first_intid(node)
-                .ok_or(DtError::missing("GIC", "interrupts"))?,
+            maintenance_irq: tree.first_intid(node),
         });
     }
     let node = tree

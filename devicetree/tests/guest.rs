@@ -202,7 +202,7 @@ fn check_parsed(dtb: &[u8], p: &GuestPlatform) {
                 guest::GICR_BASE,
                 guest::GICR_STRIDE * p.vcpu_mpidrs.len() as u64,
             )],
-            maintenance_irq: 25,
+            maintenance_irq: Some(25),
         },
         GuestGic::V2 => GicDescription::V2 {
             distributor: gicd,

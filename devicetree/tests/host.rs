@@ -60,7 +60,7 @@ fn qemu_virt_gicv3() {
             distributor: MemRange::new(0x0800_0000, 0x1_0000),
             // QEMU sizes the region for its 123-CPU maximum, not for -smp.
             redistributors: vec![MemRange::new(0x080A_0000, 0xF6_0000)],
-            maintenance_irq: 25,
+            maintenance_irq: Some(25),
         }
     );
 }
