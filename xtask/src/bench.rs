@@ -58,8 +58,6 @@ pub const MICRO: [(&str, Option<u64>); 4] = [
 /// The aim for Linux boot to /init: at most this many hundredths of a percent over bare.
 pub const LINUX_AIM_HUNDREDTHS_PERCENT: u64 = 50;
 
-pub const USAGE: &str = "usage: cargo xtask bench [--only micro|linux]";
-
 /// What a figure's aim is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Aim {
@@ -96,10 +94,15 @@ impl Aim {
 /// One figure, both ways.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Figure {
+    /// What is measured.
     pub name: String,
+    /// Its unit (`instructions`, `us`).
     pub unit: &'static str,
+    /// The figure with the hypervisor.
     pub hypervisor: u64,
+    /// The figure on the bare board.
     pub bare: u64,
+    /// What the hypervisor figure should be.
     pub aim: Aim,
 }
 
@@ -136,37 +139,14 @@ fn hundredths(value: u64) -> String {
 /// Which parts to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Selection {
+    /// The micro-benchmarks.
     pub micro: bool,
+    /// Linux boot to /init.
     pub linux: bool,
 }
 
-/// Parses `[--only micro|linux]`.
-pub fn parse_args(args: &[String]) -> Result<Selection, String> {
-    match args {
-        [] => Ok(Selection {
-            micro: true,
-            linux: true,
-        }),
-        [option, part] if option == "--only" => match part.as_str() {
-            "micro" => Ok(Selection {
-                micro: true,
-                linux: false,
-            }),
-            "linux" => Ok(Selection {
-                micro: false,
-                linux: true,
-            }),
-            other => Err(format!(
-                "--only takes micro or linux, not {other:?}\n{USAGE}"
-            )),
-        },
-        _ => Err(USAGE.into()),
-    }
-}
-
-/// `cargo xtask bench [--only micro|linux]`.
-pub fn bench(args: &[String]) -> Result<(), String> {
-    let selection = parse_args(args)?;
+/// `cargo xtask bench`: runs the selected parts, prints the table and writes the JSON.
+pub fn bench(selection: Selection) -> Result<(), String> {
     let version = qemu::check_qemu()?;
     build::build_all()?;
     let mut figures = Vec::new();
@@ -798,23 +778,6 @@ mod tests {
             printk_microseconds("[linux] Run /init as init process"),
             None
         );
-    }
-
-    #[test]
-    fn arguments() {
-        let args =
-            |list: &[&str]| parse_args(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(
-            args(&[]),
-            Ok(Selection {
-                micro: true,
-                linux: true
-            })
-        );
-        assert_eq!(args(&["--only", "linux"]).map(|s| s.micro), Ok(false));
-        assert_eq!(args(&["--only", "micro"]).map(|s| s.linux), Ok(false));
-        assert!(args(&["--only", "both"]).is_err());
-        assert!(args(&["--only"]).is_err());
     }
 
     #[test]

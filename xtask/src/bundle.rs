@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use devicetree::fit::{GuestBundle, write_bundle};
+use devicetree::fit::{GuestBundle, is_fit, parse_bundle, write_bundle};
 
 /// Offset of the arm64 Image header's magic.
 const IMAGE_MAGIC_OFFSET: usize = 56;
@@ -10,7 +10,7 @@ const IMAGE_MAGIC_OFFSET: usize = 56;
 const IMAGE_MAGIC: &[u8; 4] = b"ARM\x64";
 
 /// What goes into a bundle: the files to read and the instance's manifest.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundleSpec {
     /// An arm64 Image (raw, with the Image header).
     pub kernel: PathBuf,
@@ -29,6 +29,35 @@ pub struct BundleSpec {
 /// Whether `image` carries the arm64 Image header's magic.
 pub fn is_arm64_image(image: &[u8]) -> bool {
     image.get(IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4) == Some(IMAGE_MAGIC)
+}
+
+/// What a guest image file is to the hypervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestFile {
+    /// A guest bundle whose manifest asks for these vCPUs and this much RAM (bytes).
+    Bundle {
+        /// Its vCPUs.
+        vcpus: u32,
+        /// Its RAM in bytes.
+        memory: u64,
+    },
+    /// A bare arm64 Image: the hypervisor's bootargs give its instance.
+    Image,
+}
+
+/// Tells a guest bundle, checked as the hypervisor reads it, from a bare arm64 Image.
+pub fn inspect_guest(file: &[u8]) -> Result<GuestFile, String> {
+    if is_fit(file) {
+        let bundle = parse_bundle(file).map_err(|error| error.to_string())?;
+        Ok(GuestFile::Bundle {
+            vcpus: bundle.vcpus,
+            memory: bundle.memory,
+        })
+    } else if is_arm64_image(file) {
+        Ok(GuestFile::Image)
+    } else {
+        Err("neither a guest bundle (FIT) nor an arm64 Image".into())
+    }
 }
 
 /// Reads the spec's files and writes the bundle to `out`.
@@ -111,6 +140,16 @@ mod tests {
         let blob = std::fs::read(dir.join("out/t.fit")).unwrap();
         let bundle = devicetree::fit::parse_bundle(&blob).unwrap();
         assert_eq!((bundle.name, bundle.vcpus), ("t", 3));
+        assert_eq!(
+            inspect_guest(&blob),
+            Ok(GuestFile::Bundle {
+                vcpus: 3,
+                memory: 64 << 20
+            })
+        );
+        assert_eq!(inspect_guest(&kernel), Ok(GuestFile::Image));
+        assert!(inspect_guest(b"cpio").is_err());
+        assert!(inspect_guest(&blob[..blob.len() / 2]).is_err());
         assert_eq!(
             (bundle.kernel, bundle.ramdisk),
             (&kernel[..], Some(&b"cpio"[..]))

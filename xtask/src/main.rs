@@ -1,44 +1,41 @@
 //! `cargo xtask <command>`: build, run and test the hypervisor; pack guest bundles.
+//!
+//! Exit status: 0 on success and for `--help`, 1 when a command fails, 2 when the command line is
+//! wrong.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use xtask::build::{self, workspace_root};
-use xtask::bundle::{self, BundleSpec};
+use xtask::bundle::{self, BundleSpec, GuestFile};
+use xtask::cli::{self, Invocation, RunGuest, RunOptions};
 use xtask::linux_guest;
 use xtask::qemu::{self, Board};
 
-const USAGE: &str = "usage: cargo xtask <command>
-
-commands:
-  build                      build the hypervisor and test guest images into target/images
-  run [--kernel IMAGE [--initrd FILE] | --guest FILE] [--vcpus N] [--smp N] [--gic 2|3]
-      [--mem MiB]            boot the hypervisor on QEMU virt with a guest, its console on
-                             this terminal. Default: Debian's Linux with a busybox shell
-                             (fetched once, cached), 2 vCPUs. --kernel/--initrd: your own
-                             arm64 Image and initramfs; --guest: a guest bundle (.fit) or a
-                             bare arm64 Image as it is
-  test                       host unit tests, then every QEMU scenario
-  bundle --kernel IMAGE [--initrd FILE] [--name NAME] [--mem SIZE] [--vcpus N]
-         [--bootargs \"...\"] -o OUT.fit
-                             pack a guest bundle (FIT image, docs/IMAGE-FORMAT.md); defaults:
-                             name guest, 128M, 1 vCPU, bootargs \"console=ttyAMA0\"
-  linux-guest [--vcpus N]    fetch Debian's arm64 kernel and busybox (once, into
-                             target/guest-cache), build the initramfs and the Linux guest
-                             bundle target/images/linux-<N>cpu.fit (default 1)
-  bench [--only micro|linux] micro-benchmarks (bench guest) and Linux boot to /init under
-                             -icount shift=0,sleep=off, with the hypervisor and on the bare
-                             board: table on stdout, figures in target/bench.json";
+/// RAM of the instance the hypervisor makes of a bare Image given with `run --guest`, in MiB
+/// (passed as `guest.mem`).
+const BARE_IMAGE_MIB: u64 = 128;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("build") => build::build_all(),
-        Some("run") => run(&args[1..]),
-        Some("test") => test(),
-        Some("bundle") => pack(&args[1..]),
-        Some("linux-guest") => linux(&args[1..]),
-        Some("bench") => xtask::bench::bench(&args[1..]),
-        _ => Err(USAGE.into()),
+    let invocation = match cli::parse(&args) {
+        Ok(invocation) => invocation,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match invocation {
+        Invocation::Help(text) => {
+            println!("{text}");
+            Ok(())
+        }
+        Invocation::Build => build::build_all(),
+        Invocation::Run(options) => run(options),
+        Invocation::Test => test(),
+        Invocation::Bundle(spec, out) => pack(&spec, &out),
+        Invocation::LinuxGuest(vcpus) => linux(vcpus),
+        Invocation::Bench(selection) => xtask::bench::bench(selection),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,32 +46,55 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<(), String> {
+/// Fails unless `path` is a file that can be read.
+fn require_file(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))
+}
+
+fn run(options: RunOptions) -> Result<(), String> {
     qemu::check_qemu()?;
-    let (mut guest, mut kernel, mut initrd) = (None, None, None);
-    let (mut vcpus, mut cpus, mut gic, mut memory) = (2, None, 3, 1024);
-    let mut options = args.iter();
-    while let Some(option) = options.next() {
-        let mut value = || options.next().ok_or(format!("{option} needs a value"));
-        match option.as_str() {
-            "--guest" => guest = Some(std::path::PathBuf::from(value()?)),
-            "--kernel" => kernel = Some(std::path::PathBuf::from(value()?)),
-            "--initrd" => initrd = Some(std::path::PathBuf::from(value()?)),
-            "--vcpus" => vcpus = value()?.parse().map_err(|_| "--vcpus takes a number")?,
-            "--smp" => cpus = Some(value()?.parse().map_err(|_| "--smp takes a number")?),
-            "--gic" => gic = value()?.parse().map_err(|_| "--gic takes 2 or 3")?,
-            "--mem" => memory = value()?.parse().map_err(|_| "--mem takes MiB")?,
-            other => return Err(format!("unknown option {other}\n\n{USAGE}")),
+    // The guest's vCPUs and RAM, from the user's files before the build, which takes a while.
+    let (vcpus, guest_memory, bare_image) = match &options.guest {
+        RunGuest::Linux { vcpus } => (*vcpus, linux_guest::MEMORY, false),
+        RunGuest::Kernel {
+            kernel,
+            initrd,
+            vcpus,
+        } => {
+            require_file(kernel)?;
+            if let Some(initrd) = initrd {
+                require_file(initrd)?;
+            }
+            (*vcpus, linux_guest::MEMORY, false)
         }
+        RunGuest::File(file) => {
+            let bytes = std::fs::read(file)
+                .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
+            match bundle::inspect_guest(&bytes)
+                .map_err(|why| format!("{}: {why}", file.display()))?
+            {
+                GuestFile::Bundle { vcpus, memory } => (vcpus, memory, false),
+                GuestFile::Image => (1, BARE_IMAGE_MIB << 20, true),
+            }
+        }
+    };
+    let cpus = options.smp.unwrap_or(vcpus);
+    if vcpus > cpus {
+        return Err(format!(
+            "the guest has {vcpus} vCPUs but --smp is {cpus}: each vCPU is pinned to a host CPU \
+             of its own, so give --smp {vcpus} or more"
+        ));
     }
     build::build_all()?;
-    let guest = match (guest, kernel) {
-        (Some(_), Some(_)) => return Err("give either --guest or --kernel, not both".into()),
-        (Some(guest), None) if guest.exists() => guest,
-        (Some(guest), None) => {
-            return Err(format!("guest image {} does not exist", guest.display()));
-        }
-        (None, Some(kernel)) => {
+    let image = match options.guest {
+        RunGuest::Linux { vcpus } => linux_guest::linux_bundle(vcpus)?,
+        RunGuest::Kernel {
+            kernel,
+            initrd,
+            vcpus,
+        } => {
             let out = build::images_dir().join("run-guest.fit");
             let spec = BundleSpec {
                 kernel,
@@ -87,13 +107,30 @@ fn run(args: &[String]) -> Result<(), String> {
             bundle::write_bundle_file(&spec, &out)?;
             out
         }
-        (None, None) => linux_guest::linux_bundle(vcpus)?,
+        RunGuest::File(file) => file,
     };
-    let mut board = Board::new(build::hypervisor_image(), guest, "guest");
-    board.bootargs = "log=info".into();
-    board.cpus = cpus.unwrap_or(vcpus.max(1));
-    board.gic_version = gic;
-    board.memory_mib = memory;
+    let image_size = std::fs::metadata(&image)
+        .map_err(|error| format!("cannot read {}: {error}", image.display()))?
+        .len();
+    qemu::check_board_memory(options.memory_mib, guest_memory, image_size)?;
+
+    let mut board = Board::new(build::hypervisor_image(), image, "guest");
+    board.bootargs = if bare_image {
+        format!("log=info guest.mem={BARE_IMAGE_MIB}M")
+    } else {
+        "log=info".into()
+    };
+    board.cpus = cpus;
+    board.memory_mib = options.memory_mib;
+    let log = serial_log_path();
+    // A log an earlier run left must not speak for this one.
+    match std::fs::remove_file(&log) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("cannot remove {}: {error}", log.display()));
+        }
+        _ => {}
+    }
+    board.serial_log = Some(log.clone());
     eprintln!("xtask: {:?}", board.command());
     eprintln!(
         "xtask: the guest's console is this terminal; `poweroff -f` in it (or Ctrl-C) ends the run"
@@ -102,56 +139,35 @@ fn run(args: &[String]) -> Result<(), String> {
         .command()
         .status()
         .map_err(|error| format!("cannot start QEMU: {error}"))?;
+    // QEMU exits with 0 when the hypervisor powers the board off, also after refusing the guest.
+    let serial = std::fs::read(&log)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    if let Some(line) = qemu::hypervisor_refusal(&serial) {
+        return Err(format!("{line} (serial log: {})", log.display()));
+    }
     if status.success() {
         Ok(())
     } else {
-        Err(format!("QEMU exited with {status}"))
+        Err(format!(
+            "QEMU exited with {status} (serial log: {})",
+            log.display()
+        ))
     }
 }
 
-fn pack(args: &[String]) -> Result<(), String> {
-    let mut spec = BundleSpec {
-        kernel: Default::default(),
-        initrd: None,
-        name: "guest".into(),
-        memory: 128 << 20,
-        vcpus: 1,
-        bootargs: "console=ttyAMA0".into(),
-    };
-    let mut out = None;
-    let mut options = args.iter();
-    while let Some(option) = options.next() {
-        let mut value = || options.next().ok_or(format!("{option} needs a value"));
-        match option.as_str() {
-            "--kernel" => spec.kernel = value()?.into(),
-            "--initrd" => spec.initrd = Some(value()?.into()),
-            "--name" => spec.name = value()?.clone(),
-            "--mem" => spec.memory = bundle::parse_size(value()?)?,
-            "--vcpus" => spec.vcpus = value()?.parse().map_err(|_| "--vcpus takes a number")?,
-            "--bootargs" => spec.bootargs = value()?.clone(),
-            "-o" | "--output" => out = Some(std::path::PathBuf::from(value()?)),
-            other => return Err(format!("unknown option {other}\n\n{USAGE}")),
-        }
-    }
-    let out = out.ok_or(format!("bundle needs -o OUT.fit\n\n{USAGE}"))?;
-    if spec.kernel.as_os_str().is_empty() {
-        return Err(format!("bundle needs --kernel IMAGE\n\n{USAGE}"));
-    }
-    bundle::write_bundle_file(&spec, &out)?;
+/// Where `run` logs the serial output: `target/run-serial.log`.
+fn serial_log_path() -> PathBuf {
+    workspace_root().join("target").join("run-serial.log")
+}
+
+fn pack(spec: &BundleSpec, out: &Path) -> Result<(), String> {
+    bundle::write_bundle_file(spec, out)?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())
 }
 
-fn linux(args: &[String]) -> Result<(), String> {
-    let vcpus = match args {
-        [] => 1,
-        [option, n] if option == "--vcpus" => n.parse().map_err(|_| "--vcpus takes a number")?,
-        _ => {
-            return Err(format!(
-                "usage: cargo xtask linux-guest [--vcpus N]\n\n{USAGE}"
-            ));
-        }
-    };
+fn linux(vcpus: u32) -> Result<(), String> {
     let bundle = linux_guest::linux_bundle(vcpus)?;
     eprintln!(
         "xtask: kernel {}, initramfs {}, bundle {}",

@@ -1,7 +1,8 @@
 //! Starting a QEMU `virt` board with the hypervisor, and collecting its serial log with a timeout.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct Board {
     pub bootargs: String,
     /// More QEMU arguments (e.g. [`ICOUNT`]).
     pub extra_args: Vec<String>,
+    /// A file that QEMU also writes the serial output to (overwritten), besides stdio.
+    pub serial_log: Option<PathBuf>,
 }
 
 /// QEMU options for deterministic time: one counter tick per instruction, idle time skipped.
@@ -46,10 +49,11 @@ impl Board {
             guest,
             bootargs: format!("log=info guest.name={name} guest.mem=64M"),
             extra_args: Vec::new(),
+            serial_log: None,
         }
     }
 
-    /// The QEMU command line, serial on stdio.
+    /// The QEMU command line, serial on stdio (and logged to [`Board::serial_log`] if set).
     pub fn command(&self) -> Command {
         let mut command = Command::new("qemu-system-aarch64");
         command
@@ -61,7 +65,15 @@ impl Board {
             .args(["-cpu", CPU])
             .args(["-smp", &self.cpus.to_string()])
             .args(["-m", &format!("{}M", self.memory_mib)])
-            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+            .args(["-display", "none", "-monitor", "none"]);
+        match &self.serial_log {
+            None => command.args(["-serial", "stdio"]),
+            Some(log) => command
+                .arg("-chardev")
+                .arg(serial_chardev(log))
+                .args(["-serial", "chardev:con0"]),
+        };
+        command
             .arg("-kernel")
             .arg(&self.hypervisor)
             .arg("-initrd")
@@ -142,6 +154,17 @@ impl Board {
     }
 }
 
+/// The `-chardev` option for a console on stdio that is also written to `log`: QEMU option values
+/// escape a comma by doubling it.
+fn serial_chardev(log: &Path) -> OsString {
+    let mut option = OsString::from("stdio,id=con0,signal=on,logappend=off,logfile=");
+    match log.to_str() {
+        Some(text) => option.push(text.replace(',', ",,")),
+        None => option.push(log),
+    }
+    option
+}
+
 /// Where `needle` first occurs in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
@@ -160,6 +183,107 @@ pub struct Run {
     pub timed_out: bool,
     /// QEMU exited with status 0.
     pub success: bool,
+}
+
+/// What the hypervisor prints when it refuses to run: `el2 ERROR: <name>: cannot start: <why>` for a
+/// guest, `el2 ERROR: cannot boot: <why>` for the board.
+const REFUSALS: [&str; 2] = ["cannot start:", "cannot boot:"];
+/// How the hypervisor's panic message starts.
+const PANIC: &str = "el2 PANIC:";
+
+/// The first line of `serial` in which the hypervisor refuses a guest or the board, or panics,
+/// without escape sequences. Only the hypervisor's own lines (`el2 ...`) count: a guest's console
+/// lines reach the serial port prefixed with `[name] `.
+pub fn hypervisor_refusal(serial: &str) -> Option<String> {
+    serial
+        .lines()
+        .map(|line| strip_escapes(line).trim().to_string())
+        .find(|line| {
+            line.starts_with(PANIC)
+                || line.starts_with("el2 ") && REFUSALS.iter().any(|refusal| line.contains(refusal))
+        })
+}
+
+/// `text` without terminal escape sequences (CSI `ESC [ ... final`, OSC `ESC ] ... BEL|ESC \`,
+/// two-byte `ESC x`) and without other control characters but tabs.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    // Parameters and intermediates, then one final byte in '@'..='~'.
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Board memory the hypervisor keeps for itself (image, heap, tables), about, in MiB.
+pub const HYPERVISOR_MIB: u64 = 64;
+
+/// Where QEMU loads the initrd (the guest image) on `virt`: `min(RAM / 2, 128 MiB)` into RAM, page
+/// aligned. The device tree follows it at the next 2 MiB boundary and needs up to 1 MiB.
+fn initrd_fits(memory_mib: u64, image_size: u64) -> bool {
+    let memory = memory_mib << 20;
+    let start = (memory / 2).min(128 << 20).next_multiple_of(4096);
+    let dtb = (start + image_size).next_multiple_of(2 << 20);
+    dtb + (1 << 20) <= memory
+}
+
+/// The least board memory in MiB from which on QEMU can load an initrd of `image_size` bytes.
+fn min_memory_for_initrd(image_size: u64) -> u64 {
+    // Past 256 MiB the initrd's place is fixed at 128 MiB, so fitting only gets easier.
+    let mut memory = 256 + image_size.div_ceil(1 << 20) + 4;
+    while memory > 1 && initrd_fits(memory - 1, image_size) {
+        memory -= 1;
+    }
+    memory
+}
+
+/// Checks that a board with `memory_mib` MiB of RAM can hold the hypervisor and a guest of
+/// `guest_memory` bytes whose image, given to QEMU as the initrd, has `image_size` bytes.
+pub fn check_board_memory(
+    memory_mib: u32,
+    guest_memory: u64,
+    image_size: u64,
+) -> Result<(), String> {
+    let memory_mib = u64::from(memory_mib);
+    if !initrd_fits(memory_mib, image_size) {
+        return Err(format!(
+            "--mem {memory_mib}: QEMU cannot load the {} MiB guest image into it (it puts the \
+             image at min(RAM/2, 128 MiB) and the device tree after it): use --mem {} or more",
+            image_size.div_ceil(1 << 20),
+            min_memory_for_initrd(image_size)
+        ));
+    }
+    let guest_mib = guest_memory.div_ceil(1 << 20);
+    if memory_mib < guest_mib + HYPERVISOR_MIB {
+        return Err(format!(
+            "--mem {memory_mib} is too small: the guest has {guest_mib} MiB and the hypervisor \
+             keeps about {HYPERVISOR_MIB} MiB for itself, so the board needs at least {} MiB",
+            guest_mib + HYPERVISOR_MIB
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that `qemu-system-aarch64` exists and is new enough; says how to get it if not.
@@ -182,5 +306,115 @@ pub fn check_qemu() -> Result<String, String> {
         _ => Err(format!(
             "{version}: QEMU {MIN_QEMU_MAJOR} or newer is needed: {HOW}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_found_in_the_hypervisor_lines() {
+        let serial = "el2  INFO: hypervisor starting at EL2 on QEMU virt (2 CPUs)\n\
+                      [linux] cannot start: a guest's own words do not count\n\
+                      \x1b[31mel2 ERROR: linux: cannot start: no 0x10000000 bytes of board memory left \
+                      for guest RAM\x1b[0m\r\n\
+                      el2  INFO: all instances stopped: powering off\n";
+        assert_eq!(
+            hypervisor_refusal(serial).as_deref(),
+            Some(
+                "el2 ERROR: linux: cannot start: no 0x10000000 bytes of board memory left for \
+                 guest RAM"
+            )
+        );
+        assert_eq!(
+            hypervisor_refusal("el2 ERROR: cannot boot: only GICv3 boards\n").as_deref(),
+            Some("el2 ERROR: cannot boot: only GICv3 boards")
+        );
+        assert_eq!(
+            hypervisor_refusal("el2 PANIC: panicked at el2/src/main.rs:95:13\n").as_deref(),
+            Some("el2 PANIC: panicked at el2/src/main.rs:95:13")
+        );
+        assert_eq!(
+            hypervisor_refusal("[guest] el2 ERROR: x: cannot start: y\n"),
+            None
+        );
+        assert_eq!(
+            hypervisor_refusal("el2  INFO: guest: stopped: system off\n"),
+            None
+        );
+        assert_eq!(hypervisor_refusal(""), None);
+    }
+
+    #[test]
+    fn escapes_are_stripped() {
+        assert_eq!(strip_escapes("\x1b[1;31mred\x1b[0m plain"), "red plain");
+        assert_eq!(strip_escapes("\x1b]0;title\x07after"), "after");
+        assert_eq!(strip_escapes("\x1b]0;title\x1b\\after"), "after");
+        assert_eq!(strip_escapes("a\x1bcb\r\x08\tc"), "ab\tc");
+        assert_eq!(strip_escapes("unterminated \x1b["), "unterminated ");
+    }
+
+    #[test]
+    fn initrd_placement_matches_qemu() {
+        // Measured with QEMU 10.0 `virt`: the largest initrd that loads, and one byte more; the least
+        // RAM that loads one.
+        const MIB: u64 = 1 << 20;
+        assert!(initrd_fits(128, 62 * MIB));
+        assert!(!initrd_fits(128, 62 * MIB + 1));
+        assert!(initrd_fits(129, 63 * MIB + 1));
+        assert!(!initrd_fits(129, 64 * MIB));
+        assert!(initrd_fits(256, 126 * MIB));
+        assert!(!initrd_fits(256, 127 * MIB));
+        assert!(initrd_fits(300, 170 * MIB));
+        assert!(!initrd_fits(300, 171 * MIB));
+        assert_eq!(min_memory_for_initrd(62 * MIB), 127);
+        assert_eq!(min_memory_for_initrd(171 * MIB), 301);
+        for size in [0, MIB, 30 * MIB, 100 * MIB, 500 * MIB] {
+            let least = min_memory_for_initrd(size);
+            assert!(!initrd_fits(least - 1, size), "{size}");
+            assert!(
+                (least..least + 600).all(|memory| initrd_fits(memory, size)),
+                "{size}"
+            );
+        }
+    }
+
+    #[test]
+    fn board_memory() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(check_board_memory(1024, 256 * MIB, 30 * MIB), Ok(()));
+        assert_eq!(check_board_memory(128, 64 * MIB, MIB), Ok(()));
+        let error = check_board_memory(256, 256 * MIB, 30 * MIB).unwrap_err();
+        assert!(error.contains("needs at least 320 MiB"), "{error}");
+        let error = check_board_memory(128, 64 * MIB, 100 * MIB).unwrap_err();
+        assert!(
+            error.contains("QEMU cannot load the 100 MiB guest image"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn serial_log_option() {
+        let mut board = Board::new("el2.img".into(), "guest.fit".into(), "guest");
+        let args = |board: &Board| {
+            board
+                .command()
+                .get_args()
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert!(args(&board).contains("-serial stdio"));
+        board.serial_log = Some("/tmp/a,b/serial.log".into());
+        let line = args(&board);
+        assert!(
+            line.contains(
+                "-chardev stdio,id=con0,signal=on,logappend=off,logfile=/tmp/a,,b/serial.log \
+                 -serial chardev:con0"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("-serial stdio"), "{line}");
     }
 }

@@ -1,0 +1,702 @@
+//! The `cargo xtask` command line: every command's usage text, and the arguments parsed into typed
+//! options without building or running anything.
+
+use std::path::PathBuf;
+
+use devicetree::fit::{MAX_VCPUS, MEMORY_GRANULE};
+
+use crate::bench::Selection;
+use crate::bundle::{self, BundleSpec};
+use crate::qemu::HYPERVISOR_MIB;
+
+/// Most CPUs the hypervisor runs on: `--smp` is 1 to this.
+pub const MAX_CPUS: u32 = 8;
+/// The least board RAM `run` accepts, in MiB.
+pub const MIN_BOARD_MIB: u32 = 128;
+/// Board RAM `run` gives QEMU unless `--mem` says otherwise, in MiB.
+pub const DEFAULT_BOARD_MIB: u32 = 1024;
+/// vCPUs of `run`'s default and `--kernel` guests unless `--vcpus` says otherwise.
+pub const DEFAULT_RUN_VCPUS: u32 = 2;
+
+/// One command's help.
+struct CommandHelp {
+    name: &'static str,
+    /// Its arguments, as its usage line shows them.
+    arguments: &'static str,
+    /// What it does (may span lines).
+    summary: &'static str,
+    /// Its options, one per line and indented (empty if it takes none).
+    options: &'static str,
+}
+
+const COMMANDS: [CommandHelp; 7] = [
+    CommandHelp {
+        name: "build",
+        arguments: "",
+        summary: "build the hypervisor and the test guest images into target/images",
+        options: "",
+    },
+    CommandHelp {
+        name: "run",
+        arguments: "[--kernel IMAGE [--initrd FILE] | --guest FILE] [--vcpus N] [--smp N] [--mem MiB]",
+        summary: "boot the hypervisor on QEMU virt (GICv3) with a guest, its console on this terminal;\n\
+                  fails if the hypervisor refuses the guest (serial log in target/run-serial.log)",
+        options: "  (none)          Debian's Linux with a busybox shell (fetched once, cached), 256 MiB\n  \
+                  --kernel IMAGE  your own arm64 Image, packed into a bundle with 256 MiB and the\n                  \
+                  console on ttyAMA0\n  \
+                  --initrd FILE   an initramfs for --kernel\n  \
+                  --guest FILE    a guest bundle (.fit), which names its vCPUs and memory, or a bare\n                  \
+                  arm64 Image (1 vCPU, 128 MiB), as it is\n  \
+                  --vcpus N       vCPUs of the default or --kernel guest, 1 to 8 (default 2)\n  \
+                  --smp N         host CPUs, 1 to 8, at least one per vCPU as each vCPU is pinned to\n                  \
+                  its own (default: one per vCPU)\n  \
+                  --mem MiB       board RAM, at least 128 (default 1024): the hypervisor keeps about\n                  \
+                  64 MiB, the guest's memory comes on top\n\n\
+                  `poweroff -f` in the guest (or Ctrl-C) ends the run.",
+    },
+    CommandHelp {
+        name: "test",
+        arguments: "",
+        summary: "host unit tests, then every QEMU scenario",
+        options: "",
+    },
+    CommandHelp {
+        name: "bundle",
+        arguments: "--kernel IMAGE [--initrd FILE] [--name NAME] [--mem SIZE] [--vcpus N]\n         \
+                    [--bootargs \"...\"] -o OUT.fit",
+        summary: "pack a guest bundle (FIT image, docs/IMAGE-FORMAT.md)",
+        options: "  --kernel IMAGE     an arm64 kernel Image (required)\n  \
+                  --initrd FILE      an initramfs\n  \
+                  --name NAME        instance name: 1 to 32 of A-Z a-z 0-9 . _ -, starting with a\n                     \
+                  letter or digit (default guest)\n  \
+                  --mem SIZE         guest RAM, a multiple of 2 MiB: 256M, 1G or bytes (default 128M)\n  \
+                  --vcpus N          1 to 8 (default 1)\n  \
+                  --bootargs \"...\"   the guest kernel's command line (default \"console=ttyAMA0\")\n  \
+                  -o, --output FILE  where to write the bundle (required)",
+    },
+    CommandHelp {
+        name: "linux-guest",
+        arguments: "[--vcpus N]",
+        summary: "fetch Debian's arm64 kernel and busybox (once, into target/guest-cache), build the\n\
+                  initramfs and the Linux guest bundle target/images/linux-<N>cpu.fit",
+        options: "  --vcpus N  1 to 8 (default 1)",
+    },
+    CommandHelp {
+        name: "bench",
+        arguments: "[--only micro|linux]",
+        summary: "micro-benchmarks (bench guest) and Linux boot to /init under -icount\n\
+                  shift=0,sleep=off, with the hypervisor and on the bare board: table on stdout,\n\
+                  figures in target/bench.json",
+        options: "  --only micro|linux  only the micro-benchmarks, or only the Linux boot",
+    },
+    CommandHelp {
+        name: "help",
+        arguments: "[COMMAND]",
+        summary: "this text, or a command's",
+        options: "",
+    },
+];
+
+/// The overall usage: every command with its arguments and what it does.
+pub fn usage() -> String {
+    let mut text = String::from("usage: cargo xtask <command> [options]\n\ncommands:\n");
+    for command in &COMMANDS {
+        let line = format!("  {} {}", command.name, command.arguments);
+        text.push_str(line.trim_end());
+        text.push('\n');
+        for line in command.summary.lines() {
+            text.push_str(&format!("      {line}\n"));
+        }
+    }
+    text.push_str("\n`cargo xtask <command> --help` shows a command's options.");
+    text
+}
+
+/// One command's usage and options, if there is such a command.
+pub fn command_usage(name: &str) -> Option<String> {
+    let command = COMMANDS.iter().find(|command| command.name == name)?;
+    let line = format!("usage: cargo xtask {} {}", command.name, command.arguments);
+    let mut text = format!("{}\n\n{}\n", line.trim_end(), command.summary);
+    if !command.options.is_empty() {
+        text.push_str(&format!("\noptions:\n{}\n", command.options));
+    }
+    Some(text.trim_end().to_string())
+}
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invocation {
+    /// Print this text on stdout and succeed (`--help`, `-h`, `help`).
+    Help(String),
+    /// `build`.
+    Build,
+    /// `run`.
+    Run(RunOptions),
+    /// `test`.
+    Test,
+    /// `bundle`: what to pack, and where to write it.
+    Bundle(BundleSpec, PathBuf),
+    /// `linux-guest` with this many vCPUs.
+    LinuxGuest(u32),
+    /// `bench`.
+    Bench(Selection),
+}
+
+/// The guest `run` boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunGuest {
+    /// Debian's Linux with a busybox shell.
+    Linux {
+        /// Its vCPUs.
+        vcpus: u32,
+    },
+    /// Your own kernel and initramfs, packed into a bundle.
+    Kernel {
+        /// The arm64 Image.
+        kernel: PathBuf,
+        /// The initramfs, if any.
+        initrd: Option<PathBuf>,
+        /// The bundle's vCPUs.
+        vcpus: u32,
+    },
+    /// A guest bundle or bare arm64 Image, as it is.
+    File(PathBuf),
+}
+
+/// `run`'s options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// The guest.
+    pub guest: RunGuest,
+    /// Host CPUs (`--smp`); `None`: one per vCPU.
+    pub smp: Option<u32>,
+    /// Board RAM in MiB.
+    pub memory_mib: u32,
+}
+
+/// Parses `cargo xtask`'s arguments (without the program name). The error is the reason, one line,
+/// or the usage when no command or an unknown one is given.
+pub fn parse(args: &[String]) -> Result<Invocation, String> {
+    let Some((command, rest)) = args.split_first() else {
+        return Err(format!("no command given\n\n{}", usage()));
+    };
+    match command.as_str() {
+        "-h" | "--help" => Ok(Invocation::Help(usage())),
+        "help" => match rest {
+            [] => Ok(Invocation::Help(usage())),
+            [name] => command_usage(name)
+                .map(Invocation::Help)
+                .ok_or_else(|| format!("help: unknown command {name:?}\n\n{}", usage())),
+            _ => Err("help takes at most one command".into()),
+        },
+        "build" => no_options("build", rest, Invocation::Build),
+        "test" => no_options("test", rest, Invocation::Test),
+        "run" => parse_run(rest),
+        "bundle" => parse_bundle(rest),
+        "linux-guest" => parse_linux_guest(rest),
+        "bench" => parse_bench(rest),
+        other => Err(format!("unknown command {other:?}\n\n{}", usage())),
+    }
+}
+
+/// The options of `command` one by one, with their values.
+struct Options<'a> {
+    command: &'static str,
+    args: std::slice::Iter<'a, String>,
+}
+
+impl<'a> Options<'a> {
+    fn new(command: &'static str, args: &'a [String]) -> Self {
+        Self {
+            command,
+            args: args.iter(),
+        }
+    }
+
+    fn next(&mut self) -> Option<&'a str> {
+        self.args.next().map(String::as_str)
+    }
+
+    /// The value that follows `option`.
+    fn value(&mut self, option: &str) -> Result<&'a str, String> {
+        self.next().ok_or_else(|| format!("{option} needs a value"))
+    }
+
+    /// The error for an option `command` does not have.
+    fn unknown(&self, option: &str) -> String {
+        format!(
+            "{} has no option {option:?} (`cargo xtask {} --help` lists them)",
+            self.command, self.command
+        )
+    }
+
+    /// This command's help.
+    fn help(&self) -> Invocation {
+        Invocation::Help(command_usage(self.command).expect("a known command"))
+    }
+}
+
+/// Stores `value` for `option` unless the option was given before.
+fn once<T>(slot: &mut Option<T>, option: &str, value: T) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("{option} is given twice"));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn number(option: &str, text: &str) -> Result<u32, String> {
+    text.parse()
+        .map_err(|_| format!("{option} takes a number, not {text:?}"))
+}
+
+/// A guest's vCPU count: 1 to 8.
+fn vcpu_count(text: &str) -> Result<u32, String> {
+    match number("--vcpus", text)? {
+        0 => Err("--vcpus 0: a guest needs at least 1 vCPU".into()),
+        n if n > MAX_VCPUS => Err(format!(
+            "--vcpus {n}: a guest has at most {MAX_VCPUS} vCPUs (the hypervisor runs on at most \
+             {MAX_CPUS} CPUs)"
+        )),
+        n => Ok(n),
+    }
+}
+
+fn no_options(
+    command: &'static str,
+    args: &[String],
+    invocation: Invocation,
+) -> Result<Invocation, String> {
+    let mut options = Options::new(command, args);
+    match options.next() {
+        None => Ok(invocation),
+        Some("-h" | "--help") => Ok(options.help()),
+        Some(other) => Err(format!("{command} takes no arguments, not {other:?}")),
+    }
+}
+
+fn parse_run(args: &[String]) -> Result<Invocation, String> {
+    let (mut guest, mut kernel, mut initrd) = (None, None, None);
+    let (mut vcpus, mut smp, mut memory) = (None, None, None);
+    let mut options = Options::new("run", args);
+    while let Some(option) = options.next() {
+        match option {
+            "-h" | "--help" => return Ok(options.help()),
+            "--guest" => once(&mut guest, option, PathBuf::from(options.value(option)?))?,
+            "--kernel" => once(&mut kernel, option, PathBuf::from(options.value(option)?))?,
+            "--initrd" => once(&mut initrd, option, PathBuf::from(options.value(option)?))?,
+            "--vcpus" => once(&mut vcpus, option, vcpu_count(options.value(option)?)?)?,
+            "--smp" => once(&mut smp, option, number(option, options.value(option)?)?)?,
+            "--mem" => once(&mut memory, option, number(option, options.value(option)?)?)?,
+            "--gic" => {
+                return Err(
+                    "--gic: the board always has a GICv3; GICv2 is not supported yet".into(),
+                );
+            }
+            other => return Err(options.unknown(other)),
+        }
+    }
+    if let Some(cpus) = smp.filter(|cpus| !(1..=MAX_CPUS).contains(cpus)) {
+        return Err(format!(
+            "--smp {cpus}: the board has 1 to {MAX_CPUS} CPUs, as the hypervisor supports at most \
+             {MAX_CPUS}"
+        ));
+    }
+    if let (Some(vcpus), Some(cpus)) = (vcpus, smp)
+        && vcpus > cpus
+    {
+        return Err(format!(
+            "--vcpus {vcpus} with --smp {cpus}: each vCPU is pinned to a host CPU of its own, so \
+             --smp must be at least --vcpus"
+        ));
+    }
+    let memory_mib = memory.unwrap_or(DEFAULT_BOARD_MIB);
+    if memory_mib < MIN_BOARD_MIB {
+        return Err(format!(
+            "--mem {memory_mib}: the board needs at least {MIN_BOARD_MIB} MiB: the hypervisor \
+             keeps about {HYPERVISOR_MIB} MiB for itself, and the guest's memory comes on top"
+        ));
+    }
+    let guest = match (guest, kernel, initrd) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(
+                "--guest runs a bundle or Image as it is: it does not go with --kernel \
+                        or --initrd"
+                    .into(),
+            );
+        }
+        (Some(_), None, None) if vcpus.is_some() => {
+            return Err(
+                "--vcpus does not apply to --guest: a bundle names its own vCPUs and a \
+                        bare Image gets 1 (--smp sets the host CPUs)"
+                    .into(),
+            );
+        }
+        (Some(file), None, None) => RunGuest::File(file),
+        (None, None, Some(_)) => {
+            return Err("--initrd needs --kernel: the default guest has its own initramfs".into());
+        }
+        (None, Some(kernel), initrd) => RunGuest::Kernel {
+            kernel,
+            initrd,
+            vcpus: vcpus.unwrap_or(DEFAULT_RUN_VCPUS),
+        },
+        (None, None, None) => RunGuest::Linux {
+            vcpus: vcpus.unwrap_or(DEFAULT_RUN_VCPUS),
+        },
+    };
+    Ok(Invocation::Run(RunOptions {
+        guest,
+        smp,
+        memory_mib,
+    }))
+}
+
+fn parse_bundle(args: &[String]) -> Result<Invocation, String> {
+    let (mut kernel, mut initrd, mut name, mut memory) = (None, None, None, None);
+    let (mut vcpus, mut bootargs, mut out) = (None, None, None);
+    let mut options = Options::new("bundle", args);
+    while let Some(option) = options.next() {
+        match option {
+            "-h" | "--help" => return Ok(options.help()),
+            "--kernel" => once(&mut kernel, option, PathBuf::from(options.value(option)?))?,
+            "--initrd" => once(&mut initrd, option, PathBuf::from(options.value(option)?))?,
+            "--name" => {
+                let value = options.value(option)?;
+                devicetree::fit::check_instance_name(value)
+                    .map_err(|why| format!("--name {value:?}: {why}"))?;
+                once(&mut name, option, value.to_string())?;
+            }
+            "--mem" => {
+                let value = options.value(option)?;
+                let bytes = bundle::parse_size(value).map_err(|why| format!("--mem: {why}"))?;
+                if bytes == 0 || !bytes.is_multiple_of(MEMORY_GRANULE) {
+                    return Err(format!(
+                        "--mem {value}: guest RAM is a nonzero multiple of 2 MiB (stage 2 maps it \
+                         in 2 MiB blocks)"
+                    ));
+                }
+                once(&mut memory, option, bytes)?;
+            }
+            "--vcpus" => once(&mut vcpus, option, vcpu_count(options.value(option)?)?)?,
+            "--bootargs" => once(&mut bootargs, option, options.value(option)?.to_string())?,
+            "-o" | "--output" => once(&mut out, "-o", PathBuf::from(options.value(option)?))?,
+            other => return Err(options.unknown(other)),
+        }
+    }
+    let kernel = kernel.ok_or("bundle needs --kernel IMAGE")?;
+    let out = out.ok_or("bundle needs -o OUT.fit")?;
+    Ok(Invocation::Bundle(
+        BundleSpec {
+            kernel,
+            initrd,
+            name: name.unwrap_or_else(|| "guest".into()),
+            memory: memory.unwrap_or(128 << 20),
+            vcpus: vcpus.unwrap_or(1),
+            bootargs: bootargs.unwrap_or_else(|| "console=ttyAMA0".into()),
+        },
+        out,
+    ))
+}
+
+fn parse_linux_guest(args: &[String]) -> Result<Invocation, String> {
+    let mut vcpus = None;
+    let mut options = Options::new("linux-guest", args);
+    while let Some(option) = options.next() {
+        match option {
+            "-h" | "--help" => return Ok(options.help()),
+            "--vcpus" => once(&mut vcpus, option, vcpu_count(options.value(option)?)?)?,
+            other => return Err(options.unknown(other)),
+        }
+    }
+    Ok(Invocation::LinuxGuest(vcpus.unwrap_or(1)))
+}
+
+fn parse_bench(args: &[String]) -> Result<Invocation, String> {
+    let mut only = None;
+    let mut options = Options::new("bench", args);
+    while let Some(option) = options.next() {
+        match option {
+            "-h" | "--help" => return Ok(options.help()),
+            "--only" => once(&mut only, option, options.value(option)?)?,
+            other => return Err(options.unknown(other)),
+        }
+    }
+    let (micro, linux) = match only {
+        None => (true, true),
+        Some("micro") => (true, false),
+        Some("linux") => (false, true),
+        Some(other) => return Err(format!("--only takes micro or linux, not {other:?}")),
+    };
+    Ok(Invocation::Bench(Selection { micro, linux }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_words(words: &str) -> Result<Invocation, String> {
+        let args: Vec<String> = words.split_whitespace().map(String::from).collect();
+        parse(&args)
+    }
+
+    fn run(words: &str) -> Result<RunOptions, String> {
+        match parse_words(&format!("run {words}"))? {
+            Invocation::Run(options) => Ok(options),
+            other => panic!("run {words}: {other:?}"),
+        }
+    }
+
+    fn error(words: &str) -> String {
+        let error = parse_words(words).expect_err(words);
+        assert!(!error.is_empty(), "{words}");
+        error
+    }
+
+    #[test]
+    fn help_everywhere() {
+        for words in ["--help", "-h", "help"] {
+            assert_eq!(parse_words(words), Ok(Invocation::Help(usage())), "{words}");
+        }
+        for command in [
+            "build",
+            "run",
+            "test",
+            "bundle",
+            "linux-guest",
+            "bench",
+            "help",
+        ] {
+            let own = command_usage(command).unwrap();
+            assert!(
+                own.starts_with(&format!("usage: cargo xtask {command}")),
+                "{own}"
+            );
+            for flag in ["--help", "-h"] {
+                if command != "help" {
+                    let words = format!("{command} {flag}");
+                    assert_eq!(
+                        parse_words(&words),
+                        Ok(Invocation::Help(own.clone())),
+                        "{words}"
+                    );
+                }
+            }
+            assert_eq!(
+                parse_words(&format!("help {command}")),
+                Ok(Invocation::Help(own))
+            );
+        }
+        // Help wins wherever an option may stand, but not as an option's value.
+        assert!(matches!(
+            parse_words("run --vcpus 2 -h"),
+            Ok(Invocation::Help(text)) if text.contains("--guest FILE")
+        ));
+        let words: Vec<String> = ["bundle", "--kernel", "k", "--bootargs", "-h", "-o", "o.fit"]
+            .map(String::from)
+            .into();
+        assert!(matches!(parse(&words), Ok(Invocation::Bundle(spec, _)) if spec.bootargs == "-h"));
+    }
+
+    #[test]
+    fn no_or_unknown_command_is_an_error_with_the_usage() {
+        assert_eq!(parse(&[]), Err(format!("no command given\n\n{}", usage())));
+        assert!(error("frobnicate").ends_with(&usage()));
+        assert!(error("help frobnicate").contains("unknown command"));
+        assert!(error("build now").contains("takes no arguments"));
+        assert!(error("test --release").contains("takes no arguments"));
+    }
+
+    #[test]
+    fn usage_names_every_command_and_option() {
+        let text = usage();
+        assert!(text.lines().all(|line| line == line.trim_end()), "{text}");
+        for command in &COMMANDS {
+            let line = format!("  {} {}", command.name, command.arguments);
+            assert!(text.contains(line.trim_end()), "{line}");
+            let own = command_usage(command.name).unwrap();
+            assert!(own.lines().all(|line| line == line.trim_end()), "{own}");
+        }
+        let run = command_usage("run").unwrap();
+        for option in [
+            "--kernel", "--initrd", "--guest", "--vcpus", "--smp", "--mem",
+        ] {
+            assert!(run.contains(option), "{option}");
+        }
+        assert!(!run.contains("--gic"));
+        let bundle = command_usage("bundle").unwrap();
+        for option in [
+            "--kernel",
+            "--initrd",
+            "--name",
+            "--mem",
+            "--vcpus",
+            "--bootargs",
+            "-o",
+        ] {
+            assert!(bundle.contains(option), "{option}");
+        }
+    }
+
+    #[test]
+    fn run_defaults_and_guests() {
+        assert_eq!(
+            run(""),
+            Ok(RunOptions {
+                guest: RunGuest::Linux { vcpus: 2 },
+                smp: None,
+                memory_mib: 1024
+            })
+        );
+        assert_eq!(
+            run("--kernel Image --initrd rd --vcpus 4 --smp 8 --mem 2048"),
+            Ok(RunOptions {
+                guest: RunGuest::Kernel {
+                    kernel: "Image".into(),
+                    initrd: Some("rd".into()),
+                    vcpus: 4
+                },
+                smp: Some(8),
+                memory_mib: 2048
+            })
+        );
+        assert_eq!(
+            run("--guest g.fit --smp 3 --mem 128").map(|o| (o.guest, o.smp)),
+            Ok((RunGuest::File("g.fit".into()), Some(3)))
+        );
+        assert_eq!(run("--vcpus 8").map(|o| o.smp), Ok(None));
+        assert_eq!(run("--vcpus 1 --smp 1").map(|o| o.smp), Ok(Some(1)));
+    }
+
+    #[test]
+    fn meaningless_run_options_are_errors() {
+        for (words, reason) in [
+            ("--initrd rd", "--initrd needs --kernel"),
+            ("--guest g --kernel k", "does not go with --kernel"),
+            (
+                "--guest g --initrd rd",
+                "does not go with --kernel or --initrd",
+            ),
+            ("--guest g --vcpus 2", "--vcpus does not apply to --guest"),
+            ("--vcpus 0", "at least 1 vCPU"),
+            ("--vcpus 9", "at most 8 vCPUs"),
+            ("--vcpus two", "takes a number"),
+            ("--vcpus -1", "takes a number"),
+            ("--smp 0", "1 to 8 CPUs"),
+            ("--smp 9", "1 to 8 CPUs"),
+            ("--vcpus 4 --smp 2", "pinned to a host CPU of its own"),
+            ("--mem 127", "at least 128 MiB"),
+            ("--mem 64M", "takes a number"),
+            ("--gic 2", "GICv2 is not supported yet"),
+            ("--gic 3", "always has a GICv3"),
+            ("--kernel", "needs a value"),
+            ("--vcpus 1 --vcpus 2", "given twice"),
+            ("--frobnicate", "no option \"--frobnicate\""),
+            ("extra", "no option \"extra\""),
+        ] {
+            let error = error(&format!("run {words}"));
+            assert!(error.contains(reason), "run {words}: {error}");
+            assert!(!error.contains('\n'), "run {words}: {error}");
+        }
+        assert_eq!(run("--mem 128").map(|o| o.memory_mib), Ok(128));
+    }
+
+    #[test]
+    fn bundle_options() {
+        let bundle = |words: &str| match parse_words(&format!("bundle {words}")) {
+            Ok(Invocation::Bundle(spec, out)) => Ok((spec, out)),
+            Ok(other) => panic!("{other:?}"),
+            Err(error) => Err(error),
+        };
+        let (spec, out) = bundle("--kernel Image -o out.fit").unwrap();
+        assert_eq!(
+            spec,
+            BundleSpec {
+                kernel: "Image".into(),
+                initrd: None,
+                name: "guest".into(),
+                memory: 128 << 20,
+                vcpus: 1,
+                bootargs: "console=ttyAMA0".into(),
+            }
+        );
+        assert_eq!(out, PathBuf::from("out.fit"));
+        let (spec, out) = bundle(
+            "--kernel K --initrd R --name vm-1.a_b --mem 2M --vcpus 8 --bootargs quiet --output o",
+        )
+        .unwrap();
+        assert_eq!(
+            (spec.initrd, spec.name.as_str(), spec.memory, spec.vcpus),
+            (Some("R".into()), "vm-1.a_b", 2 << 20, 8)
+        );
+        assert_eq!((spec.bootargs.as_str(), out), ("quiet", "o".into()));
+        assert_eq!(
+            bundle("--kernel K -o o --mem 1G").unwrap().0.memory,
+            1 << 30
+        );
+        assert_eq!(
+            bundle("--kernel K -o o --mem 4194304").unwrap().0.memory,
+            4 << 20
+        );
+
+        for (words, reason) in [
+            ("-o o", "needs --kernel"),
+            ("--kernel K", "needs -o"),
+            ("--kernel K -o o --vcpus 0", "at least 1 vCPU"),
+            ("--kernel K -o o --vcpus 9", "at most 8 vCPUs"),
+            ("--kernel K -o o --name -x", "starts with a letter or digit"),
+            ("--kernel K -o o --name a/b", "only letters, digits"),
+            (
+                "--kernel K -o o --name 123456789012345678901234567890123",
+                "1 to 32 characters",
+            ),
+            ("--kernel K -o o --mem 0", "nonzero multiple of 2 MiB"),
+            ("--kernel K -o o --mem 1M", "nonzero multiple of 2 MiB"),
+            ("--kernel K -o o --mem 3M", "nonzero multiple of 2 MiB"),
+            ("--kernel K -o o --mem 12X", "bad size"),
+            ("--kernel K -o o -o p", "given twice"),
+            ("--kernel K -o o --smp 2", "no option \"--smp\""),
+        ] {
+            let error = bundle(words).expect_err(words);
+            assert!(error.contains(reason), "bundle {words}: {error}");
+            assert!(!error.contains('\n'), "bundle {words}: {error}");
+        }
+    }
+
+    #[test]
+    fn linux_guest_and_bench_options() {
+        assert_eq!(parse_words("linux-guest"), Ok(Invocation::LinuxGuest(1)));
+        assert_eq!(
+            parse_words("linux-guest --vcpus 4"),
+            Ok(Invocation::LinuxGuest(4))
+        );
+        assert!(error("linux-guest --vcpus 0").contains("at least 1 vCPU"));
+        assert!(error("linux-guest --vcpus 9").contains("at most 8 vCPUs"));
+        assert!(error("linux-guest 4").contains("no option"));
+        assert_eq!(
+            parse_words("bench"),
+            Ok(Invocation::Bench(Selection {
+                micro: true,
+                linux: true
+            }))
+        );
+        assert_eq!(
+            parse_words("bench --only micro"),
+            Ok(Invocation::Bench(Selection {
+                micro: true,
+                linux: false
+            }))
+        );
+        assert_eq!(
+            parse_words("bench --only linux"),
+            Ok(Invocation::Bench(Selection {
+                micro: false,
+                linux: true
+            }))
+        );
+        assert!(error("bench --only both").contains("micro or linux"));
+        assert!(error("bench --only micro --only linux").contains("given twice"));
+        assert!(error("bench --only").contains("needs a value"));
+        assert!(error("bench --fast").contains("no option"));
+    }
+}
