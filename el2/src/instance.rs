@@ -1175,4 +1175,183 @@ mod tests {
             matches!(guest.poll(1), VcpuStatus::Ended(StopReason::Fault(why)) if why.contains("0x3"))
         );
     }
+
+    #[test]
+    fn psci_refuses_entries_outside_ram_and_reserved_mpidr_bits() {
+        let (guest, mut vcpu) = instance(2);
+        call(&guest, &mut vcpu, HVC, [0xC400_0003, 1, 0, 0]);
+        assert_eq!(vcpu.regs.x[0] as i64, status::INVALID_ADDRESS);
+        call(
+            &guest,
+            &mut vcpu,
+            HVC,
+            [0xC400_0003, 1, 0x4000_0000 + (64 << 20), 0],
+        );
+        assert_eq!(
+            vcpu.regs.x[0] as i64,
+            status::INVALID_ADDRESS,
+            "just past RAM"
+        );
+        assert_eq!(take_kicks(), 0, "nothing was started");
+        call(
+            &guest,
+            &mut vcpu,
+            HVC,
+            [0xC400_0003, (1 << 40) | 1, ENTRY, 0],
+        );
+        assert_eq!(vcpu.regs.x[0] as i64, status::INVALID_PARAMETERS);
+        call(&guest, &mut vcpu, HVC, [0xC400_0004, (1 << 31) | 1, 0, 0]);
+        assert_eq!(vcpu.regs.x[0] as i64, status::INVALID_PARAMETERS);
+        call(&guest, &mut vcpu, HVC, [0xC400_0001, 1 << 16, 0x10, 0]);
+        assert_eq!(vcpu.regs.x[0] as i64, status::INVALID_ADDRESS);
+        assert_eq!(guest.poll(1), VcpuStatus::Off);
+    }
+
+    #[test]
+    fn cpu_suspend_standby_waits_and_power_down_restarts_at_the_entry() {
+        let (guest, mut vcpu) = instance(1);
+        assert_eq!(
+            call(&guest, &mut vcpu, HVC, [0xC400_0001, 0, 0, 0]),
+            Next::Wait
+        );
+        assert_eq!(vcpu.regs.x[0], 0, "standby returns SUCCESS once woken");
+        assert_eq!(
+            call(
+                &guest,
+                &mut vcpu,
+                HVC,
+                [0xC400_0001, 1 << 16, ENTRY + 0x40, 0x99]
+            ),
+            Next::PowerDown {
+                entry: ENTRY + 0x40,
+                context_id: 0x99
+            }
+        );
+        vcpu.el1.sctlr_el1 = 0x1;
+        vcpu.resume_from_power_down(ENTRY + 0x40, 0x99);
+        assert_eq!((vcpu.regs.pc, vcpu.regs.x[0]), (ENTRY + 0x40, 0x99));
+        assert_eq!(vcpu.el1, El1SysRegs::at_reset(), "EL1 state is lost");
+    }
+
+    #[test]
+    fn a_vcpu_leaving_wakes_the_one_that_resets() {
+        let (guest, mut vcpu) = instance(3);
+        call(&guest, &mut vcpu, HVC, [0xC400_0003, 2, ENTRY, 0]);
+        assert!(matches!(guest.poll(2), VcpuStatus::Start { .. }));
+        take_kicks();
+        assert_eq!(
+            call(&guest, &mut vcpu, HVC, [0x8400_0009, 0, 0, 0]),
+            Next::Reset
+        );
+        take_kicks();
+        guest.left(2);
+        assert_eq!(take_kicks(), 1 << 0, "vCPU 0 waits for vCPU 2 to leave");
+        assert!(guest.others_out(0));
+        guest.left(0);
+        assert_eq!(take_kicks(), 0, "the resetting vCPU does not kick itself");
+    }
+
+    #[test]
+    fn a_vector_that_faults_at_itself_stops_the_vcpu_once() {
+        let (guest, mut vcpu) = instance(1);
+        let vector = 0x1000_0000;
+        let fetch = |pc: u64| TrapSyndrome {
+            esr: (0x20 << 26) | (1 << 25) | 0x07,
+            far: pc,
+            hpfar: (pc >> 12) << 4,
+        };
+        let mut el1 = El1SysRegs {
+            vbar_el1: vector - 0x200,
+            ..El1SysRegs::at_reset()
+        };
+        vcpu.regs.pc = 0x2000_0000;
+        let next = guest.handle_exit(
+            &mut vcpu,
+            ExitKind::Synchronous,
+            &fetch(0x2000_0000),
+            &mut el1,
+            NOW,
+        );
+        assert_eq!((next, vcpu.regs.pc), (Next::Resume, vector));
+        let next = guest.handle_exit(
+            &mut vcpu,
+            ExitKind::Synchronous,
+            &fetch(vector),
+            &mut el1,
+            NOW,
+        );
+        assert_eq!(next, Next::Leave);
+        assert!(matches!(
+            guest.poll(0),
+            VcpuStatus::Ended(StopReason::Fault(why)) if why.contains("not mapped")
+        ));
+    }
+
+    #[test]
+    fn the_same_fault_at_the_same_pc_stops_the_vcpu_after_a_streak() {
+        let (guest, mut vcpu) = instance(1);
+        let mut el1 = El1SysRegs {
+            vbar_el1: 0x4000_8000,
+            ..El1SysRegs::at_reset()
+        };
+        let load = data_abort(0x3000_0000, 1, false);
+        let mut leaves = 0;
+        for round in 0..FAULT_STREAK_LIMIT {
+            vcpu.regs.pc = ENTRY;
+            if round == 500 {
+                // A timer interrupt in between does not end the streak.
+                guest.handle_exit(
+                    &mut vcpu,
+                    ExitKind::Irq,
+                    &TrapSyndrome::default(),
+                    &mut el1,
+                    NOW,
+                );
+            }
+            if guest.handle_exit(&mut vcpu, ExitKind::Synchronous, &load, &mut el1, NOW)
+                == Next::Leave
+            {
+                leaves += 1;
+            }
+        }
+        assert_eq!(leaves, 1, "stopped on the last of the streak");
+        assert!(!guest.is_on(0));
+
+        // Any other exit in between ends a streak.
+        let (guest, mut vcpu) = instance(1);
+        for _ in 0..2 * FAULT_STREAK_LIMIT {
+            vcpu.regs.pc = ENTRY;
+            assert_eq!(
+                guest.handle_exit(&mut vcpu, ExitKind::Synchronous, &load, &mut el1, NOW),
+                Next::Resume
+            );
+            call(&guest, &mut vcpu, HVC, [0x8400_0000, 0, 0, 0]);
+        }
+    }
+
+    #[test]
+    fn id_registers_come_from_the_board_view_and_debug_registers_are_raz_wi() {
+        let (guest, mut vcpu) = instance(1);
+        exit(&guest, &mut vcpu, sysreg((3, 0, 0, 6, 1), 4, true));
+        assert_eq!(
+            vcpu.regs.x[4],
+            6 << 1,
+            "ID_AA64ISAR1_EL1 as the board gave it"
+        );
+        assert_eq!(vcpu.regs.pc, ENTRY + 4);
+        vcpu.regs.x[5] = 0xdead;
+        exit(&guest, &mut vcpu, sysreg((2, 0, 0, 2, 2), 5, false)); // MDSCR_EL1
+        exit(&guest, &mut vcpu, sysreg((2, 0, 0, 2, 2), 5, true));
+        assert_eq!(vcpu.regs.x[5], 0, "writes are ignored, reads are zero");
+        assert_eq!(
+            vcpu.regs.pc,
+            ENTRY + 12,
+            "each access stepped over, none faulted"
+        );
+        exit(&guest, &mut vcpu, sysreg((3, 3, 9, 12, 0), 5, true)); // PMCR_EL0
+        assert_eq!(
+            vcpu.regs.pc, 0x4000_8200,
+            "the PMU is undefined: to the vector"
+        );
+    }
 }
