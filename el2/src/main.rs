@@ -145,14 +145,14 @@ mod board {
                 board.cpus.len()
             );
         }
+        // QEMU passes no initrd at all for an empty file; other loaders may pass an empty one.
         let Some(module) = board.chosen.initrd.filter(|module| module.size > 0) else {
-            let what = match board.chosen.initrd {
-                Some(_) => "the guest image is empty",
-                None => {
-                    "no guest image: pass a guest bundle or arm64 Image as the initrd (QEMU: -initrd FILE)"
-                }
-            };
-            refuse(platform.psci, format_args!("{what}"))
+            refuse(
+                platform.psci,
+                format_args!(
+                    "no guest image (none was given, or it is empty): pass a guest bundle or an arm64 Image as the initrd (QEMU: -initrd FILE)"
+                ),
+            )
         };
 
         let ram: Vec<PhysRange> = board

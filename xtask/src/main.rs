@@ -209,5 +209,33 @@ fn test() -> Result<(), String> {
         linux_guest::linux_bundle(vcpus)?;
     }
     eprintln!("xtask: QEMU scenarios on {version}");
-    cargo_test(&["-p", "scenarios", "--", "--test-threads=2"])
+    cargo_test(&["-p", "scenarios", "--", "--test-threads=2"])?;
+    run_reports_a_refused_guest()
+}
+
+/// `run` itself, on an image the hypervisor refuses (an Image header whose text_offset is not
+/// 4 KiB-aligned): it must fail with the hypervisor's reason, not exit 0 as QEMU does.
+fn run_reports_a_refused_guest() -> Result<(), String> {
+    eprintln!("xtask: `run` on a guest the hypervisor refuses");
+    let basic = build::guest_image("basic");
+    let mut image = std::fs::read(&basic)
+        .map_err(|error| format!("cannot read {}: {error}", basic.display()))?;
+    image[8..16].copy_from_slice(&0x1234u64.to_le_bytes());
+    let refused = build::images_dir().join("refused-guest.img");
+    std::fs::write(&refused, image)
+        .map_err(|error| format!("cannot write {}: {error}", refused.display()))?;
+    let result = run(RunOptions {
+        guest: RunGuest::File(refused),
+        smp: None,
+        memory_mib: 512,
+    });
+    match result {
+        Err(why) if why.contains("cannot start: guest image: Image header text_offset") => {
+            eprintln!("xtask: `run` failed as it should: {why}");
+            Ok(())
+        }
+        other => Err(format!(
+            "`run` on a refused guest should fail with the hypervisor's reason, got {other:?}"
+        )),
+    }
 }
