@@ -306,9 +306,15 @@ impl Instance {
             return;
         }
         let admission = self.log_budget.lock().admit(now, self.counter_hz);
-        if let Admission::Print { suppressed } = admission {
-            self.warn_suppressed(suppressed);
-            log::log!(level, "{}: {args}", self.name);
+        match admission {
+            Admission::Print { suppressed: 0 } => log::log!(level, "{}: {args}", self.name),
+            Admission::Print { suppressed } => log::log!(
+                level,
+                "{}: {args} ({suppressed} lines about this instance suppressed before this one: at most {} a second)",
+                self.name,
+                LogBudget::PER_SECOND
+            ),
+            Admission::Drop => {}
         }
     }
 
@@ -316,10 +322,6 @@ impl Instance {
     /// instance stops, so that nothing goes unmentioned).
     fn report_suppressed(&self) {
         let suppressed = self.log_budget.lock().take_suppressed();
-        self.warn_suppressed(suppressed);
-    }
-
-    fn warn_suppressed(&self, suppressed: u64) {
         if suppressed > 0 {
             warn!(
                 "{}: {suppressed} more lines about this instance were suppressed (at most {} a second)",

@@ -90,13 +90,40 @@ impl Log {
 
     /// Boots `board` and types `script` on its console (see `Board::run_scripted`).
     pub fn boot_scripted(name: &str, board: &Board, script: &[(&str, &str)]) -> Self {
+        Self::boot_scripted_within(name, board, script, TIMEOUT)
+    }
+
+    /// [`Log::boot_scripted`] for scenarios that need longer than [`TIMEOUT`].
+    pub fn boot_scripted_within(
+        name: &str,
+        board: &Board,
+        script: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Self {
         let run = board
-            .run_scripted(TIMEOUT, script)
+            .run_scripted(timeout, script)
             .unwrap_or_else(|error| panic!("{name}: {error}"));
         Self {
             run,
             name: name.into(),
         }
+    }
+
+    /// The number of lines containing `text`.
+    pub fn count(&self, text: &str) -> usize {
+        self.run
+            .serial
+            .lines()
+            .filter(|line| line.contains(text))
+            .count()
+    }
+
+    /// Fails the scenario with `what` (and the log) unless `ok`.
+    pub fn check(&self, ok: bool, what: &str) -> &Self {
+        if !ok {
+            self.fail(what);
+        }
+        self
     }
 
     /// The serial log.

@@ -1,6 +1,7 @@
 //! SMP: per-CPU identity (MPIDR Aff0), secondary start through PSCI CPU_ON over HVC with a per-CPU
-//! stack, a spinning barrier and an IRQ-safe spinlock. Atomics need the MMU on (normal memory),
-//! which every CPU has before its first Rust code.
+//! stack, PSCI CPU_SUSPEND to a power-down state (resuming on that stack), a spinning barrier and
+//! an IRQ-safe spinlock. Atomics need the MMU on (normal memory), which every CPU has before its
+//! first Rust code.
 
 use core::{
     cell::UnsafeCell,
@@ -14,6 +15,10 @@ use crate::{hvc_call, irq};
 pub const MAX_CPUS: usize = 8;
 /// PSCI CPU_ON, SMC64.
 pub const PSCI_CPU_ON: u64 = 0xC400_0003;
+/// PSCI CPU_SUSPEND, SMC64.
+pub const PSCI_CPU_SUSPEND: u64 = 0xC400_0001;
+/// CPU_SUSPEND `power_state` (original format) StateType bit: a power-down state (clear: standby).
+pub const POWER_STATE_POWER_DOWN: u64 = 1 << 16;
 /// Stack of each secondary CPU.
 pub const STACK_SIZE: usize = 32 * 1024;
 
@@ -49,22 +54,58 @@ static mut STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
 /// The Rust entry of each CPU (`fn(usize) -> !` as usize), read by the CPU once its MMU is on.
 static ENTRIES: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
-/// Starts CPU `cpu` (MPIDR Aff0 = `cpu`) at `entry(cpu)` on its own stack through PSCI CPU_ON over
-/// HVC; returns the PSCI error code (as i64) if the call fails.
-pub fn start_secondary(cpu: usize, entry: fn(usize) -> !) -> Result<(), i64> {
+/// The top of CPU `cpu`'s stack in the runtime's per-CPU stacks (what CPU_ON and CPU_SUSPEND pass
+/// as context_id); the stack spans `[stack_top(cpu) - STACK_SIZE, stack_top(cpu))`.
+pub fn stack_top(cpu: usize) -> usize {
+    assert!(cpu < MAX_CPUS, "stack_top({cpu})");
+    // Only the address of the stack array is taken.
+    let stacks = core::ptr::addr_of!(STACKS) as usize;
+    stacks + (cpu + 1) * STACK_SIZE
+}
+
+/// Physical address of the runtime's secondary entry (`__secondary_entry`: MMU off, x0 = the top
+/// of the stack), the entry point the runtime gives CPU_ON and CPU_SUSPEND.
+pub fn secondary_entry() -> u64 {
     unsafe extern "C" {
         fn __secondary_entry();
     }
+    __secondary_entry as *const () as u64 // identity mapped: VA = PA
+}
+
+/// Starts CPU `cpu` (MPIDR Aff0 = `cpu`) at `entry(cpu)` on its own stack through PSCI CPU_ON over
+/// HVC; returns the PSCI error code (as i64) if the call fails.
+pub fn start_secondary(cpu: usize, entry: fn(usize) -> !) -> Result<(), i64> {
     assert!(cpu < MAX_CPUS && cpu != cpu_id(), "start_secondary({cpu})");
     ENTRIES[cpu].store(entry as usize, Ordering::SeqCst);
-    // Only the address of the stack array is taken.
-    let stacks = core::ptr::addr_of!(STACKS) as usize;
-    let stack_top = stacks + (cpu + 1) * STACK_SIZE;
-    let entry_pa = __secondary_entry as *const () as u64; // identity mapped: VA = PA
-    match hvc_call(PSCI_CPU_ON, mpidr_of(cpu), entry_pa, stack_top as u64) as i64 {
+    match hvc_call(
+        PSCI_CPU_ON,
+        mpidr_of(cpu),
+        secondary_entry(),
+        stack_top(cpu) as u64,
+    ) as i64
+    {
         0 => Ok(()),
         error => Err(error),
     }
+}
+
+/// Suspends this CPU to a power-down state through PSCI CPU_SUSPEND over HVC. On wake-up the CPU
+/// restarts like a secondary (fresh EL1 state, MMU off, then the runtime's per-CPU setup) on its
+/// slot of the per-CPU stacks and calls `resume(cpu)`; whatever was on the current stack is gone.
+/// Returns only if the call fails (or was downgraded to a standby), with the PSCI status as i64.
+///
+/// Any CPU may call it: the boot CPU runs on its own boot stack (its slot of the per-CPU stacks is
+/// otherwise unused); a secondary resumes from the top of the stack it was running on.
+pub fn suspend_power_down(resume: fn(usize) -> !) -> i64 {
+    let cpu = cpu_id();
+    assert!(cpu < MAX_CPUS, "suspend_power_down on CPU {cpu}");
+    ENTRIES[cpu].store(resume as usize, Ordering::SeqCst);
+    hvc_call(
+        PSCI_CPU_SUSPEND,
+        POWER_STATE_POWER_DOWN,
+        secondary_entry(),
+        stack_top(cpu) as u64,
+    ) as i64
 }
 
 /// First Rust code of a secondary CPU, called from the boot assembly with the MMU on.
@@ -76,7 +117,7 @@ extern "C" fn test_guests_secondary_start() -> ! {
         crate::println!("FAIL: CPU {cpu} started with no entry");
         crate::system_off();
     }
-    // SAFETY: `start_secondary` stores only `fn(usize) -> !` values.
+    // SAFETY: `start_secondary` and `suspend_power_down` store only `fn(usize) -> !` values.
     let entry: fn(usize) -> ! = unsafe { core::mem::transmute::<usize, fn(usize) -> !>(entry) };
     entry(cpu)
 }

@@ -12,6 +12,8 @@ pub const PHYS_INTID: u32 = 30;
 pub const CTL_ENABLE: u64 = 1;
 /// CNTx_CTL_EL0.IMASK.
 pub const CTL_IMASK: u64 = 2;
+/// CNTx_CTL_EL0.ISTATUS (read-only): the timer condition is met.
+pub const CTL_ISTATUS: u64 = 4;
 
 macro_rules! sysreg_rw {
     ($get:ident, $set:ident, $reg:literal) => {
