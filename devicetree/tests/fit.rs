@@ -1,7 +1,8 @@
 //! Guest bundles (FIT images): round trips, corrupt images and bad manifests.
 
 use devicetree::fit::{
-    FitError, GuestBundle, check_instance_name, crc32, parse_bundle, write_bundle,
+    FitError, GuestBundle, check_instance_name, crc32, parse_board_bundle, parse_bundle,
+    write_bundle,
 };
 use devicetree::guest::RAM_BASE;
 use vm_fdt::FdtWriter;
@@ -396,7 +397,19 @@ fn random_corruption_never_panics() {
             }
             _ => bad.truncate(r % blob.len()),
         }
-        rejected += usize::from(parse_bundle(&bad).is_err());
+        let single = parse_bundle(&bad);
+        // The board reader sees the same bundle the same way: its one instance is the default.
+        match parse_board_bundle(&bad) {
+            Ok(board) => {
+                assert!(!board.has_board_node, "{i}");
+                let [instance] = board.instances.as_slice() else {
+                    panic!("{i}: {board:?}")
+                };
+                assert_eq!(instance.guest, single, "{i}");
+            }
+            Err(error) => assert_eq!(Err(error), single, "{i}"),
+        }
+        rejected += usize::from(single.is_err());
     }
     // Most corruptions are caught (the rest hit description strings or padding).
     assert!(rejected > 10_000, "{rejected}");

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use devicetree::fit::{MAX_VCPUS, MEMORY_GRANULE};
+use devicetree::fit::{DEFAULT_WEIGHT, MAX_VCPUS, MAX_WEIGHT, MEMORY_GRANULE};
 
 use crate::bench::Selection;
-use crate::bundle::{self, BundleSpec};
+use crate::bundle::{self, BoardPart, BundleSpec, InstanceSpec};
 use crate::qemu::HYPERVISOR_MIB;
 
 /// Most CPUs the hypervisor runs on: `--smp` is 1 to this.
@@ -23,22 +23,26 @@ struct CommandHelp {
     name: &'static str,
     /// Its arguments, as its usage line shows them.
     arguments: &'static str,
+    /// The arguments of a second form of the command, if it has one (else empty).
+    alternative: &'static str,
     /// What it does (may span lines).
     summary: &'static str,
     /// Its options, one per line and indented (empty if it takes none).
     options: &'static str,
 }
 
-const COMMANDS: [CommandHelp; 7] = [
+const COMMANDS: [CommandHelp; 8] = [
     CommandHelp {
         name: "build",
         arguments: "",
+        alternative: "",
         summary: "build the hypervisor and the test guest images into target/images",
         options: "",
     },
     CommandHelp {
         name: "run",
         arguments: "[--kernel IMAGE [--initrd FILE] | --guest FILE] [--vcpus N] [--smp N] [--mem MiB]",
+        alternative: "",
         summary: "boot the hypervisor on QEMU virt (GICv3) with a guest, its console on this terminal;\n\
                   fails if the hypervisor refuses the guest (serial log in target/run-serial.log)",
         options: "  (none)          Debian's Linux with a busybox shell (fetched once, cached), 256 MiB\n  \
@@ -57,6 +61,7 @@ const COMMANDS: [CommandHelp; 7] = [
     CommandHelp {
         name: "test",
         arguments: "",
+        alternative: "",
         summary: "host unit tests, then every QEMU scenario",
         options: "",
     },
@@ -64,19 +69,46 @@ const COMMANDS: [CommandHelp; 7] = [
         name: "bundle",
         arguments: "--kernel IMAGE [--initrd FILE] [--name NAME] [--mem SIZE] [--vcpus N]\n         \
                     [--bootargs \"...\"] -o OUT.fit",
-        summary: "pack a guest bundle (FIT image, docs/IMAGE-FORMAT.md)",
-        options: "  --kernel IMAGE     an arm64 kernel Image (required)\n  \
+        alternative: "(--instance SPEC | --merge FILE)... -o OUT.fit",
+        summary: "pack a guest bundle (FIT image, docs/IMAGE-FORMAT.md): one guest, or a board bundle\n\
+                  of several instances (--instance, --merge) that stores each image once",
+        options: "  --kernel IMAGE     an arm64 kernel Image (required for one guest)\n  \
                   --initrd FILE      an initramfs\n  \
                   --name NAME        instance name: 1 to 32 of A-Z a-z 0-9 . _ -, starting with a\n                     \
                   letter or digit (default guest)\n  \
                   --mem SIZE         guest RAM, a multiple of 2 MiB: 256M, 1G or bytes (default 128M)\n  \
                   --vcpus N          1 to 8 (default 1)\n  \
                   --bootargs \"...\"   the guest kernel's command line (default \"console=ttyAMA0\")\n  \
+                  --instance SPEC    one instance of a board bundle; repeat for more. SPEC is\n                     \
+                  KEY=VALUE,KEY=VALUE,... and cmdline= takes the rest of SPEC, commas and\n                     \
+                  spaces included, so it comes last:\n                       \
+                  name=NAME      required, as --name; unique in the bundle\n                       \
+                  kernel=IMAGE   required\n                       \
+                  initrd=FILE    an initramfs\n                       \
+                  mem=SIZE       as --mem (default 128M)\n                       \
+                  vcpus=N        1 to 8 (default 1)\n                       \
+                  start=yes|no   whether it starts at boot (default yes)\n                       \
+                  cpus=MASK      the host CPUs it may run on, bit n for CPU n: 0x3 or 3\n                                      \
+                  (default any)\n                       \
+                  weight=N       its CPU share against the others, 1 to 65535 (default 256)\n                       \
+                  cmdline=...    its kernel's command line (default \"console=ttyAMA0\")\n  \
+                  --merge FILE       every instance of a bundle (single-guest or board) with its\n                     \
+                  settings; repeat and mix with --instance, instances keep that order\n  \
                   -o, --output FILE  where to write the bundle (required)",
+    },
+    CommandHelp {
+        name: "inspect",
+        arguments: "FILE",
+        alternative: "",
+        summary: "print a guest or board bundle back: per instance its name, configuration, start at\n\
+                  boot, CPUs, weight, memory, vCPUs, bootargs, kernel and ramdisk sizes and CRC-32s,\n\
+                  or why the hypervisor would refuse it (then the command fails)",
+        options: "",
     },
     CommandHelp {
         name: "linux-guest",
         arguments: "[--vcpus N]",
+        alternative: "",
         summary: "fetch Debian's arm64 kernel and busybox (once, into target/guest-cache), build the\n\
                   initramfs and the Linux guest bundle target/images/linux-<N>cpu.fit",
         options: "  --vcpus N  1 to 8 (default 1)",
@@ -84,6 +116,7 @@ const COMMANDS: [CommandHelp; 7] = [
     CommandHelp {
         name: "bench",
         arguments: "[--only micro|linux]",
+        alternative: "",
         summary: "micro-benchmarks (bench guest) and Linux boot to /init under -icount\n\
                   shift=0,sleep=off, with the hypervisor and on the bare board: table on stdout,\n\
                   figures in target/bench.json",
@@ -92,6 +125,7 @@ const COMMANDS: [CommandHelp; 7] = [
     CommandHelp {
         name: "help",
         arguments: "[COMMAND]",
+        alternative: "",
         summary: "this text, or a command's",
         options: "",
     },
@@ -104,6 +138,9 @@ pub fn usage() -> String {
         let line = format!("  {} {}", command.name, command.arguments);
         text.push_str(line.trim_end());
         text.push('\n');
+        if !command.alternative.is_empty() {
+            text.push_str(&format!("  {} {}\n", command.name, command.alternative));
+        }
         for line in command.summary.lines() {
             text.push_str(&format!("      {line}\n"));
         }
@@ -115,7 +152,15 @@ pub fn usage() -> String {
 /// One command's usage and options, if there is such a command.
 pub fn command_usage(name: &str) -> Option<String> {
     let command = COMMANDS.iter().find(|command| command.name == name)?;
-    let line = format!("usage: cargo xtask {} {}", command.name, command.arguments);
+    let mut line = format!("usage: cargo xtask {} {}", command.name, command.arguments);
+    if !command.alternative.is_empty() {
+        line = format!(
+            "{}\n       cargo xtask {} {}",
+            line.trim_end(),
+            command.name,
+            command.alternative
+        );
+    }
     let mut text = format!("{}\n\n{}\n", line.trim_end(), command.summary);
     if !command.options.is_empty() {
         text.push_str(&format!("\noptions:\n{}\n", command.options));
@@ -134,8 +179,13 @@ pub enum Invocation {
     Run(RunOptions),
     /// `test`.
     Test,
-    /// `bundle`: what to pack, and where to write it.
+    /// `bundle` of one guest: what to pack, and where to write it.
     Bundle(BundleSpec, PathBuf),
+    /// `bundle --instance ... --merge ...`: the board bundle's parts in order, and where to write
+    /// it.
+    BoardBundle(Vec<BoardPart>, PathBuf),
+    /// `inspect` this file.
+    Inspect(PathBuf),
     /// `linux-guest` with this many vCPUs.
     LinuxGuest(u32),
     /// `bench`.
@@ -193,6 +243,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
         "test" => no_options("test", rest, Invocation::Test),
         "run" => parse_run(rest),
         "bundle" => parse_bundle(rest),
+        "inspect" => parse_inspect(rest),
         "linux-guest" => parse_linux_guest(rest),
         "bench" => parse_bench(rest),
         other => Err(format!("unknown command {other:?}\n\n{}", usage())),
@@ -352,51 +403,218 @@ fn parse_run(args: &[String]) -> Result<Invocation, String> {
     }))
 }
 
+/// Guest RAM in bytes from `text` (`--mem`, `mem=`): a nonzero multiple of 2 MiB.
+fn guest_memory(option: &str, text: &str) -> Result<u64, String> {
+    let bytes = bundle::parse_size(text).map_err(|why| format!("{option}: {why}"))?;
+    if bytes == 0 || !bytes.is_multiple_of(MEMORY_GRANULE) {
+        return Err(format!(
+            "{option} {text}: guest RAM is a nonzero multiple of 2 MiB (stage 2 maps it in 2 MiB \
+             blocks)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// An instance name (`--name`, `name=`).
+fn instance_name(option: &str, text: &str) -> Result<String, String> {
+    devicetree::fit::check_instance_name(text)
+        .map_err(|why| format!("{option} {text:?}: {why}"))?;
+    Ok(text.to_string())
+}
+
+/// Guest RAM and vCPUs of a bundle unless given.
+const DEFAULT_GUEST_MEMORY: u64 = 128 << 20;
+/// The guest kernel's command line unless given.
+const DEFAULT_BOOTARGS: &str = "console=ttyAMA0";
+
 fn parse_bundle(args: &[String]) -> Result<Invocation, String> {
     let (mut kernel, mut initrd, mut name, mut memory) = (None, None, None, None);
     let (mut vcpus, mut bootargs, mut out) = (None, None, None);
+    let mut parts = Vec::new();
     let mut options = Options::new("bundle", args);
     while let Some(option) = options.next() {
         match option {
             "-h" | "--help" => return Ok(options.help()),
             "--kernel" => once(&mut kernel, option, PathBuf::from(options.value(option)?))?,
             "--initrd" => once(&mut initrd, option, PathBuf::from(options.value(option)?))?,
-            "--name" => {
-                let value = options.value(option)?;
-                devicetree::fit::check_instance_name(value)
-                    .map_err(|why| format!("--name {value:?}: {why}"))?;
-                once(&mut name, option, value.to_string())?;
-            }
-            "--mem" => {
-                let value = options.value(option)?;
-                let bytes = bundle::parse_size(value).map_err(|why| format!("--mem: {why}"))?;
-                if bytes == 0 || !bytes.is_multiple_of(MEMORY_GRANULE) {
-                    return Err(format!(
-                        "--mem {value}: guest RAM is a nonzero multiple of 2 MiB (stage 2 maps it \
-                         in 2 MiB blocks)"
-                    ));
-                }
-                once(&mut memory, option, bytes)?;
-            }
+            "--name" => once(
+                &mut name,
+                option,
+                instance_name(option, options.value(option)?)?,
+            )?,
+            "--mem" => once(
+                &mut memory,
+                option,
+                guest_memory(option, options.value(option)?)?,
+            )?,
             "--vcpus" => once(&mut vcpus, option, vcpu_count(options.value(option)?)?)?,
             "--bootargs" => once(&mut bootargs, option, options.value(option)?.to_string())?,
+            "--instance" => {
+                let instance = parse_instance(options.value(option)?)?;
+                let name = &instance.spec.name;
+                if parts.iter().any(
+                    |part| matches!(part, BoardPart::Instance(other) if other.spec.name == *name),
+                ) {
+                    return Err(format!(
+                        "--instance name={name} is given twice: instance names are unique in a \
+                         board bundle"
+                    ));
+                }
+                parts.push(BoardPart::Instance(instance));
+            }
+            "--merge" => parts.push(BoardPart::Merge(PathBuf::from(options.value(option)?))),
             "-o" | "--output" => once(&mut out, "-o", PathBuf::from(options.value(option)?))?,
             other => return Err(options.unknown(other)),
         }
     }
-    let kernel = kernel.ok_or("bundle needs --kernel IMAGE")?;
+    if !parts.is_empty() {
+        let single = [
+            ("--kernel", kernel.is_some()),
+            ("--initrd", initrd.is_some()),
+            ("--name", name.is_some()),
+            ("--mem", memory.is_some()),
+            ("--vcpus", vcpus.is_some()),
+            ("--bootargs", bootargs.is_some()),
+        ];
+        if let Some((option, _)) = single.iter().find(|(_, given)| *given) {
+            return Err(format!(
+                "{option} is for a bundle of one guest: with --instance or --merge, give each \
+                 instance's files and manifest in its --instance SPEC"
+            ));
+        }
+        let out = out.ok_or("bundle needs -o OUT.fit")?;
+        return Ok(Invocation::BoardBundle(parts, out));
+    }
+    let kernel = kernel.ok_or("bundle needs --kernel IMAGE (or --instance SPEC / --merge FILE)")?;
     let out = out.ok_or("bundle needs -o OUT.fit")?;
     Ok(Invocation::Bundle(
         BundleSpec {
             kernel,
             initrd,
             name: name.unwrap_or_else(|| "guest".into()),
-            memory: memory.unwrap_or(128 << 20),
+            memory: memory.unwrap_or(DEFAULT_GUEST_MEMORY),
             vcpus: vcpus.unwrap_or(1),
-            bootargs: bootargs.unwrap_or_else(|| "console=ttyAMA0".into()),
+            bootargs: bootargs.unwrap_or_else(|| DEFAULT_BOOTARGS.into()),
         },
         out,
     ))
+}
+
+/// The keys of `--instance`'s SPEC, as the errors list them.
+const INSTANCE_KEYS: &str = "name, kernel, initrd, mem, vcpus, start, cpus, weight, cmdline";
+
+/// Parses `--instance`'s SPEC: `KEY=VALUE` fields separated by commas; `cmdline=` takes the rest
+/// of the SPEC, commas and spaces included.
+fn parse_instance(text: &str) -> Result<InstanceSpec, String> {
+    let bad = |why: String| format!("--instance {text:?}: {why}");
+    let (mut name, mut kernel, mut initrd, mut memory) = (None, None, None, None);
+    let (mut vcpus, mut start, mut cpus, mut weight, mut cmdline) = (None, None, None, None, None);
+    let mut rest = text;
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=').filter(|(key, _)| !key.contains(',')) else {
+            let field = rest.split(',').next().unwrap_or_default();
+            return Err(bad(format!(
+                "{field:?} is not KEY=VALUE (keys: {INSTANCE_KEYS})"
+            )));
+        };
+        let value = if key == "cmdline" {
+            rest = "";
+            after
+        } else {
+            let (value, next) = after.split_once(',').unwrap_or((after, ""));
+            rest = next;
+            value
+        };
+        let twice = |_| bad(format!("{key} is given twice"));
+        let empty = || bad(format!("{key}= needs a value"));
+        match key {
+            "name" => once(&mut name, key, instance_name("name", value).map_err(bad)?),
+            "kernel" if value.is_empty() => return Err(empty()),
+            "kernel" => once(&mut kernel, key, PathBuf::from(value)),
+            "initrd" if value.is_empty() => return Err(empty()),
+            "initrd" => once(&mut initrd, key, PathBuf::from(value)),
+            "mem" => once(&mut memory, key, guest_memory("mem", value).map_err(bad)?),
+            "vcpus" => once(&mut vcpus, key, vcpu_count(value).map_err(bad)?),
+            "start" => once(
+                &mut start,
+                key,
+                match value {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(bad(format!("start takes yes or no, not {value:?}"))),
+                },
+            ),
+            "cpus" => once(&mut cpus, key, cpu_mask(value).map_err(bad)?),
+            "weight" => once(&mut weight, key, weight_value(value).map_err(bad)?),
+            "cmdline" => once(&mut cmdline, key, value.to_string()),
+            _ => return Err(bad(format!("no key {key:?} (keys: {INSTANCE_KEYS})"))),
+        }
+        .map_err(twice)?;
+    }
+    let name = name.ok_or_else(|| bad("name=NAME is required".into()))?;
+    Ok(InstanceSpec {
+        spec: BundleSpec {
+            kernel: kernel.ok_or_else(|| bad("kernel=IMAGE is required".into()))?,
+            initrd,
+            name,
+            memory: memory.unwrap_or(DEFAULT_GUEST_MEMORY),
+            vcpus: vcpus.unwrap_or(1),
+            bootargs: cmdline.unwrap_or_else(|| DEFAULT_BOOTARGS.into()),
+        },
+        start_at_boot: start.unwrap_or(true),
+        cpus,
+        weight: weight.unwrap_or(DEFAULT_WEIGHT),
+    })
+}
+
+/// `cpus=`: a bitmask of host CPUs, hexadecimal with `0x` or decimal, with at least one bit and
+/// none beyond the CPUs the hypervisor runs on.
+fn cpu_mask(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    let mask = parsed.map_err(|_| {
+        format!("cpus takes a bitmask of host CPUs such as 0x3 (CPUs 0 and 1), not {text:?}")
+    })?;
+    if mask == 0 {
+        return Err("cpus=0 allows no CPU: give at least one bit".into());
+    }
+    if mask >> MAX_CPUS != 0 {
+        return Err(format!(
+            "cpus={text}: the hypervisor runs on at most {MAX_CPUS} CPUs (bits 0 to {})",
+            MAX_CPUS - 1
+        ));
+    }
+    Ok(mask)
+}
+
+/// `weight=`: 1 to 65535.
+fn weight_value(text: &str) -> Result<u32, String> {
+    match text.parse() {
+        Ok(weight) if (1..=MAX_WEIGHT).contains(&weight) => Ok(weight),
+        _ => Err(format!(
+            "weight takes a number from 1 to {MAX_WEIGHT}, not {text:?}"
+        )),
+    }
+}
+
+fn parse_inspect(args: &[String]) -> Result<Invocation, String> {
+    let mut file = None;
+    let mut options = Options::new("inspect", args);
+    while let Some(option) = options.next() {
+        match option {
+            "-h" | "--help" => return Ok(options.help()),
+            other if other.starts_with('-') => return Err(options.unknown(other)),
+            other => {
+                if file.is_some() {
+                    return Err("inspect takes one FILE".into());
+                }
+                file = Some(PathBuf::from(other));
+            }
+        }
+    }
+    Ok(Invocation::Inspect(file.ok_or("inspect needs a FILE")?))
 }
 
 fn parse_linux_guest(args: &[String]) -> Result<Invocation, String> {
@@ -463,6 +681,7 @@ mod tests {
             "run",
             "test",
             "bundle",
+            "inspect",
             "linux-guest",
             "bench",
             "help",
@@ -514,6 +733,16 @@ mod tests {
         for command in &COMMANDS {
             let line = format!("  {} {}", command.name, command.arguments);
             assert!(text.contains(line.trim_end()), "{line}");
+            if !command.alternative.is_empty() {
+                let line = format!("  {} {}\n", command.name, command.alternative);
+                assert!(text.contains(&line), "{line}");
+                let own = command_usage(command.name).unwrap();
+                let line = format!(
+                    "\n       cargo xtask {} {}\n",
+                    command.name, command.alternative
+                );
+                assert!(own.contains(&line), "{own}");
+            }
             let own = command_usage(command.name).unwrap();
             assert!(own.lines().all(|line| line == line.trim_end()), "{own}");
         }
@@ -532,10 +761,25 @@ mod tests {
             "--mem",
             "--vcpus",
             "--bootargs",
+            "--instance",
+            "--merge",
             "-o",
+            "name=",
+            "kernel=",
+            "initrd=",
+            "mem=",
+            "vcpus=",
+            "start=",
+            "cpus=",
+            "weight=",
+            "cmdline=",
         ] {
             assert!(bundle.contains(option), "{option}");
         }
+        for key in INSTANCE_KEYS.split(", ") {
+            assert!(bundle.contains(&format!("{key}=")), "{key}");
+        }
+        assert!(usage().contains("  inspect FILE\n"));
     }
 
     #[test]
@@ -698,5 +942,187 @@ mod tests {
         assert!(error("bench --only micro --only linux").contains("given twice"));
         assert!(error("bench --only").contains("needs a value"));
         assert!(error("bench --fast").contains("no option"));
+    }
+
+    fn words(words: &[&str]) -> Vec<String> {
+        words.iter().map(|word| word.to_string()).collect()
+    }
+
+    fn board(args: &[&str]) -> Result<(Vec<BoardPart>, PathBuf), String> {
+        let mut all = vec!["bundle"];
+        all.extend_from_slice(args);
+        match parse(&words(&all))? {
+            Invocation::BoardBundle(parts, out) => Ok((parts, out)),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn instance(spec: &str) -> Result<InstanceSpec, String> {
+        match board(&["--instance", spec, "-o", "o.fit"])?.0.as_slice() {
+            [BoardPart::Instance(instance)] => Ok(instance.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn board_bundle_options() {
+        let (parts, out) = board(&[
+            "--instance",
+            "name=web,kernel=K,initrd=I,mem=256M,vcpus=2,start=no,cpus=0x3,weight=512,\
+             cmdline=console=ttyAMA0 root=/dev/vda ro,quiet=1",
+            "--merge",
+            "a.fit",
+            "--instance",
+            "name=db,kernel=K",
+            "--merge",
+            "b.fit",
+            "-o",
+            "board.fit",
+        ])
+        .unwrap();
+        assert_eq!(out, PathBuf::from("board.fit"));
+        assert_eq!(
+            parts,
+            [
+                BoardPart::Instance(InstanceSpec {
+                    spec: BundleSpec {
+                        kernel: "K".into(),
+                        initrd: Some("I".into()),
+                        name: "web".into(),
+                        memory: 256 << 20,
+                        vcpus: 2,
+                        bootargs: "console=ttyAMA0 root=/dev/vda ro,quiet=1".into(),
+                    },
+                    start_at_boot: false,
+                    cpus: Some(3),
+                    weight: 512,
+                }),
+                BoardPart::Merge("a.fit".into()),
+                BoardPart::Instance(InstanceSpec {
+                    spec: BundleSpec {
+                        kernel: "K".into(),
+                        initrd: None,
+                        name: "db".into(),
+                        memory: 128 << 20,
+                        vcpus: 1,
+                        bootargs: "console=ttyAMA0".into(),
+                    },
+                    start_at_boot: true,
+                    cpus: None,
+                    weight: 256,
+                }),
+                BoardPart::Merge("b.fit".into()),
+            ]
+        );
+        // Only merges; an empty command line; cmdline anywhere but last swallows the rest.
+        assert_eq!(
+            board(&["--merge", "a.fit", "--merge", "a.fit", "-o", "o"])
+                .unwrap()
+                .0
+                .len(),
+            2
+        );
+        assert_eq!(
+            instance("name=a,kernel=K,cmdline=").unwrap().spec.bootargs,
+            ""
+        );
+        let swallowed = instance("name=a,cmdline=x=1,kernel=K");
+        assert!(swallowed.unwrap_err().contains("kernel=IMAGE is required"));
+        // Decimal masks, the whole range of weights, a trailing comma.
+        let spec = instance("cpus=255,weight=65535,name=a,kernel=K,start=yes,").unwrap();
+        assert_eq!(
+            (spec.cpus, spec.weight, spec.start_at_boot),
+            (Some(255), 65535, true)
+        );
+        assert_eq!(instance("name=a,kernel=K,weight=1").unwrap().weight, 1);
+    }
+
+    #[test]
+    fn bad_board_bundle_options() {
+        for (spec, reason) in [
+            ("kernel=K", "name=NAME is required"),
+            ("name=a", "kernel=IMAGE is required"),
+            ("name=a,kernel=", "kernel= needs a value"),
+            ("name=a,kernel=K,initrd=", "initrd= needs a value"),
+            ("name=a,kernel=K,name=b", "name is given twice"),
+            ("name=a,kernel=K,colour=red", "no key \"colour\""),
+            ("name=a,kernel=K,quiet", "\"quiet\" is not KEY=VALUE"),
+            ("name=a,quiet,kernel=K", "\"quiet\" is not KEY=VALUE"),
+            ("name=a,,kernel=K", "\"\" is not KEY=VALUE"),
+            ("", "name=NAME is required"),
+            ("name=-a,kernel=K", "starts with a letter or digit"),
+            ("name=a b,kernel=K", "only letters, digits"),
+            ("name=a,kernel=K,mem=3M", "nonzero multiple of 2 MiB"),
+            ("name=a,kernel=K,mem=lots", "bad size"),
+            ("name=a,kernel=K,vcpus=0", "at least 1 vCPU"),
+            ("name=a,kernel=K,vcpus=9", "at most 8 vCPUs"),
+            ("name=a,kernel=K,start=maybe", "start takes yes or no"),
+            ("name=a,kernel=K,cpus=0", "allows no CPU"),
+            ("name=a,kernel=K,cpus=0x0", "allows no CPU"),
+            ("name=a,kernel=K,cpus=0x100", "at most 8 CPUs"),
+            ("name=a,kernel=K,cpus=0-3", "bitmask of host CPUs"),
+            ("name=a,kernel=K,weight=0", "1 to 65535"),
+            ("name=a,kernel=K,weight=65536", "1 to 65535"),
+            ("name=a,kernel=K,weight=heavy", "1 to 65535"),
+        ] {
+            let error = instance(spec).expect_err(spec);
+            assert!(error.contains(reason), "{spec}: {error}");
+            assert!(error.starts_with("--instance"), "{spec}: {error}");
+            assert!(!error.contains('\n'), "{spec}: {error}");
+        }
+        for (args, reason) in [
+            (
+                &[
+                    "--instance",
+                    "name=a,kernel=K",
+                    "--instance",
+                    "name=a,kernel=L",
+                    "-o",
+                    "o",
+                ][..],
+                "name=a is given twice",
+            ),
+            (&["--instance", "name=a,kernel=K"], "needs -o"),
+            (&["--merge", "a.fit"], "needs -o"),
+            (&["--instance"], "needs a value"),
+            (&["--merge"], "needs a value"),
+            (
+                &["--instance", "name=a,kernel=K", "--kernel", "K", "-o", "o"],
+                "--kernel is for a bundle of one guest",
+            ),
+            (
+                &["--merge", "a.fit", "--bootargs", "quiet", "-o", "o"],
+                "--bootargs is for a bundle of one guest",
+            ),
+            (
+                &["--name", "x", "--merge", "a.fit", "-o", "o"],
+                "--name is for a bundle of one guest",
+            ),
+            (
+                &["-o", "o"],
+                "needs --kernel IMAGE (or --instance SPEC / --merge FILE)",
+            ),
+        ] {
+            let mut all = vec!["bundle"];
+            all.extend_from_slice(args);
+            let error = parse(&words(&all)).expect_err(&all.join(" "));
+            assert!(error.contains(reason), "{args:?}: {error}");
+            assert!(!error.contains('\n'), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn inspect_options() {
+        assert_eq!(
+            parse_words("inspect board.fit"),
+            Ok(Invocation::Inspect("board.fit".into()))
+        );
+        assert!(error("inspect").contains("needs a FILE"));
+        assert!(error("inspect a.fit b.fit").contains("takes one FILE"));
+        assert!(error("inspect --all a.fit").contains("no option \"--all\""));
+        assert!(matches!(
+            parse_words("inspect a.fit --help"),
+            Ok(Invocation::Help(text)) if text.starts_with("usage: cargo xtask inspect FILE")
+        ));
     }
 }

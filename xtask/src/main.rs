@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use xtask::build::{self, workspace_root};
-use xtask::bundle::{self, BundleSpec, GuestFile};
+use xtask::bundle::{self, BoardPart, BundleSpec, GuestFile};
 use xtask::cli::{self, Invocation, RunGuest, RunOptions};
 use xtask::linux_guest;
 use xtask::qemu::{self, Board};
@@ -34,6 +34,8 @@ fn main() -> ExitCode {
         Invocation::Run(options) => run(options),
         Invocation::Test => test(),
         Invocation::Bundle(spec, out) => pack(&spec, &out),
+        Invocation::BoardBundle(parts, out) => pack_board(&parts, &out),
+        Invocation::Inspect(file) => inspect(&file),
         Invocation::LinuxGuest(vcpus) => linux(vcpus),
         Invocation::Bench(selection) => xtask::bench::bench(selection),
     };
@@ -165,6 +167,26 @@ fn pack(spec: &BundleSpec, out: &Path) -> Result<(), String> {
     bundle::write_bundle_file(spec, out)?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())
+}
+
+fn pack_board(parts: &[BoardPart], out: &Path) -> Result<(), String> {
+    bundle::write_board_bundle_file(parts, out)?;
+    eprintln!("xtask: wrote {}", out.display());
+    Ok(())
+}
+
+/// Prints the file's instances; fails if the file is not a bundle or an instance is refused.
+fn inspect(file: &Path) -> Result<(), String> {
+    let bytes =
+        std::fs::read(file).map_err(|error| format!("cannot read {}: {error}", file.display()))?;
+    let (report, refused) =
+        bundle::inspect_report(&bytes).map_err(|why| format!("{}: {why}", file.display()))?;
+    println!("{}: {report}", file.display());
+    match refused {
+        0 => Ok(()),
+        1 => Err(format!("{}: 1 instance is refused", file.display())),
+        n => Err(format!("{}: {n} instances are refused", file.display())),
+    }
 }
 
 fn linux(vcpus: u32) -> Result<(), String> {
