@@ -8,6 +8,7 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 pub mod arch;
 pub mod bootargs;
+pub mod console_router;
 pub mod exit;
 pub mod idregs;
 pub mod image;
@@ -17,5 +18,7 @@ pub mod mmio;
 pub mod pl011;
 pub mod psci;
 pub mod ratelimit;
+pub mod sched;
+pub mod shell;
 pub mod timer;
 pub mod vcpu;
