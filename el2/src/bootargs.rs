@@ -1,13 +1,16 @@
 //! The hypervisor's own command line (`/chosen/bootargs` of the board's device tree).
 //!
 //! `log=<off|error|warn|info|debug|trace>` sets the log level; `guest.name=<name>` and
-//! `guest.mem=<size>[K|M|G]` describe the default instance. Unknown words are reported, not
+//! `guest.mem=<size>[K|M|G]` describe the default instance; `sched.slice_ms=<1..1000>` sets the
+//! scheduler's time slice. Unknown words are reported, not
 //! fatal; a known word with a bad value is an error, so the hypervisor refuses to start rather
 //! than run with a setting nobody asked for.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
+/// The scheduler's time slice when `sched.slice_ms` is not given.
+pub const DEFAULT_SLICE_MS: u64 = 4;
 /// Guest RAM when `guest.mem` is not given.
 pub const DEFAULT_GUEST_MEM: u64 = 128 << 20;
 /// Guest RAM is a whole number of these (the stage-2 block size it is mapped with).
@@ -22,6 +25,8 @@ pub struct BootArgs {
     pub guest_name: String,
     /// RAM of the default instance, in bytes.
     pub guest_mem: u64,
+    /// The scheduler's time slice in milliseconds.
+    pub slice_ms: u64,
     /// Words that were not understood, to be reported once logging is up.
     pub unknown: Vec<String>,
 }
@@ -32,6 +37,7 @@ impl Default for BootArgs {
             log_level: log::LevelFilter::Info,
             guest_name: "guest0".into(),
             guest_mem: DEFAULT_GUEST_MEM,
+            slice_ms: DEFAULT_SLICE_MS,
             unknown: Vec::new(),
         }
     }
@@ -78,6 +84,13 @@ impl BootArgs {
                             "the size is a nonzero multiple of 2 MiB, such as 64M or 1G",
                         ))?;
                 }
+                Some(("sched.slice_ms", ms)) => {
+                    args.slice_ms = ms
+                        .parse()
+                        .ok()
+                        .filter(|ms| (1..=1000).contains(ms))
+                        .ok_or(bad("the slice is 1 to 1000 milliseconds"))?;
+                }
                 _ => args.unknown.push(word.into()),
             }
         }
@@ -122,6 +135,8 @@ mod tests {
             "guest.mem=",
             "guest.name=",
             "guest.name=a\u{1b}[31mred",
+            "sched.slice_ms=0",
+            "sched.slice_ms=x",
         ] {
             let error = BootArgs::parse(&alloc::format!("log=info {word}")).unwrap_err();
             assert_eq!(error.word, word);

@@ -21,7 +21,7 @@ use crate::pl011::{LineSink, Pl011};
 use crate::psci::{self, SmcccCall, status};
 use crate::ratelimit::{Admission, LogBudget};
 use crate::timer::{EmulatedTimer, PHYS_TIMER_INTID, TimerRegister};
-use crate::vcpu::{El1SysRegs, ExceptionRegisters, GuestException, GuestRegs, inject};
+use crate::vcpu::{El1SysRegs, ExceptionRegisters, FpRegs, GuestException, GuestRegs, inject};
 
 /// The affinity fields of an MPIDR (Aff3, Aff2, Aff1, Aff0).
 const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
@@ -37,13 +37,17 @@ const DEBUG_OP0: u8 = 2;
 /// exit between, can make no progress: it is stopped.
 const FAULT_STREAK_LIMIT: u32 = 1000;
 
+/// Makes vCPU `vcpu` of the instance in board slot `slot` notice a change: wakes it where it
+/// waits, or interrupts the physical CPU it runs on.
+pub type Kick = fn(slot: usize, vcpu: usize);
+
 /// What the board provides each instance.
 #[derive(Clone, Debug)]
 pub struct BoardServices {
     /// Where the instance's console lines go.
     pub console: LineSink,
-    /// Wakes the physical CPU that runs vCPU n.
-    pub kick: fn(usize),
+    /// Reaches a vCPU wherever it is.
+    pub kick: Kick,
     /// Counter ticks per second (`CNTFRQ_EL0`).
     pub counter_hz: u64,
     /// The CPU ID registers as guests see them.
@@ -68,6 +72,14 @@ pub struct Vcpu {
     pub vmcr: u64,
     /// The emulated EL1 physical timer.
     pub phys_timer: EmulatedTimer,
+    /// The guest's own virtual timer (`CNTV_CTL_EL0`, `CNTV_CVAL_EL0`), live while it runs.
+    pub virtual_timer: EmulatedTimer,
+    /// FP/SIMD registers, live while it runs.
+    pub fp: FpRegs,
+    /// The virtual CPU interface's active priorities (`ICH_AP0R0_EL2`, `ICH_AP1R0_EL2`).
+    pub active_priorities: [u64; 2],
+    /// Set by CPU_SUSPEND to a power-down state: where the vCPU restarts once woken.
+    pub powered_down: Option<(u64, u64)>,
     /// The last injected fault and its PC, and how many times in a row it was injected.
     fault_streak: Option<FaultStreak>,
 }
@@ -82,7 +94,25 @@ impl Vcpu {
             mpidr: (1 << 31) | (affinity & MPIDR_AFFINITY_MASK),
             vmcr: 0,
             phys_timer: EmulatedTimer::default(),
+            virtual_timer: EmulatedTimer::default(),
+            fp: FpRegs::default(),
+            active_priorities: [0; 2],
+            powered_down: None,
             fault_streak: None,
+        }
+    }
+
+    /// When this vCPU, waiting for an interrupt off its CPU, must be woken: the earlier of its
+    /// virtual timer's deadline (in physical counter ticks: `counter_offset` later) and its
+    /// emulated physical timer's.
+    pub fn wake_deadline(&self, counter_offset: u64) -> Option<u64> {
+        let virtual_deadline = self
+            .virtual_timer
+            .deadline()
+            .map(|deadline| deadline.saturating_add(counter_offset));
+        match (virtual_deadline, self.phys_timer.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -139,13 +169,15 @@ pub enum Next {
     PowerDown { entry: u64, context_id: u64 },
 }
 
-/// What a physical CPU waiting for its vCPU should do.
+/// What a physical CPU about to run a vCPU should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VcpuStatus {
-    /// The vCPU is off: keep waiting.
+    /// The vCPU is off: nothing to run.
     Off,
     /// The vCPU was powered on: start it at `entry` with `x0 = context_id`.
     Start { entry: u64, context_id: u64 },
+    /// The vCPU is on: continue from its saved state.
+    Continue,
     /// The instance is finished.
     Ended(StopReason),
 }
@@ -184,9 +216,11 @@ pub struct Instance {
     pub name: String,
     /// Bytes of guest RAM at [`RAM_BASE`].
     pub ram_size: u64,
+    /// The instance's slot on its board (what [`Kick`] names it by).
+    pub slot: usize,
     mpidrs: Vec<u64>,
     shared: Mutex<Shared>,
-    kick: fn(usize),
+    kick: Kick,
     /// Counter ticks per second (`CNTFRQ_EL0`), for the log budget.
     counter_hz: u64,
     /// What trapped ID register reads answer.
@@ -200,9 +234,15 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// An instance called `name` with `ram_size` bytes of RAM and one vCPU per entry of
-    /// `affinities`, served by `board`.
-    pub fn new(name: &str, ram_size: u64, affinities: &[u64], board: BoardServices) -> Self {
+    /// An instance called `name` in board slot `slot`, with `ram_size` bytes of RAM and one
+    /// vCPU per entry of `affinities`, served by `board`.
+    pub fn new(
+        name: &str,
+        slot: usize,
+        ram_size: u64,
+        affinities: &[u64],
+        board: BoardServices,
+    ) -> Self {
         let mpidrs: Vec<u64> = affinities
             .iter()
             .map(|a| (1 << 31) | (a & MPIDR_AFFINITY_MASK))
@@ -219,6 +259,7 @@ impl Instance {
                 resetting: None,
                 stop: None,
             }),
+            slot,
             mpidrs,
             kick: board.kick,
             counter_hz: board.counter_hz.max(1),
@@ -266,7 +307,7 @@ impl Instance {
             shared.stop = None;
         });
         self.running.store(0, Ordering::Release);
-        (self.kick)(0);
+        self.kick_vcpu(0);
     }
 
     /// What the CPU that runs vCPU `vcpu` should do while the vCPU is not running.
@@ -282,7 +323,8 @@ impl Instance {
                 self.running.fetch_or(1 << vcpu, Ordering::AcqRel);
                 VcpuStatus::Start { entry, context_id }
             }
-            Power::Off | Power::On => VcpuStatus::Off,
+            Power::On => VcpuStatus::Continue,
+            Power::Off => VcpuStatus::Off,
         }
     }
 
@@ -295,7 +337,7 @@ impl Instance {
             shared.resetting.filter(|waiter| *waiter != vcpu)
         };
         if let Some(waiter) = resetting {
-            (self.kick)(waiter);
+            self.kick_vcpu(waiter);
         }
     }
 
@@ -416,7 +458,16 @@ impl Instance {
     fn kick_others(&self, caller: usize) {
         (0..self.mpidrs.len())
             .filter(|n| *n != caller)
-            .for_each(self.kick);
+            .for_each(|n| self.kick_vcpu(n));
+    }
+
+    fn kick_vcpu(&self, vcpu: usize) {
+        (self.kick)(self.slot, vcpu);
+    }
+
+    /// The number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.mpidrs.len()
     }
 
     /// Handles one exit of `vcpu`; `el1` gives the EL1 registers an injected exception writes,
@@ -457,7 +508,7 @@ impl Instance {
                 let targets = self.update(|shared| shared.vgic.send_sgi(vcpu.index, value));
                 (0..self.mpidrs.len())
                     .filter(|n| targets & (1 << n) != 0)
-                    .for_each(self.kick);
+                    .for_each(|n| self.kick_vcpu(n));
                 vcpu.regs.skip_instruction();
                 Next::Resume
             }
@@ -827,7 +878,7 @@ impl Instance {
             Power::Off => {
                 shared.power[n] = Power::Starting { entry, context_id };
                 drop(shared);
-                (self.kick)(n);
+                self.kick_vcpu(n);
                 status::SUCCESS
             }
         }
@@ -855,7 +906,7 @@ mod tests {
         static KICKED: AtomicU64 = const { AtomicU64::new(0) };
     }
 
-    fn record_kick(vcpu: usize) {
+    fn record_kick(_slot: usize, vcpu: usize) {
         KICKED.with(|kicked| kicked.fetch_or(1 << vcpu, Ordering::Relaxed));
     }
 
@@ -872,7 +923,7 @@ mod tests {
             counter_hz: HZ,
             id_registers: GuestIdRegisters::from_hardware(|crm, op2| u64::from(crm) << op2),
         };
-        let guest = Instance::new("t", 64 << 20, &affinities, board);
+        let guest = Instance::new("t", 0, 64 << 20, &affinities, board);
         guest.boot(ENTRY, DTB);
         let mut vcpu = guest.vcpus().remove(0);
         let VcpuStatus::Start { entry, context_id } = guest.poll(0) else {

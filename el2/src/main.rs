@@ -12,16 +12,16 @@ fn main() {
 mod board {
     extern crate alloc;
 
-    use alloc::boxed::Box;
     use alloc::string::String;
     use alloc::vec::Vec;
     use core::panic::PanicInfo;
 
     use devicetree::{Board, GicDescription, UartKind};
-    use el2::arch::guest::{InstanceConfig, Vm, boot_module};
-    use el2::arch::{boot, console, gic, heap, mmu, psci, sysregs};
+    use el2::arch::guest::{InstanceConfig, boot_module};
+    use el2::arch::{board, boot, console, cpu, gic, heap, mmu, psci, sysregs};
     use el2::bootargs::BootArgs;
     use el2::memory::{PhysAllocator, PhysRange};
+    use el2::sched::DEFAULT_WEIGHT;
     use log::{error, info, warn};
     use platforms::{Platform, PsciConduit, SecondaryStart};
     use spin::Once;
@@ -32,6 +32,8 @@ mod board {
     const GUEST_BOOTARGS: &str = "console=ttyAMA0 earlycon";
     /// Alignment of a guest's RAM (its stage-2 block size).
     const GUEST_RAM_ALIGN: u64 = 2 << 20;
+    /// VMIDs guests get (8-bit VMIDs: `VTCR_EL2.VS` is left 0).
+    const VMIDS: usize = 256;
     /// PSCI CPU_ON for the board's secondary CPUs.
     const CPU_ON: u64 = 0xC400_0003;
 
@@ -39,8 +41,6 @@ mod board {
     static CONDUIT: Once<PsciConduit> = Once::new();
     /// What every CPU needs once the boot CPU has set up the board.
     static SETUP: Once<Setup> = Once::new();
-    /// The running instance, once built.
-    static VM: Once<&'static Vm> = Once::new();
 
     struct Setup {
         parange: u8,
@@ -104,14 +104,14 @@ mod board {
         // SAFETY: `dtb` is what the loader passed in x0; it is reserved below.
         let dtb_bytes = unsafe { dtb_bytes(dtb) };
         // Without a board description there is no console to complain on: just stop.
-        let Ok(board) = devicetree::parse_board(dtb_bytes) else {
+        let Ok(host) = devicetree::parse_board(dtb_bytes) else {
             psci::system_off(PsciConduit::Smc)
         };
-        let Ok(platform) = platforms::detect(&board) else {
+        let Ok(platform) = platforms::detect(&host) else {
             psci::system_off(PsciConduit::Smc)
         };
         CONDUIT.call_once(|| platform.psci);
-        let args = BootArgs::parse(board.chosen.bootargs.as_deref().unwrap_or(""));
+        let args = BootArgs::parse(host.chosen.bootargs.as_deref().unwrap_or(""));
         let level = args
             .as_ref()
             .map_or(log::LevelFilter::Info, |args| args.log_level);
@@ -119,7 +119,7 @@ mod board {
         info!(
             "hypervisor starting at EL2 on {} ({} CPUs)",
             platform.name,
-            board.cpus.len()
+            host.cpus.len()
         );
         let args = args.unwrap_or_else(|bad| refuse(platform.psci, format_args!("{bad}")));
         for word in &args.unknown {
@@ -129,7 +129,7 @@ mod board {
             distributor,
             redistributors,
             ..
-        } = &board.gic
+        } = &host.gic
         else {
             refuse(
                 platform.psci,
@@ -138,15 +138,15 @@ mod board {
                 ),
             )
         };
-        let cpus = board.cpus.len().min(boot::MAX_CPUS);
-        if board.cpus.len() > cpus {
+        let cpus = host.cpus.len().min(boot::MAX_CPUS);
+        if host.cpus.len() > cpus {
             warn!(
                 "the board has {} CPUs; the hypervisor uses the first {cpus}",
-                board.cpus.len()
+                host.cpus.len()
             );
         }
         // QEMU passes no initrd at all for an empty file; other loaders may pass an empty one.
-        let Some(module) = board.chosen.initrd.filter(|module| module.size > 0) else {
+        let Some(module) = host.chosen.initrd.filter(|module| module.size > 0) else {
             refuse(
                 platform.psci,
                 format_args!(
@@ -155,7 +155,7 @@ mod board {
             )
         };
 
-        let ram: Vec<PhysRange> = board
+        let ram: Vec<PhysRange> = host
             .memory
             .iter()
             .map(|range| PhysRange::new(range.base, range.size))
@@ -164,8 +164,7 @@ mod board {
         let parange = sysregs::parange();
         mmu::enable(parange);
         let mut phys = PhysAllocator::new(
-            board
-                .usable_memory()
+            host.usable_memory()
                 .iter()
                 .map(|r| PhysRange::new(r.base, r.size)),
         );
@@ -189,8 +188,8 @@ mod board {
             phys.largest_block(GUEST_RAM_ALIGN) >> 20
         );
 
-        let console_intid = board.uart.as_ref().and_then(|uart| uart.irq);
-        let affinities = board.cpus.iter().take(cpus).map(|cpu| cpu.mpidr).collect();
+        let console_intid = host.uart.as_ref().and_then(|uart| uart.irq);
+        let affinities = host.cpus.iter().take(cpus).map(|cpu| cpu.mpidr).collect();
         gic::init(
             distributor.base,
             redistributors[0].base,
@@ -206,37 +205,46 @@ mod board {
         gic::init_cpu(0);
         console::enable_input(true);
 
+        let slice = sysregs::counter_frequency() * args.slice_ms / 1000;
+        let board = board::init(
+            phys,
+            stage2_config,
+            VMIDS,
+            cpus,
+            slice,
+            console_intid,
+            platform.psci,
+        );
         // SAFETY: the module range was reserved above and nothing writes it.
         let module = unsafe { boot_module(module.base, module.size) };
-        let config = match instance_config(module, &args) {
-            Ok(config) => config,
+        let started = match instance_config(module, &args, cpus) {
+            Ok(config) => {
+                let name = config.name.clone();
+                board
+                    .start(config)
+                    .map_err(|why| error!("{name}: cannot start: {why}"))
+                    .is_ok()
+            }
             Err(why) => {
                 error!("{}: cannot start: {why}", args.guest_name);
-                shut_down(platform.psci)
+                false
             }
         };
-        let name = config.name.clone();
-        let vm = match Vm::build(config, &mut phys, stage2_config, cpus, console_intid) {
-            Ok(vm) => &*Box::leak(Box::new(vm)),
-            Err(why) => {
-                error!("{name}: cannot start: {why}");
-                shut_down(platform.psci)
-            }
-        };
-        if let Err(why) = vm.boot() {
-            error!("{name}: cannot start: {why}");
-            shut_down(platform.psci);
+        if !started {
+            board.shut_down();
         }
-        VM.call_once(|| vm);
-        start_secondaries(&board, cpus, &platform);
-        let reason = vm.run_cpu(0);
-        info!("{}: stopped: {reason}", vm.instance.name);
-        shut_down(platform.psci)
+        start_secondaries(&host, cpus, &platform);
+        cpu::run(0)
     }
 
     /// The default instance from the boot module: a guest bundle (FIT) with its own manifest, or
     /// a bare arm64 Image described by the hypervisor's bootargs.
-    fn instance_config(module: &'static [u8], args: &BootArgs) -> Result<InstanceConfig, String> {
+    fn instance_config(
+        module: &'static [u8],
+        args: &BootArgs,
+        cpus: usize,
+    ) -> Result<InstanceConfig, String> {
+        let all_cpus = (1u64 << cpus) - 1;
         if !devicetree::fit::is_fit(module) {
             return Ok(InstanceConfig {
                 name: args.guest_name.clone(),
@@ -245,7 +253,8 @@ mod board {
                 kernel: module,
                 ramdisk: None,
                 bootargs: String::from(GUEST_BOOTARGS),
-                vmid: 1,
+                affinity: all_cpus,
+                weight: DEFAULT_WEIGHT,
             });
         }
         let bundle = devicetree::fit::parse_bundle(module)
@@ -257,7 +266,8 @@ mod board {
             kernel: bundle.kernel,
             ramdisk: bundle.ramdisk,
             bootargs: bundle.bootargs,
-            vmid: 1,
+            affinity: all_cpus,
+            weight: DEFAULT_WEIGHT,
         })
     }
 
@@ -293,14 +303,7 @@ mod board {
         mmu::enable(setup.parange);
         sysregs::configure_el2(setup.vtcr);
         gic::init_cpu(index);
-        let vm = VM
-            .get()
-            .expect("the instance exists before secondaries start");
-        let reason = vm.run_cpu(index);
-        log::debug!("CPU {index}: {} ended ({reason})", vm.instance.name);
-        loop {
-            aarch64_cpu::asm::wfi();
-        }
+        cpu::run(index)
     }
 
     #[panic_handler]

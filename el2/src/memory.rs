@@ -104,6 +104,25 @@ impl PhysAllocator {
         }
     }
 
+    /// Gives `range` back (it must have come from [`PhysAllocator::allocate`] and not be free),
+    /// merged with the free ranges next to it.
+    pub fn free(&mut self, range: PhysRange) {
+        let mut merged = range;
+        let old = self.clone();
+        self.len = 0;
+        for free in old.ranges() {
+            if free.end == merged.start {
+                merged.start = free.start;
+            } else if free.start == merged.end {
+                merged.end = free.end;
+            } else {
+                self.push(*free);
+            }
+        }
+        self.push(merged);
+        self.free[..self.len].sort_unstable_by_key(|range| range.start);
+    }
+
     /// Allocates `size` bytes aligned to `align` (a power of two), lowest address first.
     pub fn allocate(&mut self, size: u64, align: u64) -> Option<u64> {
         let start = self.ranges().iter().find_map(|range| {
@@ -246,6 +265,29 @@ mod tests {
         let c = phys.allocate(0x1000, 0x1000).unwrap();
         assert_eq!(c, 0x4000_1000);
         assert_eq!(phys.free_bytes(), 0x60_0000 - 0x40_0000 - 0x1000);
+    }
+
+    #[test]
+    fn freed_ranges_merge_back_to_what_was_there() {
+        let mut phys = PhysAllocator::new([PhysRange::new(0x4000_0000, 0x100_0000)]);
+        let before = phys.ranges().to_vec();
+        let a = phys.allocate(0x20_0000, 0x20_0000).unwrap();
+        let b = phys.allocate(0x40_0000, 0x20_0000).unwrap();
+        let c = phys.allocate(0x20_0000, 0x20_0000).unwrap();
+        phys.free(PhysRange::new(b, 0x40_0000));
+        assert_eq!(
+            phys.ranges().len(),
+            2,
+            "b's range is free again, apart from the rest"
+        );
+        phys.free(PhysRange::new(a, 0x20_0000));
+        phys.free(PhysRange::new(c, 0x20_0000));
+        assert_eq!(phys.ranges(), before);
+        for _ in 0..20 {
+            let ram = phys.allocate(0x80_0000, 0x20_0000).unwrap();
+            phys.free(PhysRange::new(ram, 0x80_0000));
+            assert_eq!(phys.ranges(), before, "the same free memory every round");
+        }
     }
 
     #[test]

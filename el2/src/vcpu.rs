@@ -62,6 +62,18 @@ impl GuestRegs {
     }
 }
 
+/// The FP/SIMD register file: V0..V31, FPCR and FPSR, laid out for the save/restore code.
+#[repr(C, align(16))]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FpRegs {
+    /// V0..V31.
+    pub v: [u128; 32],
+    /// `FPCR`.
+    pub fpcr: u64,
+    /// `FPSR`.
+    pub fpsr: u64,
+}
+
 /// The EL1 (and EL0) system registers a guest owns, saved while its vCPU is not on a CPU.
 #[repr(C)]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -181,6 +193,13 @@ mod tests {
         assert_eq!(regs.pstate, 0x3c5);
         assert_eq!(core::mem::offset_of!(GuestRegs, pc), 248);
         assert_eq!(core::mem::offset_of!(GuestRegs, pstate), 256);
+    }
+
+    #[test]
+    fn fp_register_layout_matches_the_save_code() {
+        assert_eq!(core::mem::offset_of!(FpRegs, fpcr), 512);
+        assert_eq!(core::mem::offset_of!(FpRegs, fpsr), 520);
+        assert_eq!(core::mem::align_of::<FpRegs>(), 16);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub const MAINTENANCE_INTID: u32 = 25;
 /// The INTID of the timer that backs a guest's emulated physical timer: the EL1 physical timer
 /// (PPI 14), which guests cannot touch since their accesses to it trap.
 pub const DEADLINE_TIMER_INTID: u32 = 30;
+/// The INTID of the scheduling timer: the EL2 physical timer (PPI 10).
+pub const SCHEDULING_TIMER_INTID: u32 = 26;
 /// List registers used (QEMU and GIC-600-class CPUs have at least 4).
 pub const LIST_REGISTERS: usize = 4;
 /// `ICH_HCR_EL2.En`: the virtual CPU interface is on.
@@ -94,6 +96,7 @@ pub fn init_cpu(cpu: usize) {
         VTIMER_INTID,
         MAINTENANCE_INTID,
         DEADLINE_TIMER_INTID,
+        SCHEDULING_TIMER_INTID,
     ]
     .map(int_id)
     {
@@ -180,15 +183,37 @@ pub fn write_lrs(lrs: &[u64; LIST_REGISTERS], refill: bool) {
     ICH_HCR_EL2.set(ICH_HCR_EN | if refill { ICH_HCR_UIE } else { 0 });
 }
 
-/// Loads a vCPU's virtual CPU interface control.
-pub fn load_vmcr(vmcr: u64) {
+/// Loads a vCPU's virtual CPU interface control and active priorities (group 0, group 1).
+pub fn load_cpu_interface(vmcr: u64, active_priorities: [u64; 2]) {
     ICH_VMCR_EL2.set(vmcr);
+    // SAFETY: writes this CPU's virtual CPU interface state; no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "msr ICH_AP0R0_EL2, {ap0}",
+            "msr ICH_AP1R0_EL2, {ap1}",
+            ap0 = in(reg) active_priorities[0],
+            ap1 = in(reg) active_priorities[1],
+            options(nostack)
+        )
+    };
 }
 
-/// Saves the virtual CPU interface control and switches the interface off.
-pub fn save_vmcr_and_disable() -> u64 {
+/// Saves the virtual CPU interface control and active priorities, empties the list registers
+/// (the caller folded them into the vGIC) and switches the interface off.
+pub fn save_cpu_interface() -> (u64, [u64; 2]) {
     let vmcr = ICH_VMCR_EL2.get();
+    let (ap0, ap1): (u64, u64);
+    // SAFETY: reads this CPU's virtual CPU interface state; no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "mrs {ap0}, ICH_AP0R0_EL2",
+            "mrs {ap1}, ICH_AP1R0_EL2",
+            ap0 = out(reg) ap0,
+            ap1 = out(reg) ap1,
+            options(nostack)
+        )
+    };
     write_lrs(&[0; LIST_REGISTERS], false);
     ICH_HCR_EL2.set(0);
-    vmcr
+    (vmcr, [ap0, ap1])
 }

@@ -1,25 +1,25 @@
-//! Building a guest instance in board memory, and running its vCPUs: vCPU n on physical CPU n.
+//! A guest instance in board memory: its RAM, stage-2 tables and VMID, the state its vCPUs
+//! share (`Instance`) and each vCPU's saved context. Running vCPUs is `arch::cpu`'s job.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::alloc::Layout;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use aarch64_cpu::registers::CNTV_CTL_EL0;
 use devicetree::MemRange;
 use devicetree::guest::{GuestGic, GuestPlatform, RAM_BASE};
 use log::info;
 use spin::Mutex;
-use tock_registers::interfaces::Writeable;
 
-use crate::arch::{clean_to_poc, console, gic, sysregs, tlb::Stage2Tlb, vectors};
-use crate::exit::ExitKind;
+use crate::arch::{clean_to_poc, console, sysregs, tlb::Stage2Tlb};
 use crate::image::{BootLayout, ImageHeader, plan_layout};
-use crate::instance::{BoardServices, Instance, Next, StopReason, Vcpu, VcpuStatus};
-use crate::memory::{GuestRam, OutsideRam, PhysAllocator};
+use crate::instance::{BoardServices, Instance, Kick, Vcpu};
+use crate::memory::{GuestRam, OutsideRam, PhysAllocator, PhysRange};
 
 const PAGE: usize = 4096;
 const SZ_2M: u64 = 2 << 20;
+/// No vCPU is waiting to reset the instance.
+const NOBODY: usize = usize::MAX;
 
 /// Stage-2 table pages come from the heap, which the EL2 identity map makes physical addresses.
 struct HeapFrames;
@@ -54,14 +54,16 @@ pub enum BuildError {
     Image(crate::image::ImageError),
     /// Not enough board memory for the instance's RAM.
     NoMemory(u64),
-    /// More vCPUs than physical CPUs to pin them to.
-    TooManyVcpus { vcpus: usize, cpus: usize },
     /// Stage-2 tables could not be built.
     Stage2(stage2::Stage2Error),
     /// The guest device tree could not be written.
     DeviceTree(devicetree::DtError),
     /// A copy into guest RAM was refused (a layout bug caught by the bounds check).
     OutsideRam(OutsideRam),
+    /// Another instance on the board has the same name.
+    NameTaken,
+    /// The board has no free slot or VMID for another instance.
+    TooManyInstances,
 }
 
 impl core::fmt::Display for BuildError {
@@ -71,15 +73,11 @@ impl core::fmt::Display for BuildError {
             Self::NoMemory(size) => {
                 write!(f, "no {size:#x} bytes of board memory left for guest RAM")
             }
-            Self::TooManyVcpus { vcpus, cpus } => {
-                write!(
-                    f,
-                    "{vcpus} vCPUs asked for, but the board has {cpus} CPUs to pin them to"
-                )
-            }
             Self::Stage2(error) => write!(f, "stage-2 tables: {error}"),
             Self::DeviceTree(error) => write!(f, "guest device tree: {error}"),
             Self::OutsideRam(error) => write!(f, "loading the guest: {error}"),
+            Self::NameTaken => write!(f, "an instance of that name already runs"),
+            Self::TooManyInstances => write!(f, "the board runs as many instances as it can"),
         }
     }
 }
@@ -98,22 +96,33 @@ pub struct InstanceConfig {
     pub ramdisk: Option<&'static [u8]>,
     /// The guest's kernel command line.
     pub bootargs: String,
-    /// VMID of the instance's stage-2 context.
-    pub vmid: u16,
+    /// The physical CPUs its vCPUs may run on (bit n: CPU n).
+    pub affinity: u64,
+    /// Its share of the CPUs relative to other instances.
+    pub weight: u32,
 }
 
-/// A built instance: its exit-handling state plus the memory and stage-2 tables behind it.
+/// A built instance: its exit-handling state plus the memory, stage-2 tables and vCPU contexts
+/// behind it.
 pub struct Vm {
     config: InstanceConfig,
     /// The exit-handling state the instance's vCPUs share.
     pub instance: Instance,
     ram: GuestRam,
+    ram_range: PhysRange,
     vttbr: u64,
-    console_intid: Option<u32>,
-    /// Console input waits in the board UART until the guest's UART has room.
-    input_paused: AtomicBool,
-    /// Per CPU: the list registers as last filled, and the vGIC epoch they were filled at.
-    loaded: Vec<Mutex<LoadedInterrupts>>,
+    /// The VMID of its stage-2 context.
+    pub vmid: u16,
+    /// `CNTVOFF_EL2`: what the guest's virtual counter lags the board's by.
+    pub counter_offset: u64,
+    /// Each vCPU's context, held by the CPU that runs it.
+    pub vcpus: Vec<Mutex<Vcpu>>,
+    /// Per physical CPU: 1 + the vCPU that ran there last (0: none), for the stale-TLB check.
+    last_ran: Vec<AtomicUsize>,
+    /// The vCPU that asked for SYSTEM_RESET and waits for the others to leave, or `NOBODY`.
+    resetting: AtomicUsize,
+    /// Bit n: vCPU n saw the instance end.
+    ended: AtomicU64,
     /// Kept for the instance's lifetime: the tables the hardware walks (and, later, dirty tracking).
     _stage2: Mutex<stage2::Stage2Table<HeapFrames, Stage2Tlb>>,
 }
@@ -126,87 +135,135 @@ fn copy_to_guest(ram: &GuestRam, ipa: u64, bytes: &[u8]) -> Result<(), BuildErro
     Ok(())
 }
 
-/// The list registers as a CPU last filled them, and the vGIC epoch they reflect.
-#[derive(Default)]
-struct LoadedInterrupts {
-    lrs: [u64; gic::LIST_REGISTERS],
-    epoch: u64,
-    /// False until filled (and after the vCPU left).
-    valid: bool,
-}
-
-impl LoadedInterrupts {
-    /// True if `lrs` are as filled and the vGIC is still at `epoch`. Compared register by
-    /// register: array equality would call `memcmp` on this path.
-    fn is_current(&self, lrs: &[u64; gic::LIST_REGISTERS], epoch: u64) -> bool {
-        self.valid && self.epoch == epoch && self.lrs.iter().zip(lrs).all(|(a, b)| a == b)
-    }
-}
-
-/// The vCPU-pinning kick: vCPU n runs on physical CPU n.
-fn kick_vcpu(vcpu: usize) {
-    gic::kick(vcpu);
-}
-
 impl Vm {
-    /// Allocates RAM and maps it at stage 2; `cpus` physical CPUs are there to pin vCPUs to, and
-    /// `console_intid` is the board UART's interrupt (its input goes to this instance).
+    /// Allocates RAM and maps it at stage 2 for the instance in board slot `slot` with `vmid`;
+    /// `cpus` physical CPUs may run its vCPUs, and `kick` reaches them.
     pub fn build(
         config: InstanceConfig,
+        slot: usize,
+        vmid: u16,
         phys: &mut PhysAllocator,
         stage2_config: stage2::Stage2Config,
         cpus: usize,
-        console_intid: Option<u32>,
+        kick: Kick,
     ) -> Result<Self, BuildError> {
         // Refuse a broken image before taking any memory for it.
         ImageHeader::parse(config.kernel).map_err(BuildError::Image)?;
-        if config.vcpus == 0 || config.vcpus > cpus {
-            return Err(BuildError::TooManyVcpus {
-                vcpus: config.vcpus,
-                cpus,
-            });
-        }
         let ram_pa = phys
             .allocate(config.ram_size, SZ_2M)
             .ok_or(BuildError::NoMemory(config.ram_size))?;
-        let mut stage2 =
-            stage2::Stage2Table::new(stage2_config, config.vmid, HeapFrames, Stage2Tlb)
-                .map_err(BuildError::Stage2)?;
-        stage2
-            .map(
-                RAM_BASE,
-                ram_pa,
-                config.ram_size,
-                stage2::MemoryKind::Normal,
-                stage2::Perms::RWX,
-            )
-            .map_err(BuildError::Stage2)?;
-        let affinities: Vec<u64> = (0..config.vcpus as u64).collect();
-        // SAFETY: the range was just taken from the physical allocator for this instance alone,
-        // and the EL2 identity map covers board RAM as normal memory.
+        let ram_range = PhysRange::new(ram_pa, config.ram_size);
+        let stage2 = stage2::Stage2Table::new(stage2_config, vmid, HeapFrames, Stage2Tlb).and_then(
+            |mut stage2| {
+                stage2.map(
+                    RAM_BASE,
+                    ram_pa,
+                    config.ram_size,
+                    stage2::MemoryKind::Normal,
+                    stage2::Perms::RWX,
+                )?;
+                Ok(stage2)
+            },
+        );
+        let stage2 = match stage2 {
+            Ok(stage2) => stage2,
+            Err(error) => {
+                phys.free(ram_range);
+                return Err(BuildError::Stage2(error));
+            }
+        };
+        // SAFETY: the range was just taken from the physical allocator for this instance alone
+        // (and goes back only when the Vm is released), and the EL2 identity map covers board
+        // RAM as normal memory.
         let ram = unsafe { GuestRam::new(RAM_BASE, config.ram_size, ram_pa as *mut u8) };
+        let affinities: Vec<u64> = (0..config.vcpus as u64).collect();
+        let instance = Instance::new(
+            &config.name,
+            slot,
+            config.ram_size,
+            &affinities,
+            BoardServices {
+                console: console::guest_line,
+                kick,
+                counter_hz: sysregs::counter_frequency(),
+                id_registers: sysregs::guest_id_registers(),
+            },
+        );
         Ok(Self {
-            instance: Instance::new(
-                &config.name,
-                config.ram_size,
-                &affinities,
-                BoardServices {
-                    console: console::guest_line,
-                    kick: kick_vcpu,
-                    counter_hz: sysregs::counter_frequency(),
-                    id_registers: sysregs::guest_id_registers(),
-                },
-            ),
+            vcpus: instance.vcpus().into_iter().map(Mutex::new).collect(),
+            instance,
             config,
             ram,
+            ram_range,
             vttbr: stage2.vttbr(),
-            console_intid,
-            input_paused: AtomicBool::new(false),
-            loaded: (0..cpus)
-                .map(|_| Mutex::new(LoadedInterrupts::default()))
-                .collect(),
+            vmid,
+            counter_offset: 0,
+            last_ran: (0..cpus).map(|_| AtomicUsize::new(0)).collect(),
+            resetting: AtomicUsize::new(NOBODY),
+            ended: AtomicU64::new(0),
             _stage2: Mutex::new(stage2),
         })
+    }
+
+    /// The instance's configuration.
+    pub fn config(&self) -> &InstanceConfig {
+        &self.config
+    }
+
+    /// The stage-2 root and VMID (`VTTBR_EL2`).
+    pub fn vttbr(&self) -> u64 {
+        self.vttbr
+    }
+
+    /// Records that `vcpu` runs on `cpu` now; true if another vCPU of this instance ran there
+    /// last, so that TLB entries it left must go.
+    pub fn switched_vcpu_on(&self, cpu: usize, vcpu: usize) -> bool {
+        let previous = self.last_ran[cpu].swap(vcpu + 1, Ordering::Relaxed);
+        previous != 0 && previous != vcpu + 1
+    }
+
+    /// `vcpu` asked for SYSTEM_RESET: it waits until the others have left.
+    pub fn begin_reset(&self, vcpu: usize) {
+        self.resetting.store(vcpu, Ordering::Release);
+    }
+
+    /// If `vcpu` waits to reset the instance: reloads it once every other vCPU has left and
+    /// returns `Some(true)`, or `Some(false)` while some are still in; `None` if it does not.
+    pub fn try_reset(&self, vcpu: usize) -> Option<bool> {
+        if self.resetting.load(Ordering::Acquire) != vcpu {
+            return None;
+        }
+        if !self.instance.others_out(vcpu) {
+            return Some(false);
+        }
+        self.resetting.store(NOBODY, Ordering::Release);
+        info!("{}: SYSTEM_RESET: reloading the instance", self.config.name);
+        if let Err(error) = self.boot() {
+            log::error!("{}: reset failed: {error}", self.config.name);
+        }
+        Some(true)
+    }
+
+    /// True if `vcpu`, waiting off its CPU, has something to wake for: an interrupt, or (when
+    /// it waits to reset the instance) the other vCPUs having left.
+    pub fn should_wake(&self, vcpu: usize) -> bool {
+        if self.resetting.load(Ordering::Acquire) == vcpu {
+            return self.instance.others_out(vcpu);
+        }
+        self.instance.has_pending(vcpu)
+    }
+
+    /// Records that `vcpu` saw the instance end; true for the call that completes the set,
+    /// after which the instance can be released.
+    pub fn vcpu_ended(&self, vcpu: usize) -> bool {
+        let all = (1u64 << self.config.vcpus) - 1;
+        let before = self.ended.fetch_or(1 << vcpu, Ordering::AcqRel);
+        before != all && before | (1 << vcpu) == all
+    }
+
+    /// The board memory the instance's RAM occupies, to give back once it is gone.
+    pub fn ram_range(&self) -> PhysRange {
+        self.ram_range
     }
 
     /// Puts fresh copies of kernel, initramfs and device tree into zeroed RAM and powers on
@@ -257,184 +314,6 @@ impl Vm {
         );
         self.instance.boot(layout.entry(), layout.dtb.start);
         Ok(())
-    }
-
-    /// Runs vCPU `cpu` on physical CPU `cpu` until the instance ends.
-    pub fn run_cpu(&self, cpu: usize) -> StopReason {
-        let Some(mut vcpu) = self.instance.vcpus().into_iter().nth(cpu) else {
-            // More physical CPUs than vCPUs: nothing to run here.
-            loop {
-                aarch64_cpu::asm::wfi();
-            }
-        };
-        loop {
-            match self.instance.poll(cpu) {
-                VcpuStatus::Ended(reason) => return reason,
-                VcpuStatus::Off => self.wait_for_interrupt(cpu),
-                VcpuStatus::Start { entry, context_id } => {
-                    vcpu.power_on(entry, context_id);
-                    let next = self.run_vcpu(&mut vcpu);
-                    self.instance.left(cpu);
-                    if next == Next::Reset {
-                        self.reset(cpu);
-                    }
-                }
-            }
-        }
-    }
-
-    fn reset(&self, cpu: usize) {
-        while !self.instance.others_out(cpu) {
-            self.wait_for_interrupt(cpu);
-        }
-        info!("{}: SYSTEM_RESET: reloading the instance", self.config.name);
-        if let Err(error) = self.boot() {
-            log::error!("{}: reset failed: {error}", self.config.name);
-        }
-    }
-
-    /// Sleeps until a physical interrupt arrives, then handles what arrived.
-    fn wait_for_interrupt(&self, cpu: usize) {
-        aarch64_cpu::asm::wfi();
-        self.take_interrupts(cpu);
-    }
-
-    /// Acknowledges and handles every pending physical interrupt on this CPU.
-    fn take_interrupts(&self, cpu: usize) {
-        while let Some(intid) = gic::acknowledge() {
-            gic::priority_drop(intid);
-            match intid {
-                // Left active: the guest's deactivation of the HW-mapped virtual interrupt
-                // deactivates it.
-                gic::VTIMER_INTID => {
-                    self.instance
-                        .timer_fired(cpu, gic::VTIMER_INTID, gic::VTIMER_INTID)
-                }
-                intid if Some(intid) == self.console_intid => {
-                    let mut input = [0u8; 32];
-                    let count = console::read_input(&mut input);
-
-                    self.instance.console_input(&input[..count]);
-                    gic::deactivate(intid);
-                }
-                // The maintenance interrupt stays asserted until the list registers change:
-                // fold them into the vGIC and refill them now.
-                gic::MAINTENANCE_INTID => {
-                    self.sync_interrupts(cpu);
-                    self.load_interrupts(cpu);
-                    gic::deactivate(intid);
-                }
-                // The emulated physical timer's deadline passed.
-                gic::DEADLINE_TIMER_INTID => {
-                    sysregs::mask_deadline_timer();
-                    self.instance.phys_timer_fired(cpu);
-                    gic::deactivate(intid);
-                }
-                // A kick only makes the run loop look at the vCPU again.
-                _ => gic::deactivate(intid),
-            }
-        }
-    }
-
-    /// Fills the list registers with the vCPU's most urgent interrupts, unless they are still
-    /// exactly as last filled and the vGIC has not changed since. The vGIC folds in the current
-    /// contents first if it has not seen them since its last fill (after a refill on a
-    /// maintenance interrupt, say), so they must be the live values, never blanks.
-    fn load_interrupts(&self, cpu: usize) {
-        let mut loaded = self.loaded[cpu].lock();
-        let mut lrs = gic::read_lrs();
-        let epoch = self.instance.interrupt_epoch();
-        if loaded.is_current(&lrs, epoch) {
-            return;
-        }
-        let refill = self.instance.flush_interrupts(cpu, &mut lrs);
-        gic::write_lrs(&lrs, refill);
-        *loaded = LoadedInterrupts {
-            lrs,
-            epoch,
-            valid: true,
-        };
-    }
-
-    /// Folds the list registers into the vGIC after an exit, if the guest changed them.
-    fn sync_interrupts(&self, cpu: usize) {
-        let lrs = gic::read_lrs();
-        let unchanged = {
-            let loaded = self.loaded[cpu].lock();
-            loaded.is_current(&lrs, loaded.epoch)
-        };
-        if !unchanged {
-            self.instance.sync_interrupts(cpu, &lrs);
-        }
-    }
-
-    /// Blocks the vCPU on `cpu` (WFI, CPU_SUSPEND) until an interrupt is pending for it; false
-    /// if it was turned off meanwhile.
-    fn block_until_pending(&self, cpu: usize) -> bool {
-        // An idle guest may be waiting for input after a prompt: show the prompt.
-        self.instance.flush_console();
-        while !self.instance.has_pending(cpu) && self.instance.is_on(cpu) {
-            self.wait_for_interrupt(cpu);
-        }
-        self.instance.is_on(cpu)
-    }
-
-    fn run_vcpu(&self, vcpu: &mut Vcpu) -> Next {
-        let cpu = vcpu.index;
-        sysregs::load_stage2_and_identity(self.vttbr, vcpu.mpidr);
-        sysregs::load_el1(&vcpu.el1);
-        gic::load_vmcr(vcpu.vmcr);
-        self.loaded[cpu].lock().valid = false;
-        let mut armed = vcpu.phys_timer.deadline();
-        sysregs::arm_deadline_timer(armed);
-        let next = loop {
-            self.load_interrupts(cpu);
-            let kind = vectors::run(&mut vcpu.regs);
-            self.sync_interrupts(cpu);
-            if kind == ExitKind::Irq {
-                self.take_interrupts(cpu);
-            }
-            let syndrome = sysregs::trap_syndrome();
-            if self.input_paused.load(Ordering::Relaxed) && self.instance.console_space() > 0 {
-                self.input_paused.store(false, Ordering::Relaxed);
-                console::enable_input(true);
-            }
-            let next = self.instance.handle_exit(
-                vcpu,
-                kind,
-                &syndrome,
-                &mut sysregs::LiveEl1,
-                sysregs::counter(),
-            );
-            if vcpu.phys_timer.deadline() != armed {
-                armed = vcpu.phys_timer.deadline();
-                sysregs::arm_deadline_timer(armed);
-            }
-            match next {
-                Next::Resume => {}
-                Next::Wait => {
-                    if !self.block_until_pending(cpu) {
-                        break Next::Leave;
-                    }
-                }
-                Next::PowerDown { entry, context_id } => {
-                    if !self.block_until_pending(cpu) {
-                        break Next::Leave;
-                    }
-                    vcpu.resume_from_power_down(entry, context_id);
-                    sysregs::load_el1(&vcpu.el1);
-                }
-                other => break other,
-            }
-        };
-        vcpu.el1 = sysregs::save_el1();
-        vcpu.vmcr = gic::save_vmcr_and_disable();
-        // Timers left running would fire for a vCPU that is gone.
-        CNTV_CTL_EL0.set(0);
-        sysregs::arm_deadline_timer(None);
-        gic::deactivate(gic::VTIMER_INTID);
-        self.instance.flush_console();
-        next
     }
 }
 

@@ -1,8 +1,10 @@
 //! Everything that touches the hardware: boot entry, exception vectors and world switch, the EL2
 //! MMU, system registers, TLB maintenance and firmware calls. Built only for the board.
 
+pub mod board;
 pub mod boot;
 pub mod console;
+pub mod cpu;
 pub mod gic;
 pub mod guest;
 pub mod heap;

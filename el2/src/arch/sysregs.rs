@@ -5,7 +5,8 @@ use tock_registers::interfaces::{Readable, Writeable};
 
 use crate::exit::TrapSyndrome;
 use crate::idregs::GuestIdRegisters;
-use crate::vcpu::{El1SysRegs, ExceptionRegisters};
+use crate::timer::EmulatedTimer;
+use crate::vcpu::{El1SysRegs, ExceptionRegisters, FpRegs};
 
 /// `CPTR_EL2` (E2H = 0): RES1 bits 13, 9 and 7:0, SVE (TZ, bit 8) and SME (TSM, bit 12) trapped,
 /// FP/SIMD (TFP, bit 10) not trapped: guests own the FP registers and the hypervisor, built
@@ -142,6 +143,131 @@ pub fn arm_deadline_timer(deadline: Option<u64>) {
         None => CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::CLEAR),
     }
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Arms this CPU's scheduling timer (the EL2 physical timer, CNTHP) to fire at `deadline` (a
+/// slice's end, or a waiting vCPU's wake-up), or stops it.
+pub fn arm_scheduling_timer(deadline: Option<u64>) {
+    match deadline {
+        Some(deadline) => {
+            // SAFETY: writes the EL2 timer's compare value; no memory is touched
+            // (aarch64-cpu has no CNTHP_CVAL_EL2).
+            unsafe {
+                core::arch::asm!("msr CNTHP_CVAL_EL2, {}", in(reg) deadline, options(nostack))
+            };
+            CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET + CNTHP_CTL_EL2::IMASK::CLEAR);
+        }
+        None => CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::CLEAR),
+    }
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Silences this CPU's scheduling timer after it fired, until it is armed again.
+pub fn mask_scheduling_timer() {
+    CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET + CNTHP_CTL_EL2::IMASK::SET);
+}
+
+/// Loads a vCPU's virtual timer and its instance's counter offset (`CNTVOFF_EL2`).
+pub fn load_virtual_timer(timer: &EmulatedTimer, counter_offset: u64) {
+    CNTVOFF_EL2.set(counter_offset);
+    CNTV_CVAL_EL0.set(timer.compare);
+    CNTV_CTL_EL0.set(timer.control);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Saves the running vCPU's virtual timer and stops it, so that it cannot fire for the next.
+pub fn save_virtual_timer() -> EmulatedTimer {
+    let timer = EmulatedTimer {
+        // ENABLE and IMASK; ISTATUS is derived from the counter.
+        control: CNTV_CTL_EL0.get() & 0b11,
+        compare: CNTV_CVAL_EL0.get(),
+    };
+    CNTV_CTL_EL0.set(0);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+    timer
+}
+
+core::arch::global_asm!(
+    r#"
+.arch_extension fp
+.arch_extension simd
+// fn fp_save(regs: *mut FpRegs)
+.global fp_save
+fp_save:
+    stp     q0, q1, [x0, #0]
+    stp     q2, q3, [x0, #32]
+    stp     q4, q5, [x0, #64]
+    stp     q6, q7, [x0, #96]
+    stp     q8, q9, [x0, #128]
+    stp     q10, q11, [x0, #160]
+    stp     q12, q13, [x0, #192]
+    stp     q14, q15, [x0, #224]
+    stp     q16, q17, [x0, #256]
+    stp     q18, q19, [x0, #288]
+    stp     q20, q21, [x0, #320]
+    stp     q22, q23, [x0, #352]
+    stp     q24, q25, [x0, #384]
+    stp     q26, q27, [x0, #416]
+    stp     q28, q29, [x0, #448]
+    stp     q30, q31, [x0, #480]
+    mrs     x1, fpcr
+    mrs     x2, fpsr
+    str     x1, [x0, #512]
+    str     x2, [x0, #520]
+    ret
+
+// fn fp_restore(regs: *const FpRegs)
+.global fp_restore
+fp_restore:
+    ldp     q0, q1, [x0, #0]
+    ldp     q2, q3, [x0, #32]
+    ldp     q4, q5, [x0, #64]
+    ldp     q6, q7, [x0, #96]
+    ldp     q8, q9, [x0, #128]
+    ldp     q10, q11, [x0, #160]
+    ldp     q12, q13, [x0, #192]
+    ldp     q14, q15, [x0, #224]
+    ldp     q16, q17, [x0, #256]
+    ldp     q18, q19, [x0, #288]
+    ldp     q20, q21, [x0, #320]
+    ldp     q22, q23, [x0, #352]
+    ldp     q24, q25, [x0, #384]
+    ldp     q26, q27, [x0, #416]
+    ldp     q28, q29, [x0, #448]
+    ldp     q30, q31, [x0, #480]
+    ldr     x1, [x0, #512]
+    ldr     x2, [x0, #520]
+    msr     fpcr, x1
+    msr     fpsr, x2
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn fp_save(regs: *mut FpRegs);
+    fn fp_restore(regs: *const FpRegs);
+}
+
+/// Saves the FP/SIMD registers the running vCPU left in the CPU (the hypervisor, built
+/// soft-float, never uses them itself).
+pub fn save_fp(regs: &mut FpRegs) {
+    // SAFETY: `regs` is a valid, exclusively borrowed FpRegs with the layout the assembly
+    // writes (32 16-byte registers, then FPCR and FPSR; checked by a host test); the routine
+    // clobbers only x1 and x2, which the C ABI lets it.
+    unsafe { fp_save(regs) }
+}
+
+/// Loads a vCPU's FP/SIMD registers into the CPU before it runs.
+pub fn restore_fp(regs: &FpRegs) {
+    // SAFETY: as for `save_fp`; the routine only reads `regs`.
+    unsafe { fp_restore(regs) }
+}
+
+/// Invalidates this CPU's stage-1 TLB entries of the current VMID (another vCPU of the same
+/// instance ran here last: entries it left may not hold for this one).
+pub fn flush_guest_tlb_local() {
+    // SAFETY: TLB maintenance only; it reads no memory.
+    unsafe { core::arch::asm!("tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
 }
 
 /// Silences this CPU's deadline timer after it fired, until it is armed again.

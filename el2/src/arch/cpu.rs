@@ -1,0 +1,319 @@
+//! Each physical CPU's loop: ask the scheduler for a vCPU, switch to it (registers, EL1 system
+//! registers, FP/SIMD, timers, the virtual CPU interface, stage 2 and VMID), run it until its
+//! slice ends, it waits or it stops, switch away, and tell the scheduler. The state here belongs
+//! to this CPU alone and lives on its stack: no lock guards it.
+
+use alloc::vec::Vec;
+
+use crate::arch::board::{Board, board, kick};
+use crate::arch::guest::Vm;
+use crate::arch::{gic, sysregs, vectors};
+use crate::exit::ExitKind;
+use crate::instance::{Next, Vcpu, VcpuStatus};
+use crate::sched::VcpuId;
+
+/// The list registers as this CPU last filled them, and the vGIC epoch they reflect.
+#[derive(Default)]
+struct LoadedInterrupts {
+    lrs: [u64; gic::LIST_REGISTERS],
+    epoch: u64,
+    /// False until filled for the vCPU now loaded.
+    valid: bool,
+}
+
+impl LoadedInterrupts {
+    /// True if `lrs` are as filled and the vGIC is still at `epoch`. Compared register by
+    /// register: array equality would call `memcmp` on this path.
+    fn is_current(&self, lrs: &[u64; gic::LIST_REGISTERS], epoch: u64) -> bool {
+        self.valid && self.epoch == epoch && self.lrs.iter().zip(lrs).all(|(a, b)| a == b)
+    }
+}
+
+/// Why a vCPU left this CPU.
+enum SliceEnd {
+    /// Its slice is over or someone more deserving waits: it stays runnable.
+    Preempted,
+    /// It waits for an interrupt (WFI, CPU_SUSPEND) or for the others to leave (reset); it
+    /// must be woken by `wake_at` (a timer deadline) if nothing wakes it before.
+    Waiting { wake_at: Option<u64> },
+    /// It is off (CPU_OFF, or its instance stopped or is being reset).
+    Off,
+}
+
+/// This CPU's own state.
+struct PerCpu {
+    index: usize,
+    loaded: LoadedInterrupts,
+    /// When vCPUs that began waiting here must be woken, if nothing wakes them before.
+    sleepers: Vec<(u64, VcpuId)>,
+    /// A kick or the scheduling timer arrived: look at the scheduler again.
+    resched: bool,
+}
+
+/// Runs vCPUs on physical CPU `index` for as long as the board runs.
+pub fn run(index: usize) -> ! {
+    let mut this = PerCpu {
+        index,
+        loaded: LoadedInterrupts::default(),
+        sleepers: Vec::new(),
+        resched: false,
+    };
+    let board = board();
+    loop {
+        this.take_interrupts(None);
+        this.wake_sleepers();
+        let picked = board.sched.lock().pick(index, sysregs::counter());
+        let Some((id, slice_end)) = picked else {
+            this.arm_timer(None);
+            aarch64_cpu::asm::wfi();
+            continue;
+        };
+        let Some(vm) = board.instance(id.instance as usize) else {
+            board.sched.lock().remove(id);
+            continue;
+        };
+        let end = this.run_vcpu(board, &vm, usize::from(id.vcpu), slice_end);
+        let now = sysregs::counter();
+        match end {
+            SliceEnd::Preempted => {
+                if let Some(cpu) = board.sched.lock().put(index, id, now) {
+                    gic::kick(cpu);
+                }
+            }
+            SliceEnd::Waiting { wake_at } => {
+                board.sched.lock().block(id, now);
+                if let Some(deadline) = wake_at {
+                    this.sleepers.push((deadline, id));
+                }
+                // What woke it may have come between its decision to wait and the block.
+                if vm.should_wake(usize::from(id.vcpu)) || wake_at.is_some_and(|at| at <= now) {
+                    kick(id.instance as usize, usize::from(id.vcpu));
+                }
+            }
+            SliceEnd::Off => {
+                board.sched.lock().power_off(id, now);
+                if let VcpuStatus::Ended(reason) = vm.instance.poll(usize::from(id.vcpu))
+                    && vm.vcpu_ended(usize::from(id.vcpu))
+                {
+                    drop(vm);
+                    board.instance_ended(id.instance as usize, &reason);
+                }
+            }
+        }
+    }
+}
+
+impl PerCpu {
+    /// Runs vCPU `index` of `vm` until `slice_end` (or until it waits or stops).
+    fn run_vcpu(&mut self, board: &Board, vm: &Vm, index: usize, slice_end: u64) -> SliceEnd {
+        let mut vcpu = vm.vcpus[index].lock();
+        if vm.try_reset(index) == Some(false) {
+            return SliceEnd::Waiting { wake_at: None };
+        }
+        match vm.instance.poll(index) {
+            VcpuStatus::Ended(_) | VcpuStatus::Off => {
+                vm.instance.left(index);
+                return SliceEnd::Off;
+            }
+            VcpuStatus::Start { entry, context_id } => vcpu.power_on(entry, context_id),
+            VcpuStatus::Continue => {}
+        }
+        if let Some((entry, context_id)) = vcpu.powered_down {
+            // Its timer fires as soon as it is loaded if its deadline has passed.
+            let wake_at = vcpu.wake_deadline(vm.counter_offset);
+            let timer_due = wake_at.is_some_and(|at| at <= sysregs::counter());
+            if !timer_due && !vm.instance.has_pending(index) {
+                return SliceEnd::Waiting { wake_at };
+            }
+            vcpu.resume_from_power_down(entry, context_id);
+            vcpu.powered_down = None;
+        }
+        self.load(vm, &vcpu);
+        self.arm_timer(Some(slice_end));
+        let mut armed = vcpu.phys_timer.deadline();
+        sysregs::arm_deadline_timer(armed);
+        let end = loop {
+            self.load_interrupts(vm, index);
+            let kind = vectors::run(&mut vcpu.regs);
+            self.sync_interrupts(vm, index);
+            if kind == ExitKind::Irq {
+                self.take_interrupts(Some((vm, index)));
+            }
+            board.resume_console_input(vm);
+            let syndrome = sysregs::trap_syndrome();
+            let next = vm.instance.handle_exit(
+                &mut vcpu,
+                kind,
+                &syndrome,
+                &mut sysregs::LiveEl1,
+                sysregs::counter(),
+            );
+            if vcpu.phys_timer.deadline() != armed {
+                armed = vcpu.phys_timer.deadline();
+                sysregs::arm_deadline_timer(armed);
+            }
+            match next {
+                Next::Resume => {}
+                Next::Wait => {
+                    if !vm.instance.has_pending(index) {
+                        break SliceEnd::Waiting { wake_at: None };
+                    }
+                }
+                Next::PowerDown { entry, context_id } => {
+                    vcpu.powered_down = Some((entry, context_id));
+                    break SliceEnd::Waiting { wake_at: None };
+                }
+                Next::Leave => {
+                    vm.instance.left(index);
+                    break SliceEnd::Off;
+                }
+                Next::Reset => {
+                    vm.begin_reset(index);
+                    break SliceEnd::Waiting { wake_at: None };
+                }
+            }
+            if core::mem::take(&mut self.resched) {
+                self.wake_sleepers();
+                let now = sysregs::counter();
+                if now >= slice_end || board.sched.lock().should_preempt(self.index, now) {
+                    break SliceEnd::Preempted;
+                }
+                self.arm_timer(Some(slice_end));
+            }
+        };
+        self.save(vm, &mut vcpu);
+        // An idle guest may be waiting for input after a prompt: show the prompt.
+        vm.instance.flush_console();
+        match end {
+            SliceEnd::Waiting { wake_at: None } => SliceEnd::Waiting {
+                wake_at: vcpu.wake_deadline(vm.counter_offset),
+            },
+            other => other,
+        }
+    }
+
+    /// Puts `vcpu` of `vm` on this CPU.
+    fn load(&mut self, vm: &Vm, vcpu: &Vcpu) {
+        sysregs::load_stage2_and_identity(vm.vttbr(), vcpu.mpidr);
+        if vm.switched_vcpu_on(self.index, vcpu.index) {
+            sysregs::flush_guest_tlb_local();
+        }
+        sysregs::load_el1(&vcpu.el1);
+        sysregs::restore_fp(&vcpu.fp);
+        sysregs::load_virtual_timer(&vcpu.virtual_timer, vm.counter_offset);
+        gic::load_cpu_interface(vcpu.vmcr, vcpu.active_priorities);
+        self.loaded.valid = false;
+    }
+
+    /// Takes `vcpu` of `vm` off this CPU, leaving nothing of it running.
+    fn save(&mut self, vm: &Vm, vcpu: &mut Vcpu) {
+        vcpu.el1 = sysregs::save_el1();
+        sysregs::save_fp(&mut vcpu.fp);
+        vcpu.virtual_timer = sysregs::save_virtual_timer();
+        // Always folded, changed or not: the vGIC must not take the empty list registers the
+        // vCPU finds on its next CPU for what the guest left in these.
+        vm.instance.sync_interrupts(vcpu.index, &gic::read_lrs());
+        (vcpu.vmcr, vcpu.active_priorities) = gic::save_cpu_interface();
+        self.loaded.valid = false;
+        sysregs::arm_deadline_timer(None);
+        // Deactivated here, the timer's interrupt fires again wherever the vCPU runs next if
+        // its condition still holds.
+        gic::deactivate(gic::VTIMER_INTID);
+    }
+
+    /// Programs the scheduling timer for `slice_end` or the earliest sleeper, whichever is first.
+    fn arm_timer(&self, slice_end: Option<u64>) {
+        let sleeper = self.sleepers.iter().map(|(deadline, _)| *deadline).min();
+        let deadline = match (slice_end, sleeper) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        sysregs::arm_scheduling_timer(deadline);
+    }
+
+    /// Wakes the vCPUs whose wake-up deadline has passed.
+    fn wake_sleepers(&mut self) {
+        let now = sysregs::counter();
+        let mut index = 0;
+        while index < self.sleepers.len() {
+            if self.sleepers[index].0 <= now {
+                let (_, id) = self.sleepers.swap_remove(index);
+                kick(id.instance as usize, usize::from(id.vcpu));
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// Acknowledges and handles every pending physical interrupt; `current` is the vCPU loaded
+    /// on this CPU, if any.
+    fn take_interrupts(&mut self, current: Option<(&Vm, usize)>) {
+        while let Some(intid) = gic::acknowledge() {
+            gic::priority_drop(intid);
+            match (intid, current) {
+                // Left active: the guest's deactivation of the HW-mapped virtual interrupt
+                // deactivates it.
+                (gic::VTIMER_INTID, Some((vm, vcpu))) => {
+                    vm.instance
+                        .timer_fired(vcpu, gic::VTIMER_INTID, gic::VTIMER_INTID)
+                }
+                // The maintenance interrupt stays asserted until the list registers change:
+                // fold them into the vGIC and refill them now.
+                (gic::MAINTENANCE_INTID, Some((vm, vcpu))) => {
+                    self.sync_interrupts(vm, vcpu);
+                    self.load_interrupts(vm, vcpu);
+                    gic::deactivate(intid);
+                }
+                // The emulated physical timer's deadline passed.
+                (gic::DEADLINE_TIMER_INTID, _) => {
+                    sysregs::mask_deadline_timer();
+                    if let Some((vm, vcpu)) = current {
+                        vm.instance.phys_timer_fired(vcpu);
+                    }
+                    gic::deactivate(intid);
+                }
+                (gic::SCHEDULING_TIMER_INTID, _) => {
+                    sysregs::mask_scheduling_timer();
+                    self.resched = true;
+                    gic::deactivate(intid);
+                }
+                (intid, _) if Some(intid) == board().console_intid => {
+                    board().console_input();
+                    gic::deactivate(intid);
+                }
+                // A kick: look at the scheduler again.
+                _ => {
+                    self.resched = true;
+                    gic::deactivate(intid);
+                }
+            }
+        }
+    }
+
+    /// Fills the list registers with the vCPU's most urgent interrupts, unless they are still
+    /// exactly as last filled and the vGIC has not changed since. The vGIC folds in the current
+    /// contents first if it has not seen them since its last fill (after a refill on a
+    /// maintenance interrupt, say), so they must be the live values, never blanks.
+    fn load_interrupts(&mut self, vm: &Vm, vcpu: usize) {
+        let mut lrs = gic::read_lrs();
+        let epoch = vm.instance.interrupt_epoch();
+        if self.loaded.is_current(&lrs, epoch) {
+            return;
+        }
+        let refill = vm.instance.flush_interrupts(vcpu, &mut lrs);
+        gic::write_lrs(&lrs, refill);
+        self.loaded = LoadedInterrupts {
+            lrs,
+            epoch,
+            valid: true,
+        };
+    }
+
+    /// Folds the list registers into the vGIC after an exit, if the guest changed them.
+    fn sync_interrupts(&mut self, vm: &Vm, vcpu: usize) {
+        let lrs = gic::read_lrs();
+        if !self.loaded.is_current(&lrs, self.loaded.epoch) {
+            vm.instance.sync_interrupts(vcpu, &lrs);
+        }
+    }
+}
