@@ -42,6 +42,9 @@ pub struct Board {
     pub gic: GicDescription,
     /// The console UART (from `/chosen/stdout-path`, else the first PL011).
     pub uart: Option<Uart>,
+    /// A second PL011 besides the console (QEMU virt's UART1 when given a second `-serial`):
+    /// where the management shell answers in JSON.
+    pub management_uart: Option<Uart>,
     /// The architected timer's interrupts.
     pub timer: Option<TimerPpis>,
     /// The PSCI conduit, if the board has PSCI 0.2 or later.
@@ -214,6 +217,7 @@ pub fn parse_board(dtb: &[u8]) -> Result<Board, DtError> {
         cpus: cpus(&tree)?,
         gic: gic(&tree)?,
         uart: uart(&tree, chosen)?,
+        management_uart: management_uart(&tree, chosen)?,
         timer: timer(&tree)?,
         psci: psci(&tree)?,
         chosen: chosen.map(parse_chosen).transpose()?.unwrap_or_default(),
@@ -399,6 +403,40 @@ fn gic(tree: &Tree) -> Result<GicDescription, DtError> {
     })
 }
 
+/// The UART node `node` as a [`Uart`].
+fn uart_of(tree: &Tree, node: &Node) -> Result<Uart, DtError> {
+    let reg = *node
+        .reg("UART")?
+        .first()
+        .ok_or(DtError::bad("UART", "reg"))?;
+    Ok(Uart {
+        base: reg.base,
+        size: reg.size,
+        kind: if node.is_compatible(PL011_COMPATIBLE) {
+            UartKind::Pl011
+        } else {
+            UartKind::Other
+        },
+        irq: tree.first_intid(node),
+    })
+}
+
+/// The first PL011 that is not the console.
+fn management_uart(tree: &Tree, chosen: Option<&Node>) -> Result<Option<Uart>, DtError> {
+    let console = uart(tree, chosen)?.map(|uart| uart.base);
+    for node in tree
+        .nodes
+        .iter()
+        .filter(|n| n.is_compatible(PL011_COMPATIBLE))
+    {
+        let candidate = uart_of(tree, node)?;
+        if Some(candidate.base) != console {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
+}
+
 fn uart(tree: &Tree, chosen: Option<&Node>) -> Result<Option<Uart>, DtError> {
     let stdout = chosen
         .and_then(|c| c.str_prop("stdout-path"))
@@ -411,20 +449,7 @@ fn uart(tree: &Tree, chosen: Option<&Node>) -> Result<Option<Uart>, DtError> {
     let Some(node) = stdout.or_else(|| tree.compatible(PL011_COMPATIBLE)) else {
         return Ok(None);
     };
-    let reg = *node
-        .reg("UART")?
-        .first()
-        .ok_or(DtError::bad("UART", "reg"))?;
-    Ok(Some(Uart {
-        base: reg.base,
-        size: reg.size,
-        kind: if node.is_compatible(PL011_COMPATIBLE) {
-            UartKind::Pl011
-        } else {
-            UartKind::Other
-        },
-        irq: tree.first_intid(node),
-    }))
+    uart_of(tree, node).map(Some)
 }
 
 fn timer(tree: &Tree) -> Result<Option<TimerPpis>, DtError> {

@@ -51,6 +51,20 @@ fn check_qemu_virt(board: &Board) {
 }
 
 #[test]
+fn a_second_pl011_is_the_management_uart() {
+    let board = parse_board(GICV3_DTB).unwrap();
+    assert_eq!(board.management_uart, None, "one -serial: no second UART");
+    let dtb = include_bytes!("fixtures/qemu-virt-two-uarts.dtb");
+    let board = parse_board(dtb).unwrap();
+    assert_eq!(board.uart.map(|uart| uart.base), Some(0x0900_0000));
+    let management = board.management_uart.expect("UART1");
+    assert_eq!(
+        (management.base, management.kind, management.irq),
+        (0x0904_0000, UartKind::Pl011, Some(32 + 8))
+    );
+}
+
+#[test]
 fn qemu_virt_gicv3() {
     let board = parse_board(GICV3_DTB).unwrap();
     check_qemu_virt(&board);

@@ -128,6 +128,37 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
+    /// The names of the exit reasons, in the order of [`ExitReason::index`]: the rows of an
+    /// exit histogram.
+    pub const NAMES: [&'static str; 10] = [
+        "hvc",
+        "smc",
+        "wfx",
+        "sysreg",
+        "mmio",
+        "data_abort",
+        "instruction_abort",
+        "interrupt",
+        "serror",
+        "unhandled",
+    ];
+
+    /// This reason's row in [`ExitReason::NAMES`].
+    pub fn index(&self) -> usize {
+        match self {
+            Self::Hvc { .. } => 0,
+            Self::Smc { .. } => 1,
+            Self::Wfx { .. } => 2,
+            Self::SysReg(_) => 3,
+            Self::Mmio(_) => 4,
+            Self::DataAbort { .. } => 5,
+            Self::InstructionAbort { .. } => 6,
+            Self::Interrupt => 7,
+            Self::SError => 8,
+            Self::Unhandled { .. } => 9,
+        }
+    }
+
     /// Decodes an exit from the vector slot and the syndrome registers.
     pub fn decode(kind: ExitKind, syndrome: &TrapSyndrome) -> Self {
         match kind {

@@ -140,6 +140,8 @@ pub enum StopReason {
     AllCpusOff,
     /// The guest did something the hypervisor cannot continue from.
     Fault(String),
+    /// The operator destroyed it.
+    Destroyed,
 }
 
 impl core::fmt::Display for StopReason {
@@ -148,6 +150,7 @@ impl core::fmt::Display for StopReason {
             Self::SystemOff => write!(f, "the guest called SYSTEM_OFF"),
             Self::AllCpusOff => write!(f, "the guest turned off all its vCPUs"),
             Self::Fault(why) => write!(f, "{why}"),
+            Self::Destroyed => write!(f, "destroyed by the operator"),
         }
     }
 }
@@ -231,6 +234,10 @@ pub struct Instance {
     running: AtomicU64,
     /// Counts changes to the vGIC's state, so a CPU can tell that its list registers are current.
     interrupt_epoch: AtomicU64,
+    /// Exits by reason (rows of [`ExitReason::NAMES`]).
+    exits: [AtomicU64; ExitReason::NAMES.len()],
+    /// Interrupts raised for the guest: timer expiries, SGIs, device lines going up.
+    interrupts_raised: AtomicU64,
 }
 
 impl Instance {
@@ -267,6 +274,8 @@ impl Instance {
             log_budget: Mutex::new(LogBudget::new(0)),
             running: AtomicU64::new(0),
             interrupt_epoch: AtomicU64::new(0),
+            exits: [const { AtomicU64::new(0) }; ExitReason::NAMES.len()],
+            interrupts_raised: AtomicU64::new(0),
         }
     }
 
@@ -406,8 +415,28 @@ impl Instance {
         self.shared.lock().vgic.has_pending(vcpu)
     }
 
+    /// Exits so far by reason, as `(name, count)`.
+    pub fn exit_counts(&self) -> Vec<(&'static str, u64)> {
+        ExitReason::NAMES
+            .iter()
+            .zip(&self.exits)
+            .map(|(name, count)| (*name, count.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Interrupts raised for the guest so far.
+    pub fn interrupts_raised(&self) -> u64 {
+        self.interrupts_raised.load(Ordering::Relaxed)
+    }
+
+    /// Stops the instance at the operator's request: every vCPU leaves at its next exit.
+    pub fn destroy(&self) {
+        self.stop(&mut self.shared.lock(), StopReason::Destroyed, usize::MAX);
+    }
+
     /// The virtual timer of `vcpu` fired: deliver its PPI, backed by physical INTID `pintid`.
     pub fn timer_fired(&self, vcpu: usize, intid: u32, pintid: u32) {
+        self.interrupts_raised.fetch_add(1, Ordering::Relaxed);
         self.update(|shared| {
             shared.vgic.set_hw_mapping(vcpu, intid, Some(pintid));
             shared.vgic.pulse(vcpu, intid);
@@ -421,6 +450,7 @@ impl Instance {
 
     /// The hypervisor's deadline for the emulated physical timer of `vcpu` passed.
     pub fn phys_timer_fired(&self, vcpu: usize) {
+        self.interrupts_raised.fetch_add(1, Ordering::Relaxed);
         self.update(|shared| shared.vgic.set_line(vcpu, PHYS_TIMER_INTID, true));
     }
 
@@ -482,6 +512,7 @@ impl Instance {
     ) -> Next {
         let pc = vcpu.regs.pc;
         let reason = ExitReason::decode(kind, syndrome);
+        self.exits[reason.index()].fetch_add(1, Ordering::Relaxed);
         // Any exit but an interrupt ends a streak of identical faults, unless it is the same
         // fault again (`inject_fault` puts the streak back then).
         let streak = match reason {
@@ -506,6 +537,8 @@ impl Instance {
             ExitReason::SysReg(access) if access.encoding == ICC_SGI1R_EL1 && !access.read => {
                 let value = vcpu.regs.get(access.reg);
                 let targets = self.update(|shared| shared.vgic.send_sgi(vcpu.index, value));
+                self.interrupts_raised
+                    .fetch_add(u64::from(targets.count_ones()), Ordering::Relaxed);
                 (0..self.mpidrs.len())
                     .filter(|n| targets & (1 << n) != 0)
                     .for_each(|n| self.kick_vcpu(n));

@@ -16,12 +16,13 @@ mod board {
     use alloc::vec::Vec;
     use core::panic::PanicInfo;
 
+    use devicetree::fit::DEFAULT_WEIGHT;
     use devicetree::{Board, GicDescription, UartKind};
+    use el2::arch::board::{self, BoardDevices};
     use el2::arch::guest::{InstanceConfig, boot_module};
-    use el2::arch::{board, boot, console, cpu, gic, heap, mmu, psci, sysregs};
+    use el2::arch::{boot, console, cpu, gic, heap, management, mmu, psci, sysregs};
     use el2::bootargs::BootArgs;
     use el2::memory::{PhysAllocator, PhysRange};
-    use el2::sched::DEFAULT_WEIGHT;
     use log::{error, info, warn};
     use platforms::{Platform, PsciConduit, SecondaryStart};
     use spin::Once;
@@ -189,12 +190,17 @@ mod board {
         );
 
         let console_intid = host.uart.as_ref().and_then(|uart| uart.irq);
+        let json_uart = host
+            .management_uart
+            .filter(|uart| uart.kind == UartKind::Pl011);
+        let json_intid = json_uart.and_then(|uart| uart.irq);
         let affinities = host.cpus.iter().take(cpus).map(|cpu| cpu.mpidr).collect();
+        let device_intids: Vec<u32> = console_intid.into_iter().chain(json_intid).collect();
         gic::init(
             distributor.base,
             redistributors[0].base,
             affinities,
-            console_intid,
+            &device_intids,
         );
         let stage2_config = stage2::Stage2Config::from_parange(parange);
         let setup = SETUP.call_once(|| Setup {
@@ -204,6 +210,10 @@ mod board {
         sysregs::configure_el2(setup.vtcr);
         gic::init_cpu(0);
         console::enable_input(true);
+        if let Some(uart) = json_uart {
+            management::init_json_port(uart.base);
+            info!("management JSON port on the UART at {:#x}", uart.base);
+        }
 
         let slice = sysregs::counter_frequency() * args.slice_ms / 1000;
         let board = board::init(
@@ -212,63 +222,104 @@ mod board {
             VMIDS,
             cpus,
             slice,
-            console_intid,
-            platform.psci,
+            BoardDevices {
+                console_intid,
+                json_intid,
+                conduit: platform.psci,
+            },
         );
         // SAFETY: the module range was reserved above and nothing writes it.
         let module = unsafe { boot_module(module.base, module.size) };
-        let started = match instance_config(module, &args, cpus) {
-            Ok(config) => {
-                let name = config.name.clone();
-                board
-                    .start(config)
-                    .map_err(|why| error!("{name}: cannot start: {why}"))
-                    .is_ok()
+        let mut started = 0;
+        for entry in bundle_instances(module, &args, cpus) {
+            let (name, start_at_boot) = (entry.name, entry.start_at_boot);
+            let config = match entry.config {
+                Ok(config) => config,
+                Err(why) => {
+                    error!("{name}: cannot start: {why}");
+                    continue;
+                }
+            };
+            board.add_to_catalog(config.clone());
+            if !start_at_boot {
+                continue;
             }
-            Err(why) => {
-                error!("{}: cannot start: {why}", args.guest_name);
-                false
+            match board.start(config) {
+                Ok(_) => started += 1,
+                Err(why) => error!("{name}: cannot start: {why}"),
             }
-        };
-        if !started {
+        }
+        if started == 0 {
             board.shut_down();
         }
+        management::greet();
         start_secondaries(&host, cpus, &platform);
         cpu::run(0)
     }
 
-    /// The default instance from the boot module: a guest bundle (FIT) with its own manifest, or
-    /// a bare arm64 Image described by the hypervisor's bootargs.
-    fn instance_config(
-        module: &'static [u8],
-        args: &BootArgs,
-        cpus: usize,
-    ) -> Result<InstanceConfig, String> {
+    /// One instance of the boot module, as the hypervisor will start it.
+    struct BundleEntry {
+        name: String,
+        start_at_boot: bool,
+        config: Result<InstanceConfig, String>,
+    }
+
+    /// The instances of the boot module: those of a board bundle (FIT), each checked on its own,
+    /// or one bare arm64 Image described by the hypervisor's bootargs.
+    fn bundle_instances(module: &'static [u8], args: &BootArgs, cpus: usize) -> Vec<BundleEntry> {
         let all_cpus = (1u64 << cpus) - 1;
         if !devicetree::fit::is_fit(module) {
-            return Ok(InstanceConfig {
+            return alloc::vec![BundleEntry {
                 name: args.guest_name.clone(),
-                ram_size: args.guest_mem,
-                vcpus: 1,
-                kernel: module,
-                ramdisk: None,
-                bootargs: String::from(GUEST_BOOTARGS),
-                affinity: all_cpus,
-                weight: DEFAULT_WEIGHT,
-            });
+                start_at_boot: true,
+                config: Ok(InstanceConfig {
+                    name: args.guest_name.clone(),
+                    ram_size: args.guest_mem,
+                    vcpus: 1,
+                    kernel: module,
+                    ramdisk: None,
+                    bootargs: String::from(GUEST_BOOTARGS),
+                    affinity: all_cpus,
+                    weight: DEFAULT_WEIGHT,
+                }),
+            }];
         }
-        let bundle = devicetree::fit::parse_bundle(module)
-            .map_err(|why| alloc::format!("guest bundle: {why}"))?;
-        Ok(InstanceConfig {
-            name: String::from(bundle.name),
-            ram_size: bundle.memory,
-            vcpus: bundle.vcpus as usize,
-            kernel: bundle.kernel,
-            ramdisk: bundle.ramdisk,
-            bootargs: bundle.bootargs,
-            affinity: all_cpus,
-            weight: DEFAULT_WEIGHT,
-        })
+        let bundle = match devicetree::fit::parse_board_bundle(module) {
+            Ok(bundle) => bundle,
+            Err(why) => {
+                return alloc::vec![BundleEntry {
+                    name: args.guest_name.clone(),
+                    start_at_boot: true,
+                    config: Err(alloc::format!("guest bundle: {why}")),
+                }];
+            }
+        };
+        bundle
+            .instances
+            .into_iter()
+            .map(|instance| BundleEntry {
+                config: instance
+                    .guest
+                    .map(|guest| InstanceConfig {
+                        name: String::from(guest.name),
+                        ram_size: guest.memory,
+                        vcpus: guest.vcpus as usize,
+                        kernel: guest.kernel,
+                        ramdisk: guest.ramdisk,
+                        bootargs: guest.bootargs,
+                        affinity: instance
+                            .cpus
+                            .map(u64::from)
+                            .map(|cpus| cpus & all_cpus)
+                            .filter(|cpus| *cpus != 0)
+                            .unwrap_or(all_cpus),
+                        weight: instance.weight,
+                    })
+                    .map_err(|why| alloc::format!("guest bundle: {why}")),
+                name: instance.name,
+                start_at_boot: instance.start_at_boot,
+            })
+            .collect()
     }
 
     fn shut_down(conduit: PsciConduit) -> ! {

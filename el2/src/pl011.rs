@@ -47,8 +47,9 @@ const ID_REGISTERS: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 /// Longest line passed on at once; longer output is split.
 const MAX_LINE: usize = 256;
 
-/// Where console output goes: the instance's name, text without its newline, and whether the
-/// text ends a line (`false` for a partial line passed on early, such as a shell prompt).
+/// Where console output goes: the instance's name, text without its newline (as the guest
+/// wrote it: the sink escapes it, see [`escape_controls`]), and whether the text ends a line
+/// (`false` for a partial line passed on early, such as a shell prompt).
 pub type LineSink = fn(instance: &str, text: &str, ends_line: bool);
 
 /// Guest text as it may appear on the shared board console: control characters other than tab
@@ -119,7 +120,7 @@ impl Pl011 {
     }
 
     fn emit(&mut self, ends_line: bool) {
-        let text = escape_controls(&String::from_utf8_lossy(&self.line));
+        let text = String::from_utf8_lossy(&self.line);
         (self.sink)(&self.instance, &text, ends_line);
         self.line.clear();
     }
@@ -263,7 +264,9 @@ mod tests {
         for byte in b"\x1b[2Jred\x07\tok\r\n" {
             uart.write(DR, 1, u64::from(*byte));
         }
-        assert_eq!(take_lines()[0].1, "\\x1b[2Jred\\x07\tok");
+        let line = take_lines().remove(0).1;
+        assert_eq!(line, "\x1b[2Jred\x07\tok", "the sink gets the guest's text");
+        assert_eq!(escape_controls(&line), "\\x1b[2Jred\\x07\tok");
         assert_eq!(escape_controls("a\u{9b}b\u{7f}"), "a\\x9bb\\x7f");
         assert_eq!(
             escape_controls("caf\u{e9} \u{1f600}"),

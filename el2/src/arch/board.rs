@@ -4,14 +4,12 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
-
-use log::info;
+use log::{error, info};
 use platforms::PsciConduit;
 use spin::{Mutex, Once};
 
 use crate::arch::guest::{BuildError, InstanceConfig, Vm};
-use crate::arch::{console, gic, psci, sysregs};
+use crate::arch::{gic, management, psci, sysregs};
 use crate::instance::StopReason;
 use crate::memory::PhysAllocator;
 use crate::sched::{Scheduler, VcpuId};
@@ -36,9 +34,23 @@ pub struct Board {
     pub cpus: usize,
     /// The board UART's interrupt, if it has one.
     pub console_intid: Option<u32>,
-    /// Console input waits in the board UART until the instance's UART has room.
-    input_paused: AtomicBool,
+    /// The JSON port's interrupt, if the board has a second UART.
+    pub json_intid: Option<u32>,
+    /// Every instance the board can start (`start NAME`), by name.
+    catalog: Mutex<Vec<InstanceConfig>>,
+    /// Total board memory for instances, as at boot.
+    total_memory: u64,
     conduit: PsciConduit,
+}
+
+/// The board's interrupts and firmware conduit, for [`init`].
+pub struct BoardDevices {
+    /// The board console UART's interrupt.
+    pub console_intid: Option<u32>,
+    /// The JSON port UART's interrupt.
+    pub json_intid: Option<u32>,
+    /// How to reach the board's PSCI firmware.
+    pub conduit: PsciConduit,
 }
 
 static BOARD: Once<Board> = Once::new();
@@ -58,20 +70,21 @@ pub fn init(
     vmid_count: usize,
     cpus: usize,
     slice: u64,
-    console_intid: Option<u32>,
-    conduit: PsciConduit,
+    devices: BoardDevices,
 ) -> &'static Board {
     BOARD.call_once(|| Board {
         instances: Mutex::new((0..MAX_INSTANCES).map(|_| None).collect()),
         sched: Mutex::new(Scheduler::new(cpus, slice)),
+        total_memory: phys.free_bytes(),
         phys: Mutex::new(phys),
         vmids: Mutex::new(alloc::vec![1; vmid_count.div_ceil(64)]),
         vmid_count,
         stage2_config,
         cpus,
-        console_intid,
-        input_paused: AtomicBool::new(false),
-        conduit,
+        console_intid: devices.console_intid,
+        json_intid: devices.json_intid,
+        catalog: Mutex::new(Vec::new()),
+        conduit: devices.conduit,
     })
 }
 
@@ -159,24 +172,67 @@ impl Board {
         Ok(slot)
     }
 
+    /// Remembers `config` for `start NAME`.
+    pub fn add_to_catalog(&self, config: InstanceConfig) {
+        self.catalog.lock().push(config);
+    }
+
+    /// Starts the instance of the bundle called `name`.
+    pub fn start_by_name(&self, name: &str) -> Result<(), BuildError> {
+        let config = self
+            .catalog
+            .lock()
+            .iter()
+            .find(|config| config.name == name)
+            .cloned()
+            .ok_or(BuildError::NotInBundle)?;
+        self.start(config).map(drop)
+    }
+
+    /// Pauses (or resumes) every vCPU of `vm`.
+    pub fn pause(&self, vm: &Vm, paused: bool) {
+        vm.set_paused(paused);
+        for index in 0..vm.instance.vcpu_count() {
+            kick(vm.instance.slot, index);
+        }
+    }
+
     /// Every vCPU of the instance in `slot` saw it end: says why, takes it off the board and
-    /// gives back its memory and VMID. The board powers off when no instance is left.
+    /// gives back its memory and VMID, and starts it again if the operator asked for a restart.
+    /// The board powers off once the last instance has ended by itself (a guest's SYSTEM_OFF
+    /// or a fault; not when the operator destroyed it).
     pub fn instance_ended(&self, slot: usize, reason: &StopReason) {
         let Some(vm) = self.instance(slot) else {
             return;
         };
         info!("{}: stopped: {reason}", vm.instance.name);
+        let restart = vm.restart_requested().then(|| vm.config().clone());
         drop(vm);
         self.release(slot);
-        if self.instances.lock().iter().all(Option::is_none) {
+        if let Some(config) = restart {
+            let name = config.name.clone();
+            match self.start(config) {
+                Ok(_) => info!("{name}: restarted"),
+                Err(why) => error!("{name}: cannot restart: {why}"),
+            }
+            return;
+        }
+        let empty = self.instances.lock().iter().all(Option::is_none);
+        if empty && *reason != StopReason::Destroyed {
             self.shut_down();
         }
     }
 
     fn release(&self, slot: usize) {
-        let Some(vm) = self.instances.lock()[slot].take() else {
+        let (vm, position) = {
+            let mut instances = self.instances.lock();
+            let position = instances[..slot].iter().flatten().count();
+            (instances[slot].take(), position)
+        };
+        let Some(vm) = vm else {
             return;
         };
+        management::instance_removed(position);
         {
             let mut sched = self.sched.lock();
             for index in 0..vm.config().vcpus {
@@ -213,38 +269,14 @@ impl Board {
         self.vmids.lock()[n / 64] &= !(1 << (n % 64));
     }
 
-    /// Board memory free for instances: (all free bytes, the largest instance RAM possible).
-    pub fn free_memory(&self) -> (u64, u64) {
+    /// Board memory for instances: (free bytes, the largest instance RAM possible, all bytes).
+    pub fn free_memory(&self) -> (u64, u64, u64) {
         let phys = self.phys.lock();
-        (phys.free_bytes(), phys.largest_block(2 << 20))
-    }
-
-    /// Bytes typed on the board console go to the first instance (the one with the keyboard),
-    /// as many as its UART can take; the rest wait in the board UART, whose interrupt stays off
-    /// until the instance has read some.
-    pub fn console_input(&self) {
-        let Some(vm) = self.instances().into_iter().next() else {
-            // Nobody to type to: drain what was typed.
-            let mut discard = [0u8; 32];
-            while console::read_input(&mut discard) > 0 {}
-            return;
-        };
-        let mut buffer = [0u8; 32];
-        let room = vm.instance.console_space().min(buffer.len());
-        let count = console::read_input(&mut buffer[..room]);
-        vm.instance.console_input(&buffer[..count]);
-        if room == 0 || vm.instance.console_space() == 0 {
-            self.input_paused.store(true, Ordering::Relaxed);
-            console::enable_input(false);
-        }
-    }
-
-    /// Takes console input again once the instance with the keyboard has room for it.
-    pub fn resume_console_input(&self, vm: &Vm) {
-        if self.input_paused.load(Ordering::Relaxed) && vm.instance.console_space() > 0 {
-            self.input_paused.store(false, Ordering::Relaxed);
-            console::enable_input(true);
-        }
+        (
+            phys.free_bytes(),
+            phys.largest_block(2 << 20),
+            self.total_memory,
+        )
     }
 
     /// Powers the board off.

@@ -7,10 +7,12 @@ use core::fmt::Write;
 use platforms::pl011::Pl011Console;
 use spin::Mutex;
 
-/// The board UART, and the instance whose partial line (a prompt, say) is open on it.
+/// The board UART, the instance whose partial line (a prompt, say) is open on it, and the
+/// instance that has the keyboard (its output is shown raw).
 struct Console {
     uart: Pl011Console,
     open_line: Option<String>,
+    raw: Option<String>,
 }
 
 impl Console {
@@ -33,6 +35,7 @@ pub fn init(base: u64, level: log::LevelFilter) {
     *CONSOLE.lock() = Some(Console {
         uart,
         open_line: None,
+        raw: None,
     });
     // A second init (there is none) would keep the first logger, which is harmless.
     let _ = log::set_logger(&LOGGER);
@@ -87,18 +90,40 @@ pub fn write_fmt_from_panic(args: core::fmt::Arguments) {
     write_fmt(args);
 }
 
-/// A guest's console output, each line shown with the instance's name in front. A partial line
-/// stays open so the guest can continue it (a prompt and what is typed after it).
+/// Shows the output of `instance` raw from now on (it has the keyboard), or of none.
+pub fn set_raw_instance(instance: Option<&str>) {
+    if let Some(console) = CONSOLE.lock().as_mut() {
+        console.raw = instance.map(String::from);
+    }
+}
+
+/// Writes `text` on the console as it is (shell echo and replies).
+pub fn write_raw(text: &str) {
+    if let Some(console) = CONSOLE.lock().as_mut() {
+        let _ = console.uart.write_str(text);
+    }
+}
+
+/// A guest's console output, each line shown with the instance's name in front and control
+/// characters escaped; the instance with the keyboard's is shown raw. A partial line stays
+/// open so the guest can continue it (a prompt and what is typed after it).
 pub fn guest_line(instance: &str, text: &str, ends_line: bool) {
     let mut guard = CONSOLE.lock();
     let Some(console) = guard.as_mut() else {
         return;
     };
+    let raw = console.raw.as_deref() == Some(instance);
     if console.open_line.as_deref() != Some(instance) {
         console.close_line();
-        let _ = write!(console.uart, "[{instance}] ");
+        if !raw {
+            let _ = write!(console.uart, "[{instance}] ");
+        }
     }
-    let _ = console.uart.write_str(text);
+    if raw {
+        let _ = console.uart.write_str(text);
+    } else {
+        let _ = console.uart.write_str(&crate::pl011::escape_controls(text));
+    }
     if ends_line {
         let _ = console.uart.write_str("\n");
         console.open_line = None;

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use crate::arch::board::{Board, board, kick};
 use crate::arch::guest::Vm;
-use crate::arch::{gic, sysregs, vectors};
+use crate::arch::{gic, management, sysregs, vectors};
 use crate::exit::ExitKind;
 use crate::instance::{Next, Vcpu, VcpuStatus};
 use crate::sched::VcpuId;
@@ -118,6 +118,9 @@ impl PerCpu {
             VcpuStatus::Start { entry, context_id } => vcpu.power_on(entry, context_id),
             VcpuStatus::Continue => {}
         }
+        if vm.is_paused() {
+            return SliceEnd::Waiting { wake_at: None };
+        }
         if let Some((entry, context_id)) = vcpu.powered_down {
             // Its timer fires as soon as it is loaded if its deadline has passed.
             let wake_at = vcpu.wake_deadline(vm.counter_offset);
@@ -139,7 +142,7 @@ impl PerCpu {
             if kind == ExitKind::Irq {
                 self.take_interrupts(Some((vm, index)));
             }
-            board.resume_console_input(vm);
+            management::resume_console_input(vm);
             let syndrome = sysregs::trap_syndrome();
             let next = vm.instance.handle_exit(
                 &mut vcpu,
@@ -175,6 +178,9 @@ impl PerCpu {
             if core::mem::take(&mut self.resched) {
                 self.wake_sleepers();
                 let now = sysregs::counter();
+                if vm.is_paused() {
+                    break SliceEnd::Waiting { wake_at: None };
+                }
                 if now >= slice_end || board.sched.lock().should_preempt(self.index, now) {
                     break SliceEnd::Preempted;
                 }
@@ -278,7 +284,11 @@ impl PerCpu {
                     gic::deactivate(intid);
                 }
                 (intid, _) if Some(intid) == board().console_intid => {
-                    board().console_input();
+                    management::console_input();
+                    gic::deactivate(intid);
+                }
+                (intid, _) if Some(intid) == board().json_intid => {
+                    management::json_input();
                     gic::deactivate(intid);
                 }
                 // A kick: look at the scheduler again.

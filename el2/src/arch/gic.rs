@@ -49,12 +49,13 @@ static GIC: Mutex<Option<Physical>> = Mutex::new(None);
 static CPU_AFFINITIES: Once<alloc::vec::Vec<u64>> = Once::new();
 
 /// Takes over the GIC at `distributor`/`redistributors` for `affinities.len()` CPUs and sets up
-/// the distributor; `console_intid` is the board UART's interrupt, routed to CPU 0.
+/// the distributor; `device_intids` are the board devices' interrupts (the console UART, the
+/// JSON port), routed to CPU 0.
 pub fn init(
     distributor: u64,
     redistributors: u64,
     affinities: alloc::vec::Vec<u64>,
-    console_intid: Option<u32>,
+    device_intids: &[u32],
 ) {
     // SAFETY: the addresses come from the board's device tree, the identity map covers them as
     // device memory, and only this driver (created once, here) touches the GIC's MMIO frames.
@@ -68,7 +69,7 @@ pub fn init(
     .expect("a GICv3 redistributor region");
     GicCpuInterface::enable_system_register_el2(true);
     gic.setup(0);
-    if let Some(intid) = console_intid {
+    for &intid in device_intids {
         let intid = IntId::spi(intid - 32);
         let distributor = gic.distributor();
         distributor

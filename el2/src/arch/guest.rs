@@ -4,7 +4,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::alloc::Layout;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use devicetree::MemRange;
 use devicetree::guest::{GuestGic, GuestPlatform, RAM_BASE};
@@ -64,6 +64,8 @@ pub enum BuildError {
     NameTaken,
     /// The board has no free slot or VMID for another instance.
     TooManyInstances,
+    /// No instance of that name is in the board's bundle.
+    NotInBundle,
 }
 
 impl core::fmt::Display for BuildError {
@@ -78,11 +80,13 @@ impl core::fmt::Display for BuildError {
             Self::OutsideRam(error) => write!(f, "loading the guest: {error}"),
             Self::NameTaken => write!(f, "an instance of that name already runs"),
             Self::TooManyInstances => write!(f, "the board runs as many instances as it can"),
+            Self::NotInBundle => write!(f, "no instance of that name in the board's bundle"),
         }
     }
 }
 
 /// What an instance is made from.
+#[derive(Clone)]
 pub struct InstanceConfig {
     /// The instance's name.
     pub name: String,
@@ -123,6 +127,10 @@ pub struct Vm {
     resetting: AtomicUsize,
     /// Bit n: vCPU n saw the instance end.
     ended: AtomicU64,
+    /// The operator paused it: its vCPUs wait off their CPUs.
+    paused: AtomicBool,
+    /// The operator asked for it to start again once it has ended.
+    restart: AtomicBool,
     /// Kept for the instance's lifetime: the tables the hardware walks (and, later, dirty tracking).
     _stage2: Mutex<stage2::Stage2Table<HeapFrames, Stage2Tlb>>,
 }
@@ -201,6 +209,8 @@ impl Vm {
             last_ran: (0..cpus).map(|_| AtomicUsize::new(0)).collect(),
             resetting: AtomicUsize::new(NOBODY),
             ended: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            restart: AtomicBool::new(false),
             _stage2: Mutex::new(stage2),
         })
     }
@@ -244,9 +254,32 @@ impl Vm {
         Some(true)
     }
 
+    /// True while the operator holds the instance paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Pauses or resumes the instance (the caller kicks its vCPUs).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+    }
+
+    /// Asks for the instance to be started again once it has ended.
+    pub fn request_restart(&self) {
+        self.restart.store(true, Ordering::Release);
+    }
+
+    /// True if the operator asked for a restart.
+    pub fn restart_requested(&self) -> bool {
+        self.restart.load(Ordering::Acquire)
+    }
+
     /// True if `vcpu`, waiting off its CPU, has something to wake for: an interrupt, or (when
-    /// it waits to reset the instance) the other vCPUs having left.
+    /// it waits to reset the instance) the other vCPUs having left. Never while paused.
     pub fn should_wake(&self, vcpu: usize) -> bool {
+        if self.is_paused() {
+            return false;
+        }
         if self.resetting.load(Ordering::Acquire) == vcpu {
             return self.instance.others_out(vcpu);
         }

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod gic;
 pub mod guest;
 pub mod heap;
+pub mod management;
 pub mod mmu;
 pub mod psci;
 pub mod sysregs;

@@ -34,25 +34,29 @@ fn linux_boots_and_runs_a_shell(vcpus: u32) {
         &format!("linux on {vcpus} vCPUs"),
         &board,
         &[
-            (PROMPT, "cat /proc/cpuinfo\r"),
+            // The keyboard starts with the management shell: Ctrl-] gives it to the guest,
+            // whose output is shown raw from then on.
+            (PROMPT, "\x1d"),
+            ("keyboard to linux", "cat /proc/cpuinfo\r"),
             (PROMPT, "cat /proc/interrupts\r"),
             (PROMPT, "sleep 1\r"),
             (PROMPT, "cat /proc/interrupts\r"),
-            (PROMPT, "echo $((6*7))\r"),
+            (PROMPT, "echo RESULT=$((6*7))\r"),
             (PROMPT, "poweroff -f\r"),
         ],
     );
     log.powered_off()
         .has(linux_guest::INIT_MARKER)
         .has(&format!("GUEST-INIT: cpus {vcpus} "))
-        .has("[linux] 42")
-        .in_order("[linux] 42", "linux: stopped: the guest called SYSTEM_OFF")
+        .has("console: keyboard to linux")
+        .has("RESULT=42")
+        .in_order("RESULT=42", "linux: stopped: the guest called SYSTEM_OFF")
         .lacks("PANIC");
 
     let serial = log.serial();
     let processors: Vec<&str> = serial
         .lines()
-        .filter(|line| line.starts_with("[linux] processor"))
+        .filter(|line| line.starts_with("processor"))
         .collect();
     assert_eq!(
         processors.len(),
