@@ -20,10 +20,23 @@ register_bitfields! {
     pub FR [
         /// Transmit FIFO empty.
         TXFE OFFSET(7) NUMBITS(1) [],
+        /// Receive FIFO full.
+        RXFF OFFSET(6) NUMBITS(1) [],
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
         /// UART busy transmitting.
         BUSY OFFSET(3) NUMBITS(1) [],
+    ],
+    /// Interrupt bits, as laid out in IMSC, RIS, MIS and ICR.
+    pub INT [
+        /// Receive timeout.
+        RT OFFSET(6) NUMBITS(1) [],
+        /// Transmit (FIFO at or below its trigger level).
+        TX OFFSET(5) NUMBITS(1) [],
+        /// Receive (FIFO at or above its trigger level).
+        RX OFFSET(4) NUMBITS(1) [],
     ]
 }
 
@@ -34,6 +47,23 @@ register_structs! {
         (0x004 => _reserved0),
         (0x018 => pub fr: ReadOnly<u32, FR::Register>),
         (0x01c => _reserved1),
+        /// Integer baud rate divisor (16 bits).
+        (0x024 => pub ibrd: ReadWrite<u32>),
+        /// Fractional baud rate divisor (6 bits).
+        (0x028 => pub fbrd: ReadWrite<u32>),
+        /// Line control (8 bits).
+        (0x02c => pub lcr_h: ReadWrite<u32>),
+        /// Control.
+        (0x030 => pub cr: ReadWrite<u32>),
+        /// Interrupt FIFO level select.
+        (0x034 => pub ifls: ReadWrite<u32>),
+        /// Interrupt mask set/clear (11 bits).
+        (0x038 => pub imsc: ReadWrite<u32, INT::Register>),
+        /// Raw interrupt status.
+        (0x03c => pub ris: ReadOnly<u32, INT::Register>),
+        /// Masked interrupt status.
+        (0x040 => pub mis: ReadOnly<u32, INT::Register>),
+        (0x044 => _reserved2),
         /// PeriphID0..3 then PCellID0..3 (low byte of each).
         (0xfe0 => pub id: [ReadOnly<u32>; 8]),
         (0x1000 => @END),

@@ -4,6 +4,8 @@ use crate::println;
 
 /// PSCI_VERSION.
 pub const PSCI_VERSION: u64 = 0x8400_0000;
+/// PSCI AFFINITY_INFO, SMC64.
+pub const PSCI_AFFINITY_INFO: u64 = 0xC400_0004;
 /// PSCI MIGRATE_INFO_TYPE.
 pub const PSCI_MIGRATE_INFO_TYPE: u64 = 0x8400_0006;
 /// PSCI SYSTEM_OFF.
@@ -14,6 +16,8 @@ pub const PSCI_FEATURES: u64 = 0x8400_000a;
 pub const SMCCC_VERSION: u64 = 0x8000_0000;
 /// SMCCC NOT_SUPPORTED (-1) as returned in x0.
 pub const NOT_SUPPORTED: u64 = u64::MAX;
+/// PSCI INVALID_PARAMETERS (-2) as returned in x0.
+pub const INVALID_PARAMETERS: u64 = -2i64 as u64;
 
 macro_rules! smccc_asm {
     ($insn:literal, $fid:expr, $a1:expr, $a2:expr, $a3:expr) => {{

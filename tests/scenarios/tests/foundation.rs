@@ -3,10 +3,32 @@
 
 use scenarios::{Log, board_with_guest, board_with_image};
 
-/// The basic guest's own checks: its RAM, its device tree, the emulated UART and PSCI.
+/// Fails the scenario unless some line of the log is exactly `line` (ignoring a trailing CR).
+fn has_line<'a>(log: &'a Log, line: &str) -> &'a Log {
+    log.check(
+        log.serial()
+            .lines()
+            .any(|l| l.trim_end_matches('\r') == line),
+        &format!("no line is exactly {line:?}"),
+    )
+}
+
+/// The SMCCC calls the basic guest makes over SMC, as the hypervisor logs each trapped one.
+const BASIC_SMC_CALLS: [&str; 5] = [
+    "PsciVersion",
+    "MigrateInfoType",
+    "PsciFeatures(80000000)",
+    "SmcccVersion",
+    "AffinityInfo { target: 1, level: 0 }",
+];
+
+/// The basic guest's own checks on a board with `cpus` CPUs: its RAM, its device tree, the
+/// emulated UART, PSCI over HVC and over SMC (trapped and answered by the hypervisor, as its debug
+/// log shows), and that the guest has exactly one CPU whatever the board has.
 fn basic_guest_passes(cpus: u32) {
     let mut board = board_with_guest("basic");
     board.cpus = cpus;
+    board.bootargs = "log=debug guest.name=basic guest.mem=64M".into();
     let log = Log::boot(&format!("basic on {cpus} CPUs"), &board);
     log.powered_off()
         .has(&format!(
@@ -17,15 +39,69 @@ fn basic_guest_passes(cpus: u32) {
         .has("[basic] PASS: ram pattern")
         .has("[basic] PASS: uart id registers")
         .has("[basic] PASS: uart output")
+        .has("[basic] PASS: uart control registers")
+        .has("[basic] PASS: uart interrupt status")
         .has("[basic] PASS: psci")
         .has("[basic] PASS: psci over smc")
+        .has("[basic] PASS: one cpu")
         .lacks("FAIL")
         .lacks("PANIC")
+        // Nothing the hypervisor logged about the guest was dropped by its rate limit.
+        .lacks("suppressed")
         .in_order(
             "[basic] RESULT: PASS",
             "basic: stopped: the guest called SYSTEM_OFF",
         )
         .in_order("basic: stopped", "all instances stopped: powering off");
+
+    // What the guest read from the UART: a PL011 with empty FIFOs, registers that keep what is
+    // written (to their widths), and its transmit interrupt raised.
+    has_line(
+        &log,
+        "[basic] uart flags after output: FR=0x90 (TXFE=1 RXFE=1 TXFF=0 RXFF=0 BUSY=0)",
+    );
+    has_line(
+        &log,
+        "[basic] uart control registers: wrote IBRD=0x12345 FBRD=0xff LCR_H=0x376 IMSC=0xffff, \
+         read back IBRD=0x2345 FBRD=0x3f LCR_H=0x76 IMSC=0x7ff",
+    );
+    has_line(
+        &log,
+        "[basic] uart interrupt status: RIS=0x20 MIS=0x20 with IMSC=0x7ff, MIS=0x0 with IMSC=0",
+    );
+
+    // PSCI over SMC: the hypervisor trapped each call (once) and answered it. QEMU's own PSCI
+    // firmware, were the SMCs to reach it, would answer FEATURES(SMCCC_VERSION) and SMCCC_VERSION
+    // with -1, and log nothing.
+    has_line(
+        &log,
+        "[basic] psci over smc: VERSION=0x10001 MIGRATE_INFO_TYPE=0x2 \
+         FEATURES(SMCCC_VERSION)=0x0 SMCCC_VERSION=0x10001 AFFINITY_INFO(mpidr 1)=-2",
+    );
+    for call in BASIC_SMC_CALLS {
+        has_line(&log, &format!("el2 DEBUG: basic: vCPU 0: Smc {call}"));
+    }
+    log.check(
+        log.count("el2 DEBUG: basic: vCPU 0: Smc ") == BASIC_SMC_CALLS.len(),
+        "one trapped SMC logged per SMC the guest made",
+    )
+    .in_order(
+        "el2 DEBUG: basic: vCPU 0: Smc SmcccVersion",
+        "[basic] psci over smc:",
+    );
+
+    // One vCPU, whatever the board has: one CPU in the guest's DT, and PSCI (which the guest
+    // asked over HVC, as the hypervisor logged) knows no MPIDR 1.
+    has_line(
+        &log,
+        "[basic] cpus: 1 in the device tree (reg 0x0), this CPU is MPIDR 0x0; \
+         AFFINITY_INFO(mpidr 0x0)=0 AFFINITY_INFO(mpidr 1)=-2 CPU_ON(mpidr 1)=-2",
+    );
+    has_line(
+        &log,
+        "el2 DEBUG: basic: vCPU 0: Hvc AffinityInfo { target: 1, level: 0 }",
+    );
+    log.has("el2 DEBUG: basic: vCPU 0: Hvc CpuOn { target: 1, ");
 }
 
 #[test]
@@ -34,7 +110,7 @@ fn basic_guest_on_one_cpu() {
 }
 
 #[test]
-fn basic_guest_on_four_cpus_with_secondaries_parked() {
+fn basic_guest_sees_one_cpu_on_a_four_cpu_board() {
     basic_guest_passes(4);
 }
 

@@ -1,5 +1,6 @@
-//! Test guest `basic`: DT memory node, PL011 ID registers and output, an address-derived pattern
-//! over all free RAM, PSCI over HVC and SMC.
+//! Test guest `basic`: DT memory node, the PL011's ID, flag, control and interrupt registers, an
+//! address-derived pattern over all free RAM, PSCI over HVC and SMC (with calls only the hypervisor
+//! answers as it does, not the board firmware), and that it has exactly one CPU.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -12,14 +13,19 @@ mod guest {
     use core::ptr::{read_volatile, write_volatile};
 
     use test_guests::{
-        check, console, entry, fail, finish, hvc_call, image_end, println, smc_call,
+        ExceptionRecord, check,
+        console::{self, FR, INT},
+        entry, fail, finish, hvc_call, image_end, println,
+        report::Text,
+        smc_call,
         smccc::{
-            NOT_SUPPORTED, PSCI_FEATURES, PSCI_MIGRATE_INFO_TYPE, PSCI_SYSTEM_OFF, PSCI_VERSION,
-            SMCCC_VERSION,
+            INVALID_PARAMETERS, NOT_SUPPORTED, PSCI_AFFINITY_INFO, PSCI_FEATURES,
+            PSCI_MIGRATE_INFO_TYPE, PSCI_SYSTEM_OFF, PSCI_VERSION, SMCCC_VERSION,
         },
+        smp::{self, PSCI_CPU_ON},
         take_exception,
     };
-    use tock_registers::interfaces::Readable;
+    use tock_registers::interfaces::{Readable, Writeable};
 
     entry!(run);
 
@@ -51,10 +57,23 @@ mod guest {
             base == RAM_BASE && size != 0 && size % 0x20_0000 == 0,
             format_args!("base={base:#x} size={size:#x}"),
         );
+        // The CPUs the DT gives this guest: the nodes under /cpus with device_type "cpu".
+        let (mut dt_cpus, mut dt_cpu_reg) = (0usize, None);
+        let cpu_nodes = fdt
+            .find_node("/cpus")
+            .into_iter()
+            .flat_map(|n| n.children());
+        for node in
+            cpu_nodes.filter(|n| n.property("device_type").and_then(|p| p.as_str()) == Some("cpu"))
+        {
+            dt_cpus += 1;
+            dt_cpu_reg = dt_cpu_reg.or(node.property("reg").and_then(|p| p.as_usize()));
+        }
 
         uart();
         ram(base, size, dtb, dtb_size);
         psci();
+        cpus(dt_cpus, dt_cpu_reg);
         finish()
     }
 
@@ -86,17 +105,85 @@ mod guest {
             }
         }
 
+        // After all the output so far, the transmitter drains and nothing has been typed: a PL011
+        // then shows both FIFOs empty (and neither full nor busy). FR reading 0 fails.
         let mut spins = 0;
-        while regs.fr.is_set(console::FR::BUSY) && spins < 1_000_000 {
+        while regs.fr.is_set(FR::BUSY) && spins < 1_000_000 {
             spins += 1;
         }
         let fr = regs.fr.extract();
-        let ok = !fr.is_set(console::FR::TXFF)
-            && (fr.is_set(console::FR::TXFE) || !fr.is_set(console::FR::BUSY));
+        println!(
+            "uart flags after output: FR={:#x} (TXFE={} RXFE={} TXFF={} RXFF={} BUSY={})",
+            fr.get(),
+            fr.read(FR::TXFE),
+            fr.read(FR::RXFE),
+            fr.read(FR::TXFF),
+            fr.read(FR::RXFF),
+            fr.read(FR::BUSY)
+        );
         check(
             "uart output",
-            ok,
-            format_args!("FR={:#x} when idle", fr.get()),
+            fr.get() != 0
+                && fr.matches_all(
+                    FR::TXFE::SET
+                        + FR::RXFE::SET
+                        + FR::TXFF::CLEAR
+                        + FR::RXFF::CLEAR
+                        + FR::BUSY::CLEAR,
+                ),
+            format_args!(
+                "FR={:#x} when idle, expected TXFE and RXFE set, TXFF, RXFF and BUSY clear",
+                fr.get()
+            ),
+        );
+
+        // Control registers keep what was written, cut to their widths (IBRD 16 bits, FBRD 6,
+        // LCR_H 8, IMSC 11); the originals are put back before anything else is printed.
+        let saved = (
+            regs.ibrd.get(),
+            regs.fbrd.get(),
+            regs.lcr_h.get(),
+            regs.imsc.get(),
+        );
+        regs.ibrd.set(0x1_2345);
+        regs.fbrd.set(0xff);
+        regs.lcr_h.set(0x3_76);
+        regs.imsc.set(0xffff);
+        let got = (
+            regs.ibrd.get(),
+            regs.fbrd.get(),
+            regs.lcr_h.get(),
+            regs.imsc.get(),
+        );
+        // Raw status with nothing received: only the transmit interrupt (its FIFO is below its
+        // trigger level); masked status follows IMSC.
+        let (ris, mis_unmasked) = (regs.ris.get(), regs.mis.get());
+        regs.imsc.set(0);
+        let mis_masked = regs.mis.get();
+        regs.ibrd.set(saved.0);
+        regs.fbrd.set(saved.1);
+        regs.lcr_h.set(saved.2);
+        regs.imsc.set(saved.3);
+        println!(
+            "uart control registers: wrote IBRD=0x12345 FBRD=0xff LCR_H=0x376 IMSC=0xffff, read back \
+             IBRD={:#x} FBRD={:#x} LCR_H={:#x} IMSC={:#x}",
+            got.0, got.1, got.2, got.3
+        );
+        check(
+            "uart control registers",
+            got == (0x2345, 0x3f, 0x76, 0x7ff),
+            "expected IBRD=0x2345 FBRD=0x3f LCR_H=0x76 IMSC=0x7ff",
+        );
+        println!(
+            "uart interrupt status: RIS={ris:#x} MIS={mis_unmasked:#x} with IMSC=0x7ff, \
+             MIS={mis_masked:#x} with IMSC=0"
+        );
+        let (tx, rx) = (INT::TX::SET.value, (INT::RX::SET + INT::RT::SET).value);
+        check(
+            "uart interrupt status",
+            ris & (tx | rx) == tx && mis_unmasked & (tx | rx) == tx && mis_masked == 0,
+            "expected the transmit interrupt raised (RIS bit 5) and no receive interrupt, \
+             MIS = RIS & IMSC",
         );
     }
 
@@ -192,16 +279,98 @@ mod guest {
             }
         }
 
+        // The same calls over SMC, which the hypervisor traps (HCR_EL2.TSC) and answers itself; the
+        // scenario checks its log of each trap. QEMU's own PSCI firmware answers VERSION and
+        // MIGRATE_INFO_TYPE alike, but FEATURES(SMCCC_VERSION) and SMCCC_VERSION with -1, and
+        // AFFINITY_INFO of MPIDR 1 with its state on a board with more than one CPU.
         take_exception();
-        let version = smc_call(PSCI_VERSION, 0, 0, 0);
-        match take_exception() {
+        let mut exc: Option<ExceptionRecord> = None;
+        let mut smc = |fid: u64, arg: u64| {
+            let result = smc_call(fid, arg, 0, 0);
+            if let Some(e) = take_exception() {
+                exc.get_or_insert(e);
+            }
+            result
+        };
+        let version = smc(PSCI_VERSION, 0);
+        let migrate = smc(PSCI_MIGRATE_INFO_TYPE, 0);
+        let f_smccc = smc(PSCI_FEATURES, SMCCC_VERSION);
+        let smccc = smc(SMCCC_VERSION, 0);
+        let affinity_1 = smc(PSCI_AFFINITY_INFO, smp::mpidr_of(1));
+        println!(
+            "psci over smc: VERSION={version:#x} MIGRATE_INFO_TYPE={migrate:#x} \
+             FEATURES(SMCCC_VERSION)={f_smccc:#x} SMCCC_VERSION={smccc:#x} \
+             AFFINITY_INFO(mpidr 1)={}",
+            affinity_1 as i64
+        );
+        match exc {
             Some(e) => fail(
                 "psci over smc",
                 format_args!("SMC took an exception at EL1: {e}"),
             ),
             None => {
-                println!("psci over smc: VERSION={version:#x}");
-                check("psci over smc", version == 0x1_0001, "expected 0x10001");
+                let ok = version == 0x1_0001
+                    && migrate == 2
+                    && f_smccc == 0
+                    && smccc == 0x1_0001
+                    && affinity_1 == INVALID_PARAMETERS;
+                check(
+                    "psci over smc",
+                    ok,
+                    "expected VERSION=0x10001 MIGRATE_INFO_TYPE=0x2 FEATURES(SMCCC_VERSION)=0x0 \
+                     SMCCC_VERSION=0x10001 AFFINITY_INFO(mpidr 1)=-2",
+                );
+            }
+        }
+    }
+
+    /// This guest has one vCPU, whatever the board has: its DT lists one CPU (with this CPU's
+    /// MPIDR), PSCI says MPIDR 0 is on and knows no MPIDR 1, and CPU_ON cannot start one.
+    fn cpus(dt_cpus: usize, dt_cpu_reg: Option<usize>) {
+        let me = smp::mpidr_of(smp::cpu_id());
+        take_exception();
+        let affinity_me = hvc_call(PSCI_AFFINITY_INFO, me, 0, 0);
+        let affinity_1 = hvc_call(PSCI_AFFINITY_INFO, smp::mpidr_of(1), 0, 0);
+        // Were there a vCPU 1, it would start in the runtime's secondary entry with no Rust entry
+        // registered, print a FAIL line and power off.
+        let cpu_on_1 = hvc_call(
+            PSCI_CPU_ON,
+            smp::mpidr_of(1),
+            smp::secondary_entry(),
+            smp::stack_top(1) as u64,
+        );
+        let exc = take_exception();
+        let reg = match dt_cpu_reg {
+            Some(reg) => Text::<24>::format(format_args!("{reg:#x}")),
+            None => Text::format(format_args!("none")),
+        };
+        println!(
+            "cpus: {dt_cpus} in the device tree (reg {}), this CPU is MPIDR {me:#x}; \
+             AFFINITY_INFO(mpidr {me:#x})={} AFFINITY_INFO(mpidr 1)={} CPU_ON(mpidr 1)={}",
+            reg.as_str(),
+            affinity_me as i64,
+            affinity_1 as i64,
+            cpu_on_1 as i64
+        );
+        match exc {
+            Some(e) => fail(
+                "one cpu",
+                format_args!("an HVC took an exception at EL1: {e}"),
+            ),
+            None => {
+                let ok = dt_cpus == 1
+                    && dt_cpu_reg == Some(me as usize)
+                    && affinity_me == 0
+                    && affinity_1 == INVALID_PARAMETERS
+                    && cpu_on_1 == INVALID_PARAMETERS;
+                check(
+                    "one cpu",
+                    ok,
+                    format_args!(
+                        "expected 1 cpu node (reg {me:#x}), AFFINITY_INFO(mpidr {me:#x})=0 (on), \
+                         AFFINITY_INFO(mpidr 1)=-2 and CPU_ON(mpidr 1)=-2 (INVALID_PARAMETERS)"
+                    ),
+                );
             }
         }
     }
