@@ -45,18 +45,21 @@ const COMMANDS: [CommandHelp; 8] = [
         alternative: "",
         summary: "boot the hypervisor on QEMU virt (GICv3) with a guest, its console on this terminal;\n\
                   fails if the hypervisor refuses the guest (serial log in target/run-serial.log)",
-        options: "  (none)          Debian's Linux with a busybox shell (fetched once, cached), 256 MiB\n  \
+        options: "  (none)          two instances, web and db, of Debian's Linux with a busybox shell\n                  \
+                  (fetched once, cached), 256 MiB each\n  \
                   --kernel IMAGE  your own arm64 Image, packed into a bundle with 256 MiB and the\n                  \
                   console on ttyAMA0\n  \
                   --initrd FILE   an initramfs for --kernel\n  \
                   --guest FILE    a guest bundle (.fit), which names its vCPUs and memory, or a bare\n                  \
                   arm64 Image (1 vCPU, 128 MiB), as it is\n  \
-                  --vcpus N       vCPUs of the default or --kernel guest, 1 to 8 (default 2)\n  \
-                  --smp N         host CPUs, 1 to 8, at least one per vCPU as each vCPU is pinned to\n                  \
-                  its own (default: one per vCPU)\n  \
+                  --vcpus N       vCPUs of each default instance or of the --kernel guest, 1 to 8\n                  \
+                  (default 2)\n  \
+                  --smp N         host CPUs, 1 to 8 (default 2); vCPUs are scheduled on them\n  \
                   --mem MiB       board RAM, at least 128 (default 1024): the hypervisor keeps about\n                  \
-                  64 MiB, the guest's memory comes on top\n\n\
-                  `poweroff -f` in the guest (or Ctrl-C) ends the run.",
+                  64 MiB, the guests' memory comes on top\n\n\
+                  The keyboard starts with the management shell (el2> ): Ctrl-] types into the next\n\
+                  instance, Ctrl-\\ returns to the shell. The board powers off when its last instance\n\
+                  does (`poweroff -f` in each Linux), or end the run with Ctrl-C.",
     },
     CommandHelp {
         name: "test",
@@ -351,14 +354,6 @@ fn parse_run(args: &[String]) -> Result<Invocation, String> {
         return Err(format!(
             "--smp {cpus}: the board has 1 to {MAX_CPUS} CPUs, as the hypervisor supports at most \
              {MAX_CPUS}"
-        ));
-    }
-    if let (Some(vcpus), Some(cpus)) = (vcpus, smp)
-        && vcpus > cpus
-    {
-        return Err(format!(
-            "--vcpus {vcpus} with --smp {cpus}: each vCPU is pinned to a host CPU of its own, so \
-             --smp must be at least --vcpus"
         ));
     }
     let memory_mib = memory.unwrap_or(DEFAULT_BOARD_MIB);
@@ -828,7 +823,6 @@ mod tests {
             ("--vcpus -1", "takes a number"),
             ("--smp 0", "1 to 8 CPUs"),
             ("--smp 9", "1 to 8 CPUs"),
-            ("--vcpus 4 --smp 2", "pinned to a host CPU of its own"),
             ("--mem 127", "at least 128 MiB"),
             ("--mem 64M", "takes a number"),
             ("--gic 2", "GICv2 is not supported yet"),
@@ -843,6 +837,11 @@ mod tests {
             assert!(!error.contains('\n'), "run {words}: {error}");
         }
         assert_eq!(run("--mem 128").map(|o| o.memory_mib), Ok(128));
+        assert_eq!(
+            run("--vcpus 4 --smp 2").map(|o| o.smp),
+            Ok(Some(2)),
+            "more vCPUs than host CPUs: the hypervisor schedules them"
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 
 use crate::build::{images_dir, run, workspace_root};
-use crate::bundle::{BundleSpec, is_arm64_image, write_bundle_file};
+use crate::bundle::{
+    BoardPart, BundleSpec, InstanceSpec, is_arm64_image, write_board_bundle_file, write_bundle_file,
+};
 use crate::cpio::Cpio;
 
 /// The metapackage that names the current `cloud` flavour kernel package.
@@ -196,6 +198,38 @@ pub fn linux_bundle(vcpus: u32) -> Result<PathBuf, String> {
         bootargs: BOOTARGS.into(),
     };
     write_bundle_file(&spec, &out)?;
+    Ok(out)
+}
+
+/// The instances of `cargo xtask run`'s default board bundle.
+pub const DEFAULT_INSTANCES: [&str; 2] = ["web", "db"];
+
+/// The board bundle `cargo xtask run` boots by default: [`DEFAULT_INSTANCES`], each Debian's
+/// Linux with `vcpus` vCPUs and [`MEMORY`], the kernel and initramfs stored once:
+/// `target/images/linux-board-<vcpus>cpu.fit`.
+pub fn board_bundle(vcpus: u32) -> Result<PathBuf, String> {
+    fetch()?;
+    let initrd = build_initramfs()?;
+    let out = images_dir().join(format!("linux-board-{vcpus}cpu.fit"));
+    let parts: Vec<BoardPart> = DEFAULT_INSTANCES
+        .iter()
+        .map(|name| {
+            BoardPart::Instance(InstanceSpec {
+                spec: BundleSpec {
+                    kernel: kernel_image(),
+                    initrd: Some(initrd.clone()),
+                    name: (*name).into(),
+                    memory: MEMORY,
+                    vcpus,
+                    bootargs: BOOTARGS.into(),
+                },
+                start_at_boot: true,
+                cpus: None,
+                weight: devicetree::fit::DEFAULT_WEIGHT,
+            })
+        })
+        .collect();
+    write_board_bundle_file(&parts, &out)?;
     Ok(out)
 }
 

@@ -15,6 +15,8 @@ use xtask::qemu::{self, Board};
 /// RAM of the instance the hypervisor makes of a bare Image given with `run --guest`, in MiB
 /// (passed as `guest.mem`).
 const BARE_IMAGE_MIB: u64 = 128;
+/// Host CPUs of `run`'s board unless `--smp` says otherwise.
+const DEFAULT_RUN_CPUS: u32 = 2;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,7 +61,11 @@ fn run(options: RunOptions) -> Result<(), String> {
     qemu::check_qemu()?;
     // The guest's vCPUs and RAM, from the user's files before the build, which takes a while.
     let (vcpus, guest_memory, bare_image) = match &options.guest {
-        RunGuest::Linux { vcpus } => (*vcpus, linux_guest::MEMORY, false),
+        RunGuest::Linux { vcpus } => (
+            *vcpus,
+            linux_guest::MEMORY * linux_guest::DEFAULT_INSTANCES.len() as u64,
+            false,
+        ),
         RunGuest::Kernel {
             kernel,
             initrd,
@@ -82,16 +88,11 @@ fn run(options: RunOptions) -> Result<(), String> {
             }
         }
     };
-    let cpus = options.smp.unwrap_or(vcpus);
-    if vcpus > cpus {
-        return Err(format!(
-            "the guest has {vcpus} vCPUs but --smp is {cpus}: each vCPU is pinned to a host CPU \
-             of its own, so give --smp {vcpus} or more"
-        ));
-    }
+    // vCPUs are scheduled on the host CPUs: a board with more would only add QEMU threads.
+    let cpus = options.smp.unwrap_or(vcpus.min(DEFAULT_RUN_CPUS));
     build::build_all()?;
     let image = match options.guest {
-        RunGuest::Linux { vcpus } => linux_guest::linux_bundle(vcpus)?,
+        RunGuest::Linux { vcpus } => linux_guest::board_bundle(vcpus)?,
         RunGuest::Kernel {
             kernel,
             initrd,

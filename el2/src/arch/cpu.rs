@@ -188,12 +188,14 @@ impl PerCpu {
             }
         };
         self.save(vm, &mut vcpu);
-        // An idle guest may be waiting for input after a prompt: show the prompt.
-        vm.instance.flush_console();
         match end {
-            SliceEnd::Waiting { wake_at: None } => SliceEnd::Waiting {
-                wake_at: vcpu.wake_deadline(vm.counter_offset),
-            },
+            SliceEnd::Waiting { wake_at: None } => {
+                // An idle guest may be waiting for input after a prompt: show the prompt.
+                vm.instance.flush_console();
+                SliceEnd::Waiting {
+                    wake_at: vcpu.wake_deadline(vm.counter_offset),
+                }
+            }
             other => other,
         }
     }
