@@ -760,6 +760,7 @@ impl Instance {
                 }
             } else if (UART_BASE..UART_BASE + Pl011::WINDOW).contains(&ipa) {
                 let offset = ipa - UART_BASE;
+                shared.uart.set_clock(now, self.counter_hz);
                 let value = if access.write {
                     shared
                         .uart

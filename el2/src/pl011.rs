@@ -11,6 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::mmio::MmioDevice;
+use crate::ratelimit::{Admission, LogBudget};
 
 const DR: u64 = 0x000;
 const RSR_ECR: u64 = 0x004;
@@ -73,6 +74,10 @@ pub struct Pl011 {
     instance: String,
     sink: LineSink,
     line: Vec<u8>,
+    /// Bounds the lines this UART puts on the board console.
+    budget: LogBudget,
+    /// The counter and its frequency at the latest access (the budget's clock).
+    clock: (u64, u64),
     rx: VecDeque<u8>,
     ibrd: u64,
     fbrd: u64,
@@ -94,6 +99,8 @@ impl Pl011 {
             instance: instance.into(),
             sink,
             line: Vec::with_capacity(MAX_LINE),
+            budget: LogBudget::console(0),
+            clock: (0, 1),
             rx: VecDeque::with_capacity(RX_FIFO),
             ibrd: 0,
             fbrd: 0,
@@ -120,9 +127,30 @@ impl Pl011 {
     }
 
     fn emit(&mut self, ends_line: bool) {
-        let text = String::from_utf8_lossy(&self.line);
-        (self.sink)(&self.instance, &text, ends_line);
+        let (now, hz) = self.clock;
+        // A partial line (a prompt) is passed on as it stands and costs nothing until it ends.
+        let admission = if ends_line {
+            self.budget.admit(now, hz)
+        } else {
+            Admission::Print { suppressed: 0 }
+        };
+        if let Admission::Print { suppressed } = admission {
+            if suppressed > 0 {
+                let note = alloc::format!(
+                    "({suppressed} console lines suppressed: at most {} a second)",
+                    self.budget.per_second()
+                );
+                (self.sink)(&self.instance, &note, true);
+            }
+            let text = String::from_utf8_lossy(&self.line);
+            (self.sink)(&self.instance, &text, ends_line);
+        }
         self.line.clear();
+    }
+
+    /// Sets the clock the console budget runs on: the counter reads `now`, at `hz` a second.
+    pub fn set_clock(&mut self, now: u64, hz: u64) {
+        self.clock = (now, hz.max(1));
     }
 
     /// Passes on a partial line, e.g. a prompt when the guest goes idle or stops.
@@ -272,6 +300,26 @@ mod tests {
             escape_controls("caf\u{e9} \u{1f600}"),
             "caf\u{e9} \u{1f600}"
         );
+    }
+
+    #[test]
+    fn a_console_flood_is_rate_limited_and_reported() {
+        let mut uart = Pl011::new("g", record);
+        uart.set_clock(0, 1_000_000_000);
+        for _ in 0..LogBudget::CONSOLE_BURST + 50 {
+            uart.write(DR, 1, u64::from(b'x'));
+            uart.write(DR, 1, u64::from(b'\n'));
+        }
+        assert_eq!(take_lines().len() as u64, LogBudget::CONSOLE_BURST);
+        uart.set_clock(1_000_000_000, 1_000_000_000);
+        uart.write(DR, 1, u64::from(b'y'));
+        uart.write(DR, 1, u64::from(b'\n'));
+        let lines = take_lines();
+        assert_eq!(
+            lines[0].1,
+            "(50 console lines suppressed: at most 200 a second)"
+        );
+        assert_eq!(lines[1].1, "y");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! A token bucket for log lines a guest can cause: each instance may make the hypervisor print
-//! at most [`LogBudget::BURST`] lines at once and [`LogBudget::PER_SECOND`] lines a second after
-//! that. What it suppresses is counted and reported with the next line it lets through.
+//! A token bucket for lines a guest can put on the board console: each instance may make the
+//! hypervisor print at most [`LogBudget::BURST`] log lines at once and [`LogBudget::PER_SECOND`]
+//! a second after that, and write [`LogBudget::CONSOLE_BURST`] console lines at once and
+//! [`LogBudget::CONSOLE_PER_SECOND`] a second. What it suppresses is counted and reported with
+//! the next line it lets through.
 
 /// What [`LogBudget::admit`] decided about one line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +22,10 @@ pub struct LogBudget {
     credited_at: u64,
     /// Lines dropped since the last one printed.
     suppressed: u64,
+    /// Most lines at once.
+    burst: u64,
+    /// Lines a second, sustained.
+    per_second: u64,
 }
 
 impl LogBudget {
@@ -28,21 +34,42 @@ impl LogBudget {
     /// Lines an instance may cause per second, sustained.
     pub const PER_SECOND: u64 = 10;
 
-    /// A full bucket at counter value `now`.
+    /// Guest console lines an instance may write at once.
+    pub const CONSOLE_BURST: u64 = 500;
+    /// Guest console lines an instance may write per second, sustained.
+    pub const CONSOLE_PER_SECOND: u64 = 200;
+
+    /// A full bucket of log lines at counter value `now`.
     pub const fn new(now: u64) -> Self {
+        Self::with_limits(now, Self::BURST, Self::PER_SECOND)
+    }
+
+    /// A full bucket of console lines at counter value `now`.
+    pub const fn console(now: u64) -> Self {
+        Self::with_limits(now, Self::CONSOLE_BURST, Self::CONSOLE_PER_SECOND)
+    }
+
+    const fn with_limits(now: u64, burst: u64, per_second: u64) -> Self {
         Self {
-            tokens: Self::BURST,
+            tokens: burst,
             credited_at: now,
             suppressed: 0,
+            burst,
+            per_second,
         }
+    }
+
+    /// Lines a second this bucket lets through, sustained.
+    pub const fn per_second(&self) -> u64 {
+        self.per_second
     }
 
     /// Decides about one line at counter value `now`, the counter running at `hz` ticks a second.
     pub fn admit(&mut self, now: u64, hz: u64) -> Admission {
-        let per_token = (hz / Self::PER_SECOND).max(1);
+        let per_token = (hz / self.per_second).max(1);
         let earned = now.saturating_sub(self.credited_at) / per_token;
         if earned > 0 {
-            self.tokens = self.tokens.saturating_add(earned).min(Self::BURST);
+            self.tokens = self.tokens.saturating_add(earned).min(self.burst);
             self.credited_at = self.credited_at.saturating_add(earned * per_token);
         }
         if now < self.credited_at {
@@ -113,6 +140,19 @@ mod tests {
             .count() as u64;
         assert_eq!(printed, LogBudget::BURST);
         assert_eq!(budget.take_suppressed(), 100 - LogBudget::BURST);
+    }
+
+    #[test]
+    fn the_console_budget_lets_a_boot_log_through_and_stops_a_flood() {
+        let mut budget = LogBudget::console(0);
+        let boot_log = (0..400)
+            .filter(|_| matches!(budget.admit(0, HZ), Admission::Print { .. }))
+            .count();
+        assert_eq!(boot_log, 400);
+        let flood = (0..100_000u64)
+            .filter(|i| matches!(budget.admit(i * 10_000, HZ), Admission::Print { .. }))
+            .count() as u64;
+        assert!(flood <= 100 + LogBudget::CONSOLE_PER_SECOND, "{flood}");
     }
 
     #[test]

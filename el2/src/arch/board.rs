@@ -205,12 +205,18 @@ impl Board {
         let Some(vm) = self.instance(slot) else {
             return;
         };
-        info!("{}: stopped: {reason}", vm.instance.name);
+        let name = vm.instance.name.clone();
         let restart = vm.restart_requested().then(|| vm.config().clone());
         drop(vm);
+        let cpu_ticks = self
+            .sched
+            .lock()
+            .instance_run_time(slot as u32, sysregs::counter());
+        let cpu_ms = cpu_ticks / (sysregs::counter_frequency() / 1000).max(1);
         self.release(slot);
+        // Said once its memory is free again, so that what `free` answers next includes it.
+        info!("{name}: stopped: {reason} (it ran {cpu_ms} ms of CPU time)");
         if let Some(config) = restart {
-            let name = config.name.clone();
             match self.start(config) {
                 Ok(_) => info!("{name}: restarted"),
                 Err(why) => error!("{name}: cannot restart: {why}"),
