@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use xtask::build;
-use xtask::bundle::{BundleSpec, write_bundle_file};
+use xtask::bundle::{
+    BoardPart, BundleSpec, InstanceSpec, write_board_bundle_file, write_bundle_file,
+};
 use xtask::qemu::ICOUNT;
 use xtask::qemu::{Board, Run};
 
@@ -67,6 +69,45 @@ pub fn board_with_bundle(guest: &str, vcpus: u32, cpus: u32) -> (Board, PathBuf)
     .unwrap_or_else(|error| panic!("bundle for {guest}: {error}"));
     let mut board = board_with_image(bundle.clone(), guest);
     board.cpus = cpus;
+    (board, bundle)
+}
+
+/// An instance for [`board_with_instances`]: `image` (a test guest's, or a kernel) with `vcpus`
+/// vCPUs and `memory_mib` of RAM, started at boot if `start`.
+pub fn instance(
+    name: &str,
+    image: PathBuf,
+    initrd: Option<PathBuf>,
+    memory_mib: u64,
+    vcpus: u32,
+    start: bool,
+) -> InstanceSpec {
+    InstanceSpec {
+        spec: BundleSpec {
+            kernel: image,
+            initrd,
+            name: name.into(),
+            memory: memory_mib << 20,
+            vcpus,
+            bootargs: xtask::linux_guest::BOOTARGS.into(),
+        },
+        start_at_boot: start,
+        cpus: None,
+        weight: devicetree::fit::DEFAULT_WEIGHT,
+    }
+}
+
+/// A board with `cpus` host CPUs whose boot module is a board bundle of `instances`, written to
+/// the temporary directory as `<stem>-<pid>.fit` (returned too: delete it when done).
+pub fn board_with_instances(stem: &str, instances: &[InstanceSpec], cpus: u32) -> (Board, PathBuf) {
+    let bundle = std::env::temp_dir().join(format!("{stem}-{}.fit", std::process::id()));
+    let parts: Vec<BoardPart> = instances.iter().cloned().map(BoardPart::Instance).collect();
+    write_board_bundle_file(&parts, &bundle)
+        .unwrap_or_else(|error| panic!("board bundle {stem}: {error}"));
+    let mut board = board_with_image(bundle.clone(), stem);
+    board.bootargs = "log=info".into();
+    board.cpus = cpus;
+    board.memory_mib = 1024;
     (board, bundle)
 }
 

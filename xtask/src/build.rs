@@ -8,8 +8,9 @@ pub const HYPERVISOR_TARGET: &str = "aarch64-unknown-none-softfloat";
 /// The test guests' target.
 pub const GUEST_TARGET: &str = "aarch64-unknown-none";
 /// The bare-metal test guests in `tests/guests`.
-pub const TEST_GUESTS: [&str; 8] = [
-    "basic", "hostile", "timer", "sgi", "storm", "bench", "psci", "flood",
+pub const TEST_GUESTS: [&str; 12] = [
+    "basic", "hostile", "timer", "sgi", "storm", "bench", "psci", "flood", "spin", "pattern",
+    "intruder", "idle",
 ];
 
 /// The workspace root.

@@ -1,6 +1,7 @@
 //! Runtime of the bare-metal test guests: arm64 Image entry, EL1 identity map, exception vectors,
 //! PL011 console, SMCCC/PSCI calls and PASS/FAIL reporting; a GICv3 driver with an IRQ vector,
-//! the generic timers, and SMP (secondaries through PSCI CPU_ON, per-CPU stacks, barrier, lock).
+//! the generic timers, SMP (secondaries through PSCI CPU_ON, per-CPU stacks, barrier, lock) and a
+//! few device tree queries (RAM, model, bootargs).
 //!
 //! A guest binary defines `fn main(dtb: usize) -> !` and registers it with [`entry!`].
 #![cfg(target_os = "none")]
@@ -8,6 +9,7 @@
 
 mod boot;
 pub mod console;
+pub mod dt;
 pub mod exception;
 pub mod gic;
 pub mod irq;
