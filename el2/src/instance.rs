@@ -1,23 +1,25 @@
 //! A guest instance as the trap handler sees it: per-vCPU register state, the instance-wide state
 //! its vCPUs share (vGIC, emulated UART, power states), and what each exit does to them. Nothing
 //! here touches hardware, so every path is tested on the host.
+//!
+//! A data abort on an address without a mapping is routed by address through the instance's
+//! device table, whose entries (vGIC distributor, vGIC redistributors, PL011) are each an
+//! [`MmioDevice`] over the shared state.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use devicetree::guest::{
-    GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, RAM_BASE, UART_BASE, UART_SPI,
-};
+use devicetree::guest::{RAM_BASE, UART_BASE, UART_SPI};
 use gic::Vgic;
 use log::{Level, warn};
 use spin::Mutex;
 
 use crate::exit::{ExitKind, ExitReason, SysRegAccess, TrapSyndrome};
 use crate::idregs::GuestIdRegisters;
-use crate::mmio::{MmioAccess, MmioDevice};
-use crate::pl011::{LineSink, Pl011};
+use crate::mmio::{Changes, GicDistributor, GicRedistributors, MmioAccess, MmioDevice};
+use crate::pl011::{LineSink, Pl011, Pl011Port};
 use crate::psci::{self, SmcccCall, status};
 use crate::ratelimit::{Admission, LogBudget};
 use crate::timer::{EmulatedTimer, PHYS_TIMER_INTID, TimerRegister};
@@ -203,14 +205,97 @@ enum Conduit {
 struct Shared {
     vgic: Vgic,
     uart: Pl011,
-    /// The UART interrupt level last given to the vGIC.
-    uart_level: bool,
     power: Vec<Power>,
     /// Bit n: vCPU n is between its start and the moment its CPU reported it left.
     in_guest: u64,
     /// The vCPU that asked for SYSTEM_RESET and waits for the others to leave.
     resetting: Option<usize>,
     stop: Option<StopReason>,
+}
+
+/// The emulated devices of an instance: the entries of its device table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Device {
+    /// The vGIC distributor.
+    Distributor,
+    /// The vGIC redistributors, one per vCPU.
+    Redistributors,
+    /// The PL011 console UART.
+    Uart,
+}
+
+impl Device {
+    /// The device table, searched by address on every MMIO exit.
+    const TABLE: [Self; 3] = [Self::Distributor, Self::Redistributors, Self::Uart];
+}
+
+/// A device of the table as an access reaches it, borrowed from the instance-wide state.
+enum DeviceView<'a> {
+    Distributor(GicDistributor<'a>),
+    Redistributors(GicRedistributors<'a>),
+    Uart(Pl011Port<'a, Vgic>),
+}
+
+impl MmioDevice for DeviceView<'_> {
+    fn region(&self) -> (u64, u64) {
+        match self {
+            Self::Distributor(device) => device.region(),
+            Self::Redistributors(device) => device.region(),
+            Self::Uart(device) => device.region(),
+        }
+    }
+
+    fn read(&mut self, offset: u64, size: u8) -> (u64, Changes) {
+        match self {
+            Self::Distributor(device) => device.read(offset, size),
+            Self::Redistributors(device) => device.read(offset, size),
+            Self::Uart(device) => device.read(offset, size),
+        }
+    }
+
+    fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes {
+        match self {
+            Self::Distributor(device) => device.write(offset, size, value),
+            Self::Redistributors(device) => device.write(offset, size, value),
+            Self::Uart(device) => device.write(offset, size, value),
+        }
+    }
+}
+
+impl Shared {
+    /// `device` as an access reaches it.
+    fn device(&mut self, device: Device) -> DeviceView<'_> {
+        match device {
+            Device::Distributor => DeviceView::Distributor(GicDistributor(&mut self.vgic)),
+            Device::Redistributors => DeviceView::Redistributors(GicRedistributors(&mut self.vgic)),
+            Device::Uart => DeviceView::Uart(Pl011Port {
+                uart: &mut self.uart,
+                irq: &mut self.vgic,
+            }),
+        }
+    }
+
+    /// The device whose region holds `ipa`, and the offset of `ipa` in that region.
+    fn route(&mut self, ipa: u64) -> Option<(Device, u64)> {
+        Device::TABLE.into_iter().find_map(|device| {
+            let (base, size) = self.device(device).region();
+            let offset = ipa.checked_sub(base).filter(|offset| *offset < size)?;
+            Some((device, offset))
+        })
+    }
+
+    /// Performs `access`, a store of `register` if it writes, on the device at its address: the
+    /// value read (0 for a store) and what the access changed; `None` if no device is there.
+    fn access(&mut self, access: &MmioAccess, register: u64) -> Option<(u64, Changes)> {
+        let (device, offset) = self.route(access.ipa)?;
+        let mut device = self.device(device);
+        Some(if access.write {
+            let changes = device.write(offset, access.size, access.store_value(register));
+            (0, changes)
+        } else {
+            device.read(offset, access.size)
+        })
+    }
 }
 
 /// A guest instance: its name, its RAM size, and the state its vCPUs share.
@@ -259,8 +344,7 @@ impl Instance {
             ram_size,
             shared: Mutex::new(Shared {
                 vgic: Vgic::new(mpidrs.len(), mpidrs.clone(), VGIC_SPIS),
-                uart: Pl011::new(name, board.console),
-                uart_level: false,
+                uart: Pl011::new(name, board.console, UART_BASE, UART_INTID),
                 power: alloc::vec![Power::Off; mpidrs.len()],
                 in_guest: 0,
                 resetting: None,
@@ -286,6 +370,13 @@ impl Instance {
         result
     }
 
+    /// Moves the interrupt epoch on if `changes` says interrupt state changed.
+    fn record(&self, changes: Changes) {
+        if changes.interrupts {
+            self.interrupt_epoch.fetch_add(1, Ordering::Release);
+        }
+    }
+
     /// Changes whenever the vGIC's state may have changed other than through a vCPU's own list
     /// registers: a CPU whose list registers are as it wrote them, and that sees the same epoch
     /// as at its last fill, need not fill them again.
@@ -306,7 +397,7 @@ impl Instance {
     pub fn boot(&self, entry: u64, dtb: u64) {
         self.update(|shared| {
             shared.vgic = Vgic::new(self.mpidrs.len(), self.mpidrs.clone(), VGIC_SPIS);
-            shared.uart_level = false;
+            shared.uart.interrupt_controller_reset();
             shared.power.fill(Power::Off);
             shared.power[0] = Power::Starting {
                 entry,
@@ -456,23 +547,24 @@ impl Instance {
 
     /// Bytes typed on the board console arrive at the instance's UART.
     pub fn console_input(&self, bytes: &[u8]) {
-        self.update(|shared| {
+        let changes = {
+            let mut shared = self.shared.lock();
+            let shared = &mut *shared;
             for byte in bytes {
                 shared.uart.receive(*byte);
             }
-            Self::update_uart_line(shared)
-        });
-    }
-
-    /// Follows the UART's interrupt output with the vGIC line; true if the level changed.
-    fn update_uart_line(shared: &mut Shared) -> bool {
-        let level = shared.uart.interrupt_level();
-        if level == shared.uart_level {
-            return false;
+            shared.uart.drive_line(&mut shared.vgic)
+        };
+        self.record(changes);
+        if changes.interrupts {
+            // The UART's line rose or fell: wake whichever vCPU now has it pending, wherever
+            // it waits (typing is rare; asking each vCPU is cheap enough).
+            for vcpu in 0..self.mpidrs.len() {
+                if self.has_pending(vcpu) {
+                    self.kick_vcpu(vcpu);
+                }
+            }
         }
-        shared.uart_level = level;
-        shared.vgic.set_line(0, UART_INTID, level);
-        true
     }
 
     /// Stops the whole instance with `reason` and tells every other vCPU to leave.
@@ -723,61 +815,13 @@ impl Instance {
         streak: Option<FaultStreak>,
     ) -> Next {
         let register = vcpu.regs.get(access.reg);
-        // The value read (`None`: no device there), and whether the vGIC's state changed.
-        let (value, vgic_changed) = {
+        let outcome = {
             let mut shared = self.shared.lock();
-            let shared = &mut *shared;
-            let ipa = access.ipa;
-            let redistributors = GICR_BASE..GICR_BASE + GICR_STRIDE * self.mpidrs.len() as u64;
-            if (GICD_BASE..GICD_BASE + GICD_SIZE).contains(&ipa) {
-                let offset = ipa - GICD_BASE;
-                if access.write {
-                    let value = access.store_value(register);
-                    shared.vgic.distributor_write(offset, access.size, value);
-                    (Some(0), true)
-                } else {
-                    (
-                        Some(shared.vgic.distributor_read(offset, access.size)),
-                        false,
-                    )
-                }
-            } else if redistributors.contains(&ipa) {
-                let (target, offset) = (
-                    ((ipa - GICR_BASE) / GICR_STRIDE) as usize,
-                    (ipa - GICR_BASE) % GICR_STRIDE,
-                );
-                if access.write {
-                    let value = access.store_value(register);
-                    shared
-                        .vgic
-                        .redistributor_write(target, offset, access.size, value);
-                    (Some(0), true)
-                } else {
-                    (
-                        Some(shared.vgic.redistributor_read(target, offset, access.size)),
-                        false,
-                    )
-                }
-            } else if (UART_BASE..UART_BASE + Pl011::WINDOW).contains(&ipa) {
-                let offset = ipa - UART_BASE;
-                shared.uart.set_clock(now, self.counter_hz);
-                let value = if access.write {
-                    shared
-                        .uart
-                        .write(offset, access.size, access.store_value(register));
-                    0
-                } else {
-                    shared.uart.read(offset, access.size)
-                };
-                (Some(value), Self::update_uart_line(shared))
-            } else {
-                (None, false)
-            }
+            // The UART's console budget runs on the counter of the latest MMIO exit.
+            shared.uart.set_clock(now, self.counter_hz);
+            shared.access(&access, register)
         };
-        if vgic_changed {
-            self.interrupt_epoch.fetch_add(1, Ordering::Release);
-        }
-        let Some(value) = value else {
+        let Some((value, changes)) = outcome else {
             let in_ram = self.in_ram(access.ipa);
             let direction = if access.write { "write to" } else { "read of" };
             let what = if in_ram {
@@ -799,6 +843,7 @@ impl Instance {
             };
             return self.inject_fault(vcpu, el1, exception, streak);
         };
+        self.record(changes);
         if !access.write {
             vcpu.regs.set(access.reg, access.load_value(value));
         }
@@ -923,6 +968,7 @@ impl Instance {
 mod tests {
     use super::*;
     use core::sync::atomic::{AtomicU64, Ordering};
+    use devicetree::guest::{GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, UART_SIZE};
 
     const ENTRY: u64 = 0x4020_0000;
     /// The counter at every test exit.
@@ -1053,8 +1099,20 @@ mod tests {
     #[test]
     fn last_cpu_off_stops_the_instance() {
         let (guest, mut vcpu) = instance(2);
+        call(&guest, &mut vcpu, HVC, [0xC400_0003, 1, ENTRY, 0]);
+        let VcpuStatus::Start { entry, context_id } = guest.poll(1) else {
+            panic!("vCPU 1 starts")
+        };
+        let mut second = guest.vcpus().remove(1);
+        second.power_on(entry, context_id);
         assert_eq!(
             call(&guest, &mut vcpu, HVC, [0x8400_0002, 0, 0, 0]),
+            Next::Leave
+        );
+        assert_eq!(guest.poll(0), VcpuStatus::Off, "vCPU 0 is off ...");
+        assert_eq!(guest.poll(1), VcpuStatus::Continue, "... vCPU 1 runs on");
+        assert_eq!(
+            call(&guest, &mut second, HVC, [0x8400_0002, 0, 0, 0]),
             Next::Leave
         );
         assert_eq!(guest.poll(0), VcpuStatus::Ended(StopReason::AllCpusOff));
@@ -1128,6 +1186,81 @@ mod tests {
             (vcpu.regs.x[5] >> 8) & 0xffff,
             1,
             "second redistributor belongs to vCPU 1"
+        );
+    }
+
+    #[test]
+    fn every_region_routes_its_first_and_last_byte_and_nothing_around_it() {
+        let (guest, _) = instance(3);
+        let mut shared = guest.shared.lock();
+        // The regions the guest's device tree describes.
+        let table = [
+            (Device::Distributor, GICD_BASE, GICD_SIZE),
+            (Device::Redistributors, GICR_BASE, 3 * GICR_STRIDE),
+            (Device::Uart, UART_BASE, UART_SIZE),
+        ];
+        for (device, base, size) in table {
+            assert_eq!(shared.route(base), Some((device, 0)), "{device:?}");
+            assert_eq!(
+                shared.route(base + size - 1),
+                Some((device, size - 1)),
+                "{device:?}"
+            );
+            assert_eq!(shared.route(base - 1), None, "before {device:?}");
+            assert_eq!(shared.route(base + size), None, "after {device:?}");
+        }
+        assert_eq!(shared.route(0), None);
+        assert_eq!(shared.route(u64::MAX), None);
+    }
+
+    #[test]
+    fn the_redistributor_follows_from_the_address() {
+        let (guest, mut vcpu) = instance(3);
+        for target in 0..3 {
+            // GICR_TYPER, the low word: Processor_Number [23:8], Last [4].
+            let typer = GICR_BASE + target * GICR_STRIDE + 0x8;
+            exit(&guest, &mut vcpu, data_abort(typer, 5, false));
+            assert_eq!((vcpu.regs.x[5] >> 8) & 0xffff, target);
+            assert_eq!(vcpu.regs.x[5] & (1 << 4) != 0, target == 2, "Last");
+        }
+        assert_eq!(
+            guest
+                .shared
+                .lock()
+                .route(GICR_BASE + 2 * GICR_STRIDE + 0x1_0100),
+            Some((Device::Redistributors, 2 * GICR_STRIDE + 0x1_0100))
+        );
+        // Just past the last redistributor: nothing there.
+        let (_, el1) = exit(
+            &guest,
+            &mut vcpu,
+            data_abort(GICR_BASE + 3 * GICR_STRIDE + 0x8, 5, false),
+        );
+        assert_eq!(el1.esr_el1 >> 26, 0x25, "a data abort is injected");
+    }
+
+    #[test]
+    fn only_accesses_that_change_interrupt_state_move_the_epoch() {
+        let (guest, mut vcpu) = instance(1);
+        let epoch = guest.interrupt_epoch();
+        exit(&guest, &mut vcpu, data_abort(GICD_BASE + 0x4, 1, false)); // GICD_TYPER
+        exit(&guest, &mut vcpu, data_abort(UART_BASE + 0x18, 1, false)); // UARTFR
+        assert_eq!(guest.interrupt_epoch(), epoch, "reads without side effects");
+        vcpu.regs.x[1] = 1 << 5;
+        exit(&guest, &mut vcpu, data_abort(UART_BASE + 0x38, 1, true)); // UARTIMSC.TXIM
+        assert_eq!(guest.interrupt_epoch(), epoch + 1, "the UART line rose");
+        exit(&guest, &mut vcpu, data_abort(UART_BASE + 0x38, 1, true));
+        assert_eq!(guest.interrupt_epoch(), epoch + 1, "the line stays up");
+        exit(&guest, &mut vcpu, data_abort(GICR_BASE + 0x14, 1, true)); // GICR_WAKER
+        assert_eq!(
+            guest.interrupt_epoch(),
+            epoch + 2,
+            "a vGIC register written"
+        );
+        let spi = guest.shared.lock().vgic.irq(0, UART_INTID).cloned();
+        assert!(
+            spi.is_some_and(|irq| irq.line),
+            "the vGIC sees the UART line"
         );
     }
 

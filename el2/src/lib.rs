@@ -22,3 +22,4 @@ pub mod sched;
 pub mod shell;
 pub mod timer;
 pub mod vcpu;
+pub mod vmid;

@@ -33,8 +33,6 @@ mod board {
     const GUEST_BOOTARGS: &str = "console=ttyAMA0 earlycon";
     /// Alignment of a guest's RAM (its stage-2 block size).
     const GUEST_RAM_ALIGN: u64 = 2 << 20;
-    /// VMIDs guests get (8-bit VMIDs: `VTCR_EL2.VS` is left 0).
-    const VMIDS: usize = 256;
     /// PSCI CPU_ON for the board's secondary CPUs.
     const CPU_ON: u64 = 0xC400_0003;
 
@@ -203,9 +201,10 @@ mod board {
             &device_intids,
         );
         let stage2_config = stage2::Stage2Config::from_parange(parange);
+        let (vmid_count, vmid_bits) = sysregs::vmids();
         let setup = SETUP.call_once(|| Setup {
             parange,
-            vtcr: stage2_config.vtcr(),
+            vtcr: stage2_config.vtcr() | vmid_bits,
         });
         sysregs::configure_el2(setup.vtcr);
         gic::init_cpu(0);
@@ -219,7 +218,7 @@ mod board {
         let board = board::init(
             phys,
             stage2_config,
-            VMIDS,
+            vmid_count,
             cpus,
             slice,
             BoardDevices {

@@ -1,5 +1,9 @@
-//! MMIO emulation: decoding a stage-2 data abort into an access, and the interface that emulated
-//! devices implement.
+//! MMIO emulation: decoding a stage-2 data abort into an access, the interface that emulated
+//! devices implement ([`MmioDevice`], raising interrupts through an [`InterruptSink`]), and the
+//! vGIC's register frames as such devices.
+
+use devicetree::guest::{GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE};
+use gic::Vgic;
 
 /// Why a data abort cannot be emulated as a single register access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,17 +103,89 @@ impl MmioAccess {
     }
 }
 
+/// What an access changed besides the registers of the device it reached.
+#[must_use]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Interrupt state changed (a vGIC register was written, or a device's interrupt line moved):
+    /// list registers filled before the access may be out of date.
+    pub interrupts: bool,
+}
+
+/// Where devices drive their interrupt lines: the interrupt controller as a device sees it.
+pub trait InterruptSink {
+    /// Drives the level-sensitive line of interrupt `intid` (an SPI) high or low.
+    fn set_line(&mut self, intid: u32, level: bool);
+}
+
 /// A device that the hypervisor emulates behind a range of guest-physical addresses.
 ///
 /// Offsets are relative to the device's base. Devices answer every access: registers that do not
 /// exist read as zero and ignore writes, as the PrimeCell and GIC specifications ask.
 pub trait MmioDevice {
-    /// The size of the device's register window in bytes.
-    fn window_size(&self) -> u64;
-    /// Reads `size` bytes at `offset`.
-    fn read(&mut self, offset: u64, size: u8) -> u64;
-    /// Writes the low `size` bytes of `value` at `offset`.
-    fn write(&mut self, offset: u64, size: u8, value: u64);
+    /// The device's register window: its base address and its size in bytes.
+    fn region(&self) -> (u64, u64);
+    /// Reads `size` bytes at `offset`: the value, and what the read changed (a read can drain a
+    /// FIFO and so lower an interrupt line).
+    fn read(&mut self, offset: u64, size: u8) -> (u64, Changes);
+    /// Writes the low `size` bytes of `value` at `offset`, and says what that changed.
+    fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes;
+}
+
+/// Device lines reach the vGIC as SPIs, which belong to no vCPU.
+impl InterruptSink for Vgic {
+    fn set_line(&mut self, intid: u32, level: bool) {
+        // The vCPU argument only selects a bank of SGIs and PPIs. The vCPU to kick that the vGIC
+        // answers is not used: a device line kicks no vCPU.
+        Vgic::set_line(self, 0, intid, level);
+    }
+}
+
+/// The vGIC's distributor frame at [`GICD_BASE`].
+pub struct GicDistributor<'a>(pub &'a mut Vgic);
+
+impl MmioDevice for GicDistributor<'_> {
+    fn region(&self) -> (u64, u64) {
+        (GICD_BASE, GICD_SIZE)
+    }
+
+    fn read(&mut self, offset: u64, size: u8) -> (u64, Changes) {
+        (self.0.distributor_read(offset, size), Changes::default())
+    }
+
+    fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes {
+        self.0.distributor_write(offset, size, value);
+        Changes { interrupts: true }
+    }
+}
+
+/// The vGIC's redistributors as one device: one [`GICR_STRIDE`] frame pair per vCPU, in vCPU
+/// order from [`GICR_BASE`].
+pub struct GicRedistributors<'a>(pub &'a mut Vgic);
+
+impl GicRedistributors<'_> {
+    /// The vCPU whose redistributor holds `offset` (from [`GICR_BASE`]), and the offset in it.
+    fn frame(offset: u64) -> (usize, u64) {
+        ((offset / GICR_STRIDE) as usize, offset % GICR_STRIDE)
+    }
+}
+
+impl MmioDevice for GicRedistributors<'_> {
+    fn region(&self) -> (u64, u64) {
+        (GICR_BASE, GICR_STRIDE * self.0.num_vcpus() as u64)
+    }
+
+    fn read(&mut self, offset: u64, size: u8) -> (u64, Changes) {
+        let (vcpu, offset) = Self::frame(offset);
+        let value = self.0.redistributor_read(vcpu, offset, size);
+        (value, Changes::default())
+    }
+
+    fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes {
+        let (vcpu, offset) = Self::frame(offset);
+        self.0.redistributor_write(vcpu, offset, size, value);
+        Changes { interrupts: true }
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +259,62 @@ mod tests {
         // ldrsw x1: word sign-extended to 64.
         let ldrsw = MmioAccess::decode(iss(2, true, 1, true, false), 0).unwrap();
         assert_eq!(ldrsw.load_value(0x8000_0000), 0xffff_ffff_8000_0000);
+    }
+
+    /// A vGIC with `n` vCPUs (affinities 0..n) and the SPIs of an instance.
+    fn vgic(n: usize) -> Vgic {
+        Vgic::new(n, (0..n as u64).map(|a| (1 << 31) | a).collect(), 64)
+    }
+
+    #[test]
+    fn redistributor_frames_follow_the_vcpu_index() {
+        assert_eq!(GicRedistributors::frame(0), (0, 0));
+        assert_eq!(
+            GicRedistributors::frame(GICR_STRIDE - 1),
+            (0, GICR_STRIDE - 1)
+        );
+        assert_eq!(GicRedistributors::frame(GICR_STRIDE), (1, 0));
+        assert_eq!(
+            GicRedistributors::frame(2 * GICR_STRIDE + 0x1_0100),
+            (2, 0x1_0100)
+        );
+        let mut vgic = vgic(3);
+        let mut redistributors = GicRedistributors(&mut vgic);
+        assert_eq!(redistributors.region(), (GICR_BASE, 3 * GICR_STRIDE));
+        for vcpu in 0..3 {
+            // GICR_TYPER: Processor_Number [23:8], Last [4] on the last redistributor.
+            let (typer, changes) = redistributors.read(vcpu * GICR_STRIDE + 0x8, 8);
+            assert_eq!((typer >> 8) & 0xffff, vcpu);
+            assert_eq!(typer & (1 << 4) != 0, vcpu == 2);
+            assert_eq!(typer >> 32, vcpu, "affinity of vCPU {vcpu}");
+            assert_eq!(changes, Changes::default());
+        }
+    }
+
+    #[test]
+    fn gic_writes_change_interrupt_state_and_reads_do_not() {
+        let mut vgic = vgic(2);
+        let mut distributor = GicDistributor(&mut vgic);
+        assert_eq!(distributor.region(), (GICD_BASE, GICD_SIZE));
+        assert_eq!(distributor.write(0x0, 4, 0x2), Changes { interrupts: true });
+        assert_eq!(distributor.read(0x0, 4), (0x52, Changes::default()));
+        // GICR_WAKER of vCPU 1: awake.
+        let mut redistributors = GicRedistributors(&mut vgic);
+        assert_eq!(
+            redistributors.write(GICR_STRIDE + 0x14, 4, 0),
+            Changes { interrupts: true }
+        );
+        assert_eq!(redistributors.read(0x14, 4).0, 0x6, "vCPU 0 still asleep");
+        assert_eq!(redistributors.read(GICR_STRIDE + 0x14, 4).0, 0);
+    }
+
+    #[test]
+    fn device_lines_reach_the_vgic_as_spis() {
+        let mut vgic = vgic(2);
+        InterruptSink::set_line(&mut vgic, 33, true);
+        assert!(vgic.irq(1, 33).is_some_and(|irq| irq.line));
+        InterruptSink::set_line(&mut vgic, 33, false);
+        assert!(vgic.irq(0, 33).is_some_and(|irq| !irq.line));
     }
 
     #[test]

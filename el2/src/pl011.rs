@@ -5,12 +5,15 @@
 //! 32-byte receive FIFO. The transmit FIFO never fills, so the transmit interrupt is always
 //! raised while unmasked, as on a PL011 whose FIFO drains instantly. The PrimeCell
 //! identification registers answer like an ARM PL011 (the AMBA bus in Linux probes them).
+//!
+//! The guest reaches the UART through a [`Pl011Port`], which drives the UART's interrupt line
+//! into an [`InterruptSink`] after every access.
 
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::mmio::MmioDevice;
+use crate::mmio::{Changes, InterruptSink, MmioDevice};
 use crate::ratelimit::{Admission, LogBudget};
 
 const DR: u64 = 0x000;
@@ -73,10 +76,16 @@ pub fn escape_controls(text: &str) -> String {
 pub struct Pl011 {
     instance: String,
     sink: LineSink,
+    /// Guest-physical base address of the register window.
+    base: u64,
+    /// The interrupt the UART's line drives.
+    intid: u32,
+    /// The level last driven on that line.
+    irq_level: bool,
     line: Vec<u8>,
     /// Bounds the lines this UART puts on the board console.
     budget: LogBudget,
-    /// The counter and its frequency at the latest access (the budget's clock).
+    /// The counter and its frequency as last set (the budget's clock).
     clock: (u64, u64),
     rx: VecDeque<u8>,
     ibrd: u64,
@@ -93,11 +102,15 @@ impl Pl011 {
     /// The size of the register window.
     pub const WINDOW: u64 = 0x1000;
 
-    /// A UART in its reset state whose lines go to `sink` under the name `instance`.
-    pub fn new(instance: &str, sink: LineSink) -> Self {
+    /// A UART in its reset state at guest-physical `base`, whose interrupt line drives `intid`
+    /// and whose lines go to `sink` under the name `instance`.
+    pub fn new(instance: &str, sink: LineSink, base: u64, intid: u32) -> Self {
         Self {
             instance: instance.into(),
             sink,
+            base,
+            intid,
+            irq_level: false,
             line: Vec::with_capacity(MAX_LINE),
             budget: LogBudget::console(0),
             clock: (0, 1),
@@ -180,23 +193,36 @@ impl Pl011 {
         INT_TX | rx
     }
 
-    /// Level of the UART's interrupt line (any unmasked raw interrupt).
-    pub fn interrupt_level(&self) -> bool {
+    /// Level of the UART's interrupt output (any unmasked raw interrupt).
+    fn interrupt_level(&self) -> bool {
         self.raw_interrupts() & self.imsc != 0
+    }
+
+    /// Drives the interrupt line into `irq` to the UART's level if that moved since it last did,
+    /// and says whether it moved.
+    pub fn drive_line(&mut self, irq: &mut impl InterruptSink) -> Changes {
+        let level = self.interrupt_level();
+        if level == self.irq_level {
+            return Changes::default();
+        }
+        self.irq_level = level;
+        irq.set_line(self.intid, level);
+        Changes { interrupts: true }
+    }
+
+    /// The interrupt controller the line goes to was reset, so the line is low there: the UART
+    /// drives it again at its next [`Pl011::drive_line`] if its level is high.
+    pub fn interrupt_controller_reset(&mut self) {
+        self.irq_level = false;
     }
 
     /// True if output is waiting for its newline.
     pub fn has_partial_line(&self) -> bool {
         !self.line.is_empty()
     }
-}
 
-impl MmioDevice for Pl011 {
-    fn window_size(&self) -> u64 {
-        Self::WINDOW
-    }
-
-    fn read(&mut self, offset: u64, _size: u8) -> u64 {
+    /// A guest read of the register at `offset` (any access size).
+    pub fn read(&mut self, offset: u64, _size: u8) -> u64 {
         match offset {
             DR => self.rx.pop_front().map_or(0, u64::from),
             FR => {
@@ -226,7 +252,8 @@ impl MmioDevice for Pl011 {
         }
     }
 
-    fn write(&mut self, offset: u64, _size: u8, value: u64) {
+    /// A guest write of `value` to the register at `offset` (any access size).
+    pub fn write(&mut self, offset: u64, _size: u8, value: u64) {
         match offset {
             DR => self.transmit(value as u8),
             ILPR => self.ilpr = value & 0xff,
@@ -243,6 +270,31 @@ impl MmioDevice for Pl011 {
             // The remaining offsets are read-only or reserved.
             _ => {}
         }
+    }
+}
+
+/// The UART as the guest reaches it: its registers, with its interrupt line driven into `irq`
+/// after every access.
+pub struct Pl011Port<'a, S: InterruptSink> {
+    /// The UART.
+    pub uart: &'a mut Pl011,
+    /// The interrupt controller its line goes to.
+    pub irq: &'a mut S,
+}
+
+impl<S: InterruptSink> MmioDevice for Pl011Port<'_, S> {
+    fn region(&self) -> (u64, u64) {
+        (self.uart.base, Pl011::WINDOW)
+    }
+
+    fn read(&mut self, offset: u64, size: u8) -> (u64, Changes) {
+        let value = self.uart.read(offset, size);
+        (value, self.uart.drive_line(self.irq))
+    }
+
+    fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes {
+        self.uart.write(offset, size, value);
+        self.uart.drive_line(self.irq)
     }
 }
 
@@ -268,9 +320,64 @@ mod tests {
         LINES.with(|lines| core::mem::take(&mut *lines.borrow_mut()))
     }
 
+    const BASE: u64 = 0x0900_0000;
+    const INTID: u32 = 33;
+
+    /// An interrupt controller that records the lines driven into it.
+    #[derive(Default)]
+    struct Lines(Vec<(u32, bool)>);
+
+    impl InterruptSink for Lines {
+        fn set_line(&mut self, intid: u32, level: bool) {
+            self.0.push((intid, level));
+        }
+    }
+
+    #[test]
+    fn the_port_drives_the_line_when_its_level_moves() {
+        let mut uart = Pl011::new("g", record, BASE, INTID);
+        let mut irq = Lines::default();
+        let mut port = Pl011Port {
+            uart: &mut uart,
+            irq: &mut irq,
+        };
+        assert_eq!(port.region(), (BASE, 0x1000));
+        assert_eq!(
+            port.write(IMSC, 4, INT_RX),
+            Changes::default(),
+            "nothing received"
+        );
+        port.uart.receive(b'a');
+        port.uart.receive(b'b');
+        assert_eq!(port.read(FR, 4).1, Changes { interrupts: true });
+        assert_eq!(port.irq.0, [(INTID, true)]);
+        assert_eq!(
+            port.read(DR, 4),
+            (u64::from(b'a'), Changes::default()),
+            "a byte still waits"
+        );
+        assert_eq!(
+            port.read(DR, 4),
+            (u64::from(b'b'), Changes { interrupts: true })
+        );
+        assert_eq!(port.irq.0, [(INTID, true), (INTID, false)]);
+        port.uart.receive(b'c');
+        assert_eq!(port.read(FR, 4).1, Changes { interrupts: true });
+        port.uart.interrupt_controller_reset();
+        assert_eq!(
+            port.write(IMSC, 4, INT_RX),
+            Changes { interrupts: true },
+            "the line is driven again after the controller's reset"
+        );
+        assert_eq!(
+            irq.0,
+            [(INTID, true), (INTID, false), (INTID, true), (INTID, true)]
+        );
+    }
+
     #[test]
     fn lines_reach_the_sink_with_the_instance_name() {
-        let mut uart = Pl011::new("guest0", record);
+        let mut uart = Pl011::new("guest0", record, BASE, INTID);
         for byte in b"hello\r\nworld" {
             uart.write(DR, 1, u64::from(*byte));
         }
@@ -288,7 +395,7 @@ mod tests {
 
     #[test]
     fn control_characters_are_shown_escaped() {
-        let mut uart = Pl011::new("g", record);
+        let mut uart = Pl011::new("g", record, BASE, INTID);
         for byte in b"\x1b[2Jred\x07\tok\r\n" {
             uart.write(DR, 1, u64::from(*byte));
         }
@@ -304,7 +411,7 @@ mod tests {
 
     #[test]
     fn a_console_flood_is_rate_limited_and_reported() {
-        let mut uart = Pl011::new("g", record);
+        let mut uart = Pl011::new("g", record, BASE, INTID);
         uart.set_clock(0, 1_000_000_000);
         for _ in 0..LogBudget::CONSOLE_BURST + 50 {
             uart.write(DR, 1, u64::from(b'x'));
@@ -324,7 +431,7 @@ mod tests {
 
     #[test]
     fn long_lines_are_split() {
-        let mut uart = Pl011::new("g", record);
+        let mut uart = Pl011::new("g", record, BASE, INTID);
         for _ in 0..MAX_LINE + 3 {
             uart.write(DR, 1, u64::from(b'x'));
         }
@@ -337,7 +444,7 @@ mod tests {
 
     #[test]
     fn identification_and_flags() {
-        let mut uart = Pl011::new("g", record);
+        let mut uart = Pl011::new("g", record, BASE, INTID);
         let ids: Vec<u64> = (0..8).map(|i| uart.read(ID_BASE + 4 * i, 4)).collect();
         assert_eq!(ids, [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1]);
         assert_eq!(uart.read(FR, 4), FR_TXFE | FR_RXFE);
@@ -347,7 +454,7 @@ mod tests {
 
     #[test]
     fn receive_fifo_and_interrupts() {
-        let mut uart = Pl011::new("g", record);
+        let mut uart = Pl011::new("g", record, BASE, INTID);
         assert!(!uart.interrupt_level(), "everything masked at reset");
         uart.write(IMSC, 4, INT_RX | INT_RT);
         assert!(!uart.interrupt_level(), "nothing received yet");
@@ -378,7 +485,7 @@ mod tests {
 
     #[test]
     fn control_registers_read_back() {
-        let mut uart = Pl011::new("g", record);
+        let mut uart = Pl011::new("g", record, BASE, INTID);
         uart.write(IBRD, 4, 0x1_0027);
         uart.write(FBRD, 4, 0xff);
         uart.write(LCR_H, 4, 0x70);

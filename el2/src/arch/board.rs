@@ -13,6 +13,7 @@ use crate::arch::{gic, management, psci, sysregs};
 use crate::instance::StopReason;
 use crate::memory::PhysAllocator;
 use crate::sched::{Scheduler, VcpuId};
+use crate::vmid::VmidAllocator;
 
 /// Most instances a board holds at once.
 const MAX_INSTANCES: usize = 64;
@@ -25,10 +26,8 @@ pub struct Board {
     pub sched: Mutex<Scheduler>,
     /// Board memory not used by the hypervisor or an instance.
     phys: Mutex<PhysAllocator>,
-    /// VMIDs in use (bit n of word n / 64); VMID 0 is never handed out.
-    vmids: Mutex<Vec<u64>>,
-    /// How many VMIDs the CPU has (256 or 65536).
-    vmid_count: usize,
+    /// VMIDs in use.
+    vmids: Mutex<VmidAllocator>,
     stage2_config: stage2::Stage2Config,
     /// Physical CPUs that run vCPUs.
     pub cpus: usize,
@@ -77,8 +76,7 @@ pub fn init(
         sched: Mutex::new(Scheduler::new(cpus, slice)),
         total_memory: phys.free_bytes(),
         phys: Mutex::new(phys),
-        vmids: Mutex::new(alloc::vec![1; vmid_count.div_ceil(64)]),
-        vmid_count,
+        vmids: Mutex::new(VmidAllocator::new(vmid_count)),
         stage2_config,
         cpus,
         console_intid: devices.console_intid,
@@ -138,7 +136,11 @@ impl Board {
             .iter()
             .position(Option::is_none)
             .ok_or(BuildError::TooManyInstances)?;
-        let vmid = self.allocate_vmid().ok_or(BuildError::TooManyInstances)?;
+        let vmid = self
+            .vmids
+            .lock()
+            .allocate()
+            .ok_or(BuildError::TooManyInstances)?;
         let built = Vm::build(
             config,
             slot,
@@ -151,7 +153,7 @@ impl Board {
         let vm = match built {
             Ok(vm) => Arc::new(vm),
             Err(error) => {
-                self.free_vmid(vmid);
+                self.vmids.lock().free(vmid);
                 return Err(error);
             }
         };
@@ -260,19 +262,7 @@ impl Board {
             }
         }
         self.phys.lock().free(ram);
-        self.free_vmid(vmid);
-    }
-
-    fn allocate_vmid(&self) -> Option<u16> {
-        let mut vmids = self.vmids.lock();
-        let vmid = (1..self.vmid_count).find(|n| vmids[n / 64] & (1 << (n % 64)) == 0)?;
-        vmids[vmid / 64] |= 1 << (vmid % 64);
-        Some(vmid as u16)
-    }
-
-    fn free_vmid(&self, vmid: u16) {
-        let n = usize::from(vmid);
-        self.vmids.lock()[n / 64] &= !(1 << (n % 64));
+        self.vmids.lock().free(vmid);
     }
 
     /// Board memory for instances: (free bytes, the largest instance RAM possible, all bytes).

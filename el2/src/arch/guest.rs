@@ -332,10 +332,11 @@ impl Vm {
         }
         copy_to_guest(&self.ram, layout.dtb.start, &dtb)?;
         info!(
-            "{}: {} vCPUs, {} MiB RAM at IPA {RAM_BASE:#x}, kernel at {:#x}, initrd {}, device tree at {:#x}",
+            "{}: {} vCPUs, {} MiB RAM at IPA {RAM_BASE:#x}, VMID {}, kernel at {:#x}, initrd {}, device tree at {:#x}",
             config.name,
             config.vcpus,
             config.ram_size >> 20,
+            self.vmid,
             layout.entry(),
             layout
                 .initrd

@@ -13,6 +13,19 @@ use crate::vcpu::{El1SysRegs, ExceptionRegisters, FpRegs};
 /// soft-float, never touches them.
 const CPTR_EL2_VALUE: u64 = 0x33ff;
 
+/// `VTCR_EL2.VS`: 16-bit VMIDs.
+const VTCR_VS: u64 = 1 << 19;
+
+/// How many VMIDs the CPU has, and the `VTCR_EL2` bits that turn them all on: 65536 where it has
+/// 16-bit VMIDs (`ID_AA64MMFR1_EL1.VMIDBits`), else 256.
+pub fn vmids() -> (usize, u64) {
+    if ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 0b0010 {
+        (1 << 16, VTCR_VS)
+    } else {
+        (1 << 8, 0)
+    }
+}
+
 /// The physical address size the CPU supports, as `ID_AA64MMFR0_EL1.PARange`.
 pub fn parange() -> u8 {
     ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) as u8
