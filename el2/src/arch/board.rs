@@ -209,11 +209,12 @@ impl Board {
         };
         let name = vm.instance.name.clone();
         let restart = vm.restart_requested().then(|| vm.config().clone());
-        drop(vm);
-        let cpu_ticks = self
+        let run_time = self
             .sched
             .lock()
             .instance_run_time(slot as u32, sysregs::counter());
+        let cpu_ticks = vm.total_cpu_time(run_time);
+        drop(vm);
         let cpu_ms = cpu_ticks / (sysregs::counter_frequency() / 1000).max(1);
         self.release(slot);
         // Said once its memory is free again, so that what `free` answers next includes it.

@@ -129,6 +129,9 @@ pub struct Vm {
     ended: AtomicU64,
     /// The operator paused it: its vCPUs wait off their CPUs.
     paused: AtomicBool,
+    /// Per vCPU: counter ticks it waited for an interrupt while still on its CPU (the
+    /// scheduler counts them as run time; they are not CPU time).
+    waited: Vec<AtomicU64>,
     /// The operator asked for it to start again once it has ended.
     restart: AtomicBool,
     /// Kept for the instance's lifetime: the tables the hardware walks (and, later, dirty tracking).
@@ -197,6 +200,7 @@ impl Vm {
                 id_registers: sysregs::guest_id_registers(),
             },
         );
+        let vcpu_count = config.vcpus;
         Ok(Self {
             vcpus: instance.vcpus().into_iter().map(Mutex::new).collect(),
             instance,
@@ -210,6 +214,7 @@ impl Vm {
             resetting: AtomicUsize::new(NOBODY),
             ended: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            waited: (0..vcpu_count).map(|_| AtomicU64::new(0)).collect(),
             restart: AtomicBool::new(false),
             _stage2: Mutex::new(stage2),
         })
@@ -254,6 +259,26 @@ impl Vm {
         Some(true)
     }
 
+    /// Records that `vcpu` waited `ticks` for an interrupt while still on its CPU.
+    pub fn waited_in_place(&self, vcpu: usize, ticks: u64) {
+        self.waited[vcpu].fetch_add(ticks, Ordering::Relaxed);
+    }
+
+    /// CPU time of `vcpu` out of `run_time`, the scheduler's run time: less what it waited.
+    pub fn cpu_time(&self, vcpu: usize, run_time: u64) -> u64 {
+        run_time.saturating_sub(self.waited[vcpu].load(Ordering::Relaxed))
+    }
+
+    /// CPU time of the instance out of the scheduler's run time of it.
+    pub fn total_cpu_time(&self, run_time: u64) -> u64 {
+        let waited: u64 = self
+            .waited
+            .iter()
+            .map(|ticks| ticks.load(Ordering::Relaxed))
+            .sum();
+        run_time.saturating_sub(waited)
+    }
+
     /// True while the operator holds the instance paused.
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
@@ -274,11 +299,16 @@ impl Vm {
         self.restart.load(Ordering::Acquire)
     }
 
-    /// True if `vcpu`, waiting off its CPU, has something to wake for: an interrupt, or (when
-    /// it waits to reset the instance) the other vCPUs having left. Never while paused.
+    /// True if `vcpu`, waiting off its CPU, has something to wake for: an interrupt, the end of
+    /// its instance, or (when it waits to reset the instance) the other vCPUs having left. Never
+    /// while paused.
     pub fn should_wake(&self, vcpu: usize) -> bool {
         if self.is_paused() {
             return false;
+        }
+        if !self.instance.is_on(vcpu) {
+            // Turned off, or the instance stopped: it must run to see it and leave.
+            return true;
         }
         if self.resetting.load(Ordering::Acquire) == vcpu {
             return self.instance.others_out(vcpu);

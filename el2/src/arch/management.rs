@@ -262,7 +262,7 @@ fn row(vm: &Vm) -> InstanceRow {
         state: state(vm),
         vcpus: vm.instance.vcpu_count(),
         ram_mib: vm.instance.ram_size >> 20,
-        cpu_time_ms: ms(run_time),
+        cpu_time_ms: ms(vm.total_cpu_time(run_time)),
     }
 }
 
@@ -282,7 +282,7 @@ fn info(vm: &Vm) -> InstanceInfo {
                 index,
                 state,
                 cpu: stats.running_on,
-                run_time_ms: ms(stats.run_time),
+                run_time_ms: ms(vm.cpu_time(index, stats.run_time)),
             })
         })
         .collect();
@@ -295,6 +295,6 @@ fn info(vm: &Vm) -> InstanceInfo {
         vcpus,
         exits: vm.instance.exit_counts(),
         interrupts_injected: vm.instance.interrupts_raised(),
-        run_time_ms: ms(run_time),
+        run_time_ms: ms(vm.total_cpu_time(run_time)),
     }
 }
