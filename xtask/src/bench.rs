@@ -5,10 +5,37 @@
 //! `virt` counter runs at 1 GHz, so one counter tick is one instruction whatever exception level ran
 //! it, and a run repeats exactly. Each figure is taken twice: with the hypervisor (the guest as a
 //! bundle, `virtualization=on`) and with no hypervisor (the same guest at EL1 directly on the board,
-//! `virtualization=off`, given to QEMU as its `-kernel`).
+//! `virtualization=off`, given to QEMU as its `-kernel`), except those of instances sharing a CPU,
+//! which mean nothing on the bare board.
 //!
 //! - Micro-benchmarks: the `bench` test guest (2 vCPUs) prints `BENCH <name> <ticks per operation>`
 //!   for each figure, then `BENCH done`, and powers off.
+//! - Sharing a CPU (with the hypervisor only: the bare-board column is `-`), on boards with one
+//!   CPU and two instances of one vCPU each, run with the micro-benchmarks:
+//!   - `vcpu_switch`: the instructions from the last one of a vCPU whose slice ends to the first
+//!     one of the next vCPU, of another instance (timer interrupt, exit, scheduler, saving the
+//!     one and loading the other). Two copies of the bench guest with `bench.switches=N` and
+//!     `sched.slice_ms=1` both spin reading the counter; a gap of more than 100 µs between two
+//!     reads is one time switched out. Each reports its mean gap (from its last read before the
+//!     switch to its first after it) and its mean run between gaps (first read to last), over
+//!     [`SWITCH_GAPS`] gaps after the first few. One instance's gap is a switch away, the other
+//!     instance's run and a switch back, so a switch is `(gap - other's run) / 2`: the figure is
+//!     `(gap_a + gap_b - run_a - run_b) / 4`. It holds about one iteration of the guests' loop
+//!     (11 instructions) besides the hypervisor's part, and it does not depend on the slice (1 and
+//!     4 ms give the same figure to an instruction). Subtracting the measured run rather than the
+//!     slice matters: the slice is counted from the scheduler's pick, so `(gap - slice) / 2`
+//!     would leave out half the loading of the incoming vCPU (1548 instead of 2130).
+//!   - `null_hypercall_busy_neighbour`, `timer_latency_busy_neighbour`: the bench guest with
+//!     `bench.neighbour=1` (it waits until it has been switched out once, so the neighbour runs)
+//!     beside the CPU-bound `spin` guest (`spin.seconds=1`, still spinning when the bench guest
+//!     is done), at the default slice. Compared with the same figures of the bench guest alone
+//!     on the same kind of board: the overhead column is then the difference from alone. Both
+//!     runs make [`BUSY_CALLS`] null hypercalls instead of 1000, so that they span slices: the
+//!     calls are timed in batches of 10 and the batches in which the vCPU was switched out are
+//!     left out (module docs of the bench guest), so the figure is the cost of the call itself
+//!     with the neighbour switching in and out. The timer latency includes switching the busy
+//!     vCPU out when the timer wakes the bench vCPU (the scheduler lets a vCPU woken after a
+//!     sleep preempt at once).
 //! - Linux boot to /init: the Debian Linux guest (1 vCPU); the figure is the kernel's own printk
 //!   timestamp of `Run /init as init process`, i.e. the time since the kernel's clock started.
 //!
@@ -20,8 +47,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use devicetree::fit::DEFAULT_WEIGHT;
+
 use crate::build::{self, workspace_root};
-use crate::bundle::{BundleSpec, write_bundle_file};
+use crate::bundle::{
+    BoardPart, BundleSpec, InstanceSpec, write_board_bundle_file, write_bundle_file,
+};
 use crate::linux_guest;
 use crate::qemu::{self, CPU};
 
@@ -46,6 +77,9 @@ pub const BENCH_DONE: &str = "BENCH done";
 pub const LINUX_INIT_LINE: &str = "Run /init as init process";
 /// What ends the Linux run once its shell prompt is up.
 const LINUX_POWEROFF: &str = "poweroff -f\r";
+/// The board console key that gives the keyboard to the (first) instance: under the hypervisor
+/// it starts with the management shell.
+const NEXT_INSTANCE: &str = "\x1d";
 
 /// The micro-benchmarks the bench guest must report, with their aims (hypervisor figure, in
 /// instructions per operation).
@@ -55,6 +89,28 @@ pub const MICRO: [(&str, Option<u64>); 4] = [
     ("timer_latency", Some(800)),
     ("sgi_latency", None),
 ];
+/// The instances of the vCPU switch run: two copies of the bench guest.
+pub const SWITCH_INSTANCES: [&str; 2] = ["switch-a", "switch-b"];
+/// Gaps (times switched out) each of them measures.
+pub const SWITCH_GAPS: u64 = 50;
+/// The scheduler's slice in the vCPU switch run, in milliseconds.
+pub const SWITCH_SLICE_MS: u64 = 1;
+/// The busy neighbour: the `spin` test guest.
+pub const NEIGHBOUR: &str = "spin";
+/// How long the neighbour spins (guest time, seconds): far longer than the bench guest needs.
+pub const NEIGHBOUR_SECONDS: u64 = 1;
+/// Null hypercalls (and MMIO reads) the bench guest makes beside the busy neighbour and alone:
+/// at about 320 instructions each, longer than a 4 ms slice.
+pub const BUSY_CALLS: u64 = 20_000;
+/// The bench guest's figures also taken beside the busy neighbour.
+pub const BESIDE_BUSY: [&str; 2] = ["null_hypercall", "timer_latency"];
+/// What the figures taken beside the busy neighbour add to their names.
+pub const BUSY_SUFFIX: &str = "_busy_neighbour";
+/// The line of the spin guest that says it has stopped spinning.
+const NEIGHBOUR_END: &str = "spin: total";
+/// The line the bench guest prints once it has been switched out for the neighbour.
+const NEIGHBOUR_RUNS: &str = "the neighbour runs";
+
 /// The aim for Linux boot to /init: at most this many hundredths of a percent over bare.
 pub const LINUX_AIM_HUNDREDTHS_PERCENT: u64 = 50;
 
@@ -79,13 +135,14 @@ impl Aim {
         }
     }
 
-    /// Whether `hypervisor` against `bare` meets the aim (None if there is no aim).
-    pub fn met(self, hypervisor: u64, bare: u64) -> Option<bool> {
+    /// Whether `hypervisor` against `bare` meets the aim (None if there is no aim, or it is an
+    /// overhead and there is no bare-board figure).
+    pub fn met(self, hypervisor: u64, bare: Option<u64>) -> Option<bool> {
         match self {
             Aim::None => None,
             Aim::Below(limit) => Some(hypervisor < limit),
             Aim::OverheadHundredthsPercent(h) => {
-                Some(u128::from(hypervisor) * 10_000 <= u128::from(bare) * u128::from(10_000 + h))
+                Some(u128::from(hypervisor) * 10_000 <= u128::from(bare?) * u128::from(10_000 + h))
             }
         }
     }
@@ -100,32 +157,71 @@ pub struct Figure {
     pub unit: &'static str,
     /// The figure with the hypervisor.
     pub hypervisor: u64,
-    /// The figure on the bare board.
-    pub bare: u64,
+    /// The figure on the bare board, if it means anything there.
+    pub bare: Option<u64>,
+    /// For a figure taken beside a busy instance: the same figure with the instance alone on
+    /// its CPU.
+    pub alone: Option<u64>,
     /// What the hypervisor figure should be.
     pub aim: Aim,
 }
 
 impl Figure {
-    /// `hypervisor - bare` with its sign.
-    pub fn difference(&self) -> i128 {
-        i128::from(self.hypervisor) - i128::from(self.bare)
+    /// A figure with the hypervisor and on the bare board.
+    pub fn both_ways(name: &str, unit: &'static str, hypervisor: u64, bare: u64, aim: Aim) -> Self {
+        Figure {
+            name: name.into(),
+            unit,
+            hypervisor,
+            bare: Some(bare),
+            alone: None,
+            aim,
+        }
+    }
+
+    /// A figure with the hypervisor only (in instructions, with no aim), compared with `alone`
+    /// if given.
+    pub fn hypervisor_only(name: &str, hypervisor: u64, alone: Option<u64>) -> Self {
+        Figure {
+            name: name.into(),
+            unit: "instructions",
+            hypervisor,
+            bare: None,
+            alone,
+            aim: Aim::None,
+        }
+    }
+
+    /// What the hypervisor figure is compared with: the bare board, else alone.
+    fn baseline(&self) -> Option<u64> {
+        self.bare.or(self.alone)
+    }
+
+    /// `hypervisor - bare` (or `- alone` for a figure beside a busy instance) with its sign.
+    pub fn difference(&self) -> Option<i128> {
+        Some(i128::from(self.hypervisor) - i128::from(self.baseline()?))
     }
 
     /// The overhead as text: the difference, and for figures other than instruction counts (whose
-    /// bare-board figure is a handful of instructions) also the percentage.
+    /// bare-board figure is a handful of instructions) also the percentage; for a figure beside a
+    /// busy instance, the difference from alone; `-` for one with nothing to compare with.
     pub fn overhead_text(&self) -> String {
-        let difference = self.difference();
+        let (Some(difference), Some(baseline)) = (self.difference(), self.baseline()) else {
+            return "-".into();
+        };
         let sign = if difference < 0 { "-" } else { "+" };
         let mut text = format!("{sign}{}", difference.unsigned_abs());
-        if self.unit != "instructions" && self.bare != 0 {
+        if self.unit != "instructions" && baseline != 0 {
             // Percent with two decimals, rounded half away from zero.
-            let basis = difference * 10_000 * 2 / i128::from(self.bare);
+            let basis = difference * 10_000 * 2 / i128::from(baseline);
             let rounded = (basis + basis.signum()) / 2;
             text.push_str(&format!(
                 " ({sign}{}%)",
                 hundredths(rounded.unsigned_abs() as u64)
             ));
+        }
+        if self.bare.is_none() {
+            text.push_str(&format!(" over alone ({baseline})"));
         }
         text
     }
@@ -152,6 +248,7 @@ pub fn bench(selection: Selection) -> Result<(), String> {
     let mut figures = Vec::new();
     if selection.micro {
         figures.extend(micro()?);
+        figures.extend(sharing()?);
     }
     if selection.linux {
         figures.push(linux()?);
@@ -185,15 +282,16 @@ fn qemu_command(virtualization: bool, cpus: u32, memory: &str) -> Command {
     command
 }
 
-/// The hypervisor running `bundle` on a board with `cpus` CPUs and `memory` RAM.
-fn hypervisor_command(bundle: &Path, cpus: u32, memory: &str) -> Command {
+/// The hypervisor running `bundle` on a board with `cpus` CPUs and `memory` RAM, with
+/// `bootargs` after `log=warn`.
+fn hypervisor_command(bundle: &Path, cpus: u32, memory: &str, bootargs: &str) -> Command {
     let mut command = qemu_command(true, cpus, memory);
     command
         .arg("-kernel")
         .arg(build::hypervisor_image())
         .arg("-initrd")
         .arg(bundle)
-        .args(["-append", "log=warn"]);
+        .args(["-append", format!("log=warn {bootargs}").trim_end()]);
     command
 }
 
@@ -224,7 +322,7 @@ fn micro() -> Result<Vec<Figure>, String> {
         },
         &bundle,
     )?;
-    let hypervisor = hypervisor_command(&bundle, 2, "512M");
+    let hypervisor = hypervisor_command(&bundle, 2, "512M", "");
     let mut bare = qemu_command(false, 2, "512M");
     bare.arg("-kernel").arg(&image);
     eprintln!("xtask: bench: micro-benchmarks, with the hypervisor and on the bare board");
@@ -235,12 +333,14 @@ fn micro() -> Result<Vec<Figure>, String> {
     let (on_hypervisor, on_bare) = (on_hypervisor?, on_bare?);
     let mut figures: Vec<Figure> = MICRO
         .iter()
-        .map(|&(name, aim)| Figure {
-            name: name.into(),
-            unit: "instructions",
-            hypervisor: lookup(&on_hypervisor, name).expect("checked by micro_run"),
-            bare: lookup(&on_bare, name).expect("checked by micro_run"),
-            aim: aim.map_or(Aim::None, Aim::Below),
+        .map(|&(name, aim)| {
+            Figure::both_ways(
+                name,
+                "instructions",
+                lookup(&on_hypervisor, name).expect("checked by micro_run"),
+                lookup(&on_bare, name).expect("checked by micro_run"),
+                aim.map_or(Aim::None, Aim::Below),
+            )
         })
         .collect();
     // Figures the guest reports beyond the known ones, if both runs have them.
@@ -248,16 +348,231 @@ fn micro() -> Result<Vec<Figure>, String> {
         if MICRO.iter().all(|&(known, _)| known != name)
             && let Some(bare) = lookup(&on_bare, name)
         {
-            figures.push(Figure {
-                name: name.clone(),
-                unit: "instructions",
-                hypervisor: *value,
+            figures.push(Figure::both_ways(
+                name,
+                "instructions",
+                *value,
                 bare,
-                aim: Aim::None,
-            });
+                Aim::None,
+            ));
         }
     }
     Ok(figures)
+}
+
+/// An instance of one vCPU with the bench guest's RAM running `image` with `bootargs` after the
+/// console's.
+fn one_vcpu_instance(name: &str, image: &Path, bootargs: &str) -> BoardPart {
+    BoardPart::Instance(InstanceSpec {
+        spec: BundleSpec {
+            kernel: image.to_path_buf(),
+            initrd: None,
+            name: name.into(),
+            memory: BENCH_MEMORY,
+            vcpus: 1,
+            bootargs: format!("console=ttyAMA0 {bootargs}").trim_end().into(),
+        },
+        start_at_boot: true,
+        cpus: None,
+        weight: DEFAULT_WEIGHT,
+    })
+}
+
+/// Writes `target/images/bench-<stem>.fit` with `instances`.
+fn board_bundle(stem: &str, instances: &[BoardPart]) -> Result<PathBuf, String> {
+    let bundle = build::images_dir().join(format!("bench-{stem}.fit"));
+    write_board_bundle_file(instances, &bundle)?;
+    Ok(bundle)
+}
+
+/// The figures of instances sharing one CPU (module docs): the vCPU switch, and the null
+/// hypercall and timer latency beside a busy instance and alone.
+fn sharing() -> Result<Vec<Figure>, String> {
+    let bench = build::guest_image(BENCH_GUEST);
+    let spin = build::guest_image(NEIGHBOUR);
+    for image in [&bench, &spin] {
+        require(image, "`cargo xtask build` did not build the test guests")?;
+    }
+    let switches = format!("bench.switches={SWITCH_GAPS}");
+    let calls = format!("bench.calls={BUSY_CALLS}");
+    let switch = board_bundle(
+        "switch",
+        &SWITCH_INSTANCES.map(|name| one_vcpu_instance(name, &bench, &switches)),
+    )?;
+    let busy = board_bundle(
+        "busy",
+        &[
+            one_vcpu_instance(BENCH_GUEST, &bench, &format!("{calls} bench.neighbour=1")),
+            one_vcpu_instance(
+                NEIGHBOUR,
+                &spin,
+                &format!("spin.seconds={NEIGHBOUR_SECONDS}"),
+            ),
+        ],
+    )?;
+    let alone = board_bundle("alone", &[one_vcpu_instance(BENCH_GUEST, &bench, &calls)])?;
+    let slice = format!("sched.slice_ms={SWITCH_SLICE_MS}");
+    let switch = hypervisor_command(&switch, 1, "512M", &slice);
+    let busy = hypervisor_command(&busy, 1, "512M", "");
+    let alone = hypervisor_command(&alone, 1, "512M", "");
+    eprintln!(
+        "xtask: bench: sharing one CPU: vCPU switches, the bench guest beside a busy instance and \
+         alone"
+    );
+    let (switch, busy, alone) = std::thread::scope(|scope| {
+        let switch = scope.spawn(|| switch_run(switch));
+        let busy = scope.spawn(|| busy_run(busy));
+        let alone = instances_run("alone on one CPU", alone, &[BENCH_GUEST]);
+        (
+            switch.join().expect("benchmark thread"),
+            busy.join().expect("benchmark thread"),
+            alone,
+        )
+    });
+    let (switch, busy, alone) = (switch?, busy?, alone?.1.remove(0));
+    let mut figures = vec![Figure::hypervisor_only("vcpu_switch", switch, None)];
+    for name in BESIDE_BUSY {
+        let alone = lookup(&alone, name)
+            .ok_or_else(|| format!("the bench guest alone on one CPU gave no `BENCH {name}`"))?;
+        figures.push(Figure::hypervisor_only(
+            &format!("{name}{BUSY_SUFFIX}"),
+            lookup(&busy, name).expect("checked by busy_run"),
+            Some(alone),
+        ));
+    }
+    Ok(figures)
+}
+
+/// The vCPU switch run: the switch in instructions, from both instances' mean gap and run.
+fn switch_run(command: Command) -> Result<u64, String> {
+    let (run, figures) = instances_run("vCPU switch", command, &SWITCH_INSTANCES)?;
+    let mut means = [[0u64; 2]; 2];
+    for (instance, figures) in figures.iter().enumerate() {
+        for (index, name) in ["switch_gap", "switch_run"].into_iter().enumerate() {
+            means[instance][index] = lookup(figures, name).ok_or_else(|| {
+                run.failure(&format!(
+                    "vCPU switch: no `BENCH {name}` from {}",
+                    SWITCH_INSTANCES[instance]
+                ))
+            })?;
+        }
+    }
+    let [[gap_a, run_a], [gap_b, run_b]] = means;
+    let Some(switch) = switch_cost([gap_a, gap_b], [run_a, run_b]) else {
+        return Err(run.failure(&format!(
+            "vCPU switch: gaps {gap_a} and {gap_b}, runs {run_a} and {run_b}: the instances did \
+             not take turns"
+        )));
+    };
+    eprintln!(
+        "xtask: bench: vCPU switch: mean gaps {gap_a} and {gap_b}, runs {run_a} and {run_b}: \
+         {switch} instructions a switch"
+    );
+    Ok(switch)
+}
+
+/// One vCPU switch from the two instances' mean gaps and runs (module docs): each gap is a
+/// switch away, the other instance's run and a switch back, so `(gaps - runs) / 4`. `None` if
+/// that is not positive or not under a tenth of the runs: the instances did not take turns
+/// (one gap holding two runs of the other, say).
+pub fn switch_cost(gaps: [u64; 2], runs: [u64; 2]) -> Option<u64> {
+    let (gaps, runs) = (gaps[0] + gaps[1], runs[0] + runs[1]);
+    let switch = gaps.checked_sub(runs)? / 4;
+    (switch > 0 && switch < runs / 20).then_some(switch)
+}
+
+/// The bench guest beside the busy neighbour: its figures, once it is checked that the
+/// neighbour ran before the bench guest measured and was still spinning when it was done.
+fn busy_run(command: Command) -> Result<Vec<(String, u64)>, String> {
+    let how = "beside a busy instance";
+    let (run, mut figures) = instances_run(how, command, &[BENCH_GUEST])?;
+    let figures = figures.remove(0);
+    let fail = |what: &str| Err(run.failure(&format!("bench guest {how}: {what}")));
+    let lines: Vec<&str> = run.serial.lines().collect();
+    // The first line of `instance`'s that holds `what`.
+    let at = |instance: &str, what: &str| {
+        lines.iter().position(|line| {
+            instance_line(line, instance).is_some_and(|printed| printed.contains(what))
+        })
+    };
+    let (bench, neighbour) = (BENCH_GUEST, NEIGHBOUR);
+    let Some(runs) = at(bench, NEIGHBOUR_RUNS) else {
+        return fail(&format!(
+            "no `{NEIGHBOUR_RUNS}` line: it was never switched out"
+        ));
+    };
+    let first_figure = at(bench, "BENCH ").expect("instances_run found figures");
+    let done = at(bench, BENCH_DONE).expect("instances_run found it");
+    if runs > first_figure {
+        return fail("it measured before it was switched out");
+    }
+    if at(neighbour, NEIGHBOUR_END).is_some_and(|end| end < done) {
+        return fail(&format!(
+            "the neighbour stopped spinning before `{BENCH_DONE}`: make it spin longer"
+        ));
+    }
+    for name in BESIDE_BUSY {
+        if lookup(&figures, name).is_none() {
+            return fail(&format!("no `BENCH {name} <ticks>` line"));
+        }
+    }
+    for line in &lines {
+        if let Some(left_out) = instance_line(line, bench).filter(|line| line.contains("left out"))
+        {
+            eprintln!("xtask: bench: {how}: {left_out}");
+        }
+    }
+    Ok(figures)
+}
+
+/// `BENCH` figures in the order printed: name and value.
+pub type Figures = Vec<(String, u64)>;
+
+/// One run of a board of instances: the `BENCH` figures of each instance in `names`, once
+/// every one of them has printed `BENCH done`.
+fn instances_run(
+    how: &str,
+    command: Command,
+    names: &[&str],
+) -> Result<(Session, Vec<Figures>), String> {
+    let run = Session::run(command, MICRO_TIMEOUT, |serial| {
+        if names.iter().all(|name| {
+            serial
+                .lines()
+                .any(|line| instance_line(line, name) == Some(BENCH_DONE))
+        }) {
+            Step::Finish
+        } else {
+            Step::Wait
+        }
+    })?;
+    if !run.finished {
+        return Err(run.failure(&format!(
+            "{how}: not every one of {} printed `{BENCH_DONE}` within {}s",
+            names.join(", "),
+            MICRO_TIMEOUT.as_secs()
+        )));
+    }
+    let mut figures = Vec::new();
+    for name in names {
+        match parse_instance_bench_lines(&run.serial, name) {
+            Ok(found) => figures.push(found),
+            Err(error) => return Err(run.failure(&format!("{how}: {name}: {error}"))),
+        }
+    }
+    if !run.exited {
+        eprintln!(
+            "xtask: bench: warning: the board {how} did not power off within {}s of the last \
+             `{BENCH_DONE}`",
+            GRACE.as_secs()
+        );
+    }
+    eprintln!(
+        "xtask: bench: {how}: {} figures ({:.1}s wall)",
+        figures.iter().map(Vec::len).sum::<usize>(),
+        run.elapsed.as_secs_f64()
+    );
+    Ok((run, figures))
 }
 
 fn lookup(figures: &[(String, u64)], name: &str) -> Option<u64> {
@@ -330,8 +645,27 @@ fn is_bench_done(line: &str) -> bool {
 
 /// Every `BENCH <name> <integer>` line of `serial` (with or without the `[bench] ` prefix).
 pub fn parse_bench_lines(serial: &str) -> Result<Vec<(String, u64)>, String> {
+    parse_lines(serial.lines().map(guest_line))
+}
+
+/// Every `BENCH <name> <integer>` line that instance `name` printed (`[name] BENCH ...`) on a
+/// board with several.
+pub fn parse_instance_bench_lines(serial: &str, name: &str) -> Result<Vec<(String, u64)>, String> {
+    parse_lines(serial.lines().filter_map(|line| instance_line(line, name)))
+}
+
+/// What instance `name` printed on `line` (`[name] text`), if it printed it. The board's first
+/// instance line may follow the management shell's prompt (`el2> [name] text`).
+fn instance_line<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("[{name}] ");
+    let at = line.find(&prefix as &str)?;
+    (at == 0 || line[..at].ends_with("> ")).then(|| line[at + prefix.len()..].trim_end())
+}
+
+/// The `BENCH <name> <integer>` lines of `lines` up to `BENCH done`.
+fn parse_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Vec<(String, u64)>, String> {
     let mut figures: Vec<(String, u64)> = Vec::new();
-    for line in serial.lines().map(guest_line) {
+    for line in lines {
         let Some(rest) = line.strip_prefix("BENCH ") else {
             continue;
         };
@@ -359,7 +693,7 @@ fn linux() -> Result<Figure, String> {
     let (kernel, initramfs) = (linux_guest::kernel_image(), linux_guest::initramfs_image());
     require(&kernel, "run `cargo xtask linux-guest`")?;
     require(&initramfs, "run `cargo xtask linux-guest`")?;
-    let hypervisor = hypervisor_command(&bundle, 1, "1G");
+    let hypervisor = hypervisor_command(&bundle, 1, "1G", "");
     // The bare board gets the RAM the instance has under the hypervisor, not the board's 1 GiB:
     // the kernel's boot time grows with its memory (struct pages, buddy allocator), by about 3.6%
     // of the figure from 256 MiB to 1 GiB, far more than the overhead being measured.
@@ -371,20 +705,21 @@ fn linux() -> Result<Figure, String> {
         .args(["-append", linux_guest::BOOTARGS]);
     eprintln!("xtask: bench: Linux boot to /init, with the hypervisor and on the bare board");
     let (on_hypervisor, on_bare) = both(
-        || linux_run("with the hypervisor", hypervisor),
-        || linux_run("on the bare board", bare),
+        || linux_run("with the hypervisor", hypervisor, NEXT_INSTANCE),
+        || linux_run("on the bare board", bare, ""),
     );
-    Ok(Figure {
-        name: "linux_boot_to_init".into(),
-        unit: "us",
-        hypervisor: on_hypervisor?,
-        bare: on_bare?,
-        aim: Aim::OverheadHundredthsPercent(LINUX_AIM_HUNDREDTHS_PERCENT),
-    })
+    Ok(Figure::both_ways(
+        "linux_boot_to_init",
+        "us",
+        on_hypervisor?,
+        on_bare?,
+        Aim::OverheadHundredthsPercent(LINUX_AIM_HUNDREDTHS_PERCENT),
+    ))
 }
 
-/// One Linux boot: the printk timestamp of `Run /init as init process` in microseconds.
-fn linux_run(how: &str, command: Command) -> Result<u64, String> {
+/// One Linux boot: the printk timestamp of `Run /init as init process` in microseconds. `focus`
+/// is typed before `poweroff -f` (the key that gives a hypervisor's instance the keyboard).
+fn linux_run(how: &str, command: Command, focus: &str) -> Result<u64, String> {
     let mut sent = false;
     let run = Session::run(command, LINUX_TIMEOUT, |serial| {
         if sent {
@@ -393,7 +728,7 @@ fn linux_run(how: &str, command: Command) -> Result<u64, String> {
         match serial.find(LINUX_INIT_LINE) {
             Some(at) if serial[at..].contains(linux_guest::PROMPT) => {
                 sent = true;
-                Step::Send(LINUX_POWEROFF.as_bytes().to_vec())
+                Step::Send(format!("{focus}{LINUX_POWEROFF}").into_bytes())
             }
             _ => Step::Wait,
         }
@@ -633,6 +968,7 @@ pub fn table(figures: &[Figure]) -> String {
                 format!("{value} {unit}")
             }
         };
+        let bare = figure.bare.map_or("-".into(), with_unit);
         let aim = match (
             figure.aim.text(),
             figure.aim.met(figure.hypervisor, figure.bare),
@@ -644,7 +980,7 @@ pub fn table(figures: &[Figure]) -> String {
         rows.push([
             figure.name.clone(),
             with_unit(figure.hypervisor),
-            with_unit(figure.bare),
+            bare,
             figure.overhead_text(),
             aim,
         ]);
@@ -682,6 +1018,12 @@ pub fn table(figures: &[Figure]) -> String {
         "(micro-benchmarks in instructions per operation; under icount one counter tick is one \
          instruction)\n",
     );
+    if figures.iter().any(|figure| figure.alone.is_some()) {
+        text.push_str(&format!(
+            "(*{BUSY_SUFFIX}: beside a CPU-bound instance on one CPU, overhead against the same \
+             figure alone on it)\n"
+        ));
+    }
     text
 }
 
@@ -695,12 +1037,15 @@ pub fn to_json(qemu_version: &str, figures: &[Figure]) -> String {
     );
     for (index, figure) in figures.iter().enumerate() {
         text.push_str(if index == 0 { "\n" } else { ",\n" });
+        let alone = figure
+            .alone
+            .map_or(String::new(), |alone| format!(", \"alone\": {alone}"));
         text.push_str(&format!(
-            "    {{ \"name\": {}, \"unit\": {}, \"hypervisor\": {}, \"bare\": {}, \"aim\": {} }}",
+            "    {{ \"name\": {}, \"unit\": {}, \"hypervisor\": {}, \"bare\": {}{alone}, \"aim\": {} }}",
             json_string(&figure.name),
             json_string(figure.unit),
             figure.hypervisor,
-            figure.bare,
+            figure.bare.map_or("null".into(), |bare| bare.to_string()),
             figure
                 .aim
                 .text()
@@ -782,26 +1127,138 @@ mod tests {
 
     #[test]
     fn aims_and_overheads() {
-        let boot = Figure {
-            name: "linux_boot_to_init".into(),
-            unit: "us",
-            hypervisor: 882_834,
-            bare: 826_906,
-            aim: Aim::OverheadHundredthsPercent(50),
-        };
+        let boot = Figure::both_ways(
+            "linux_boot_to_init",
+            "us",
+            882_834,
+            826_906,
+            Aim::OverheadHundredthsPercent(50),
+        );
         assert_eq!(boot.overhead_text(), "+55928 (+6.76%)");
         assert_eq!(boot.aim.met(boot.hypervisor, boot.bare), Some(false));
-        assert_eq!(boot.aim.met(1_005, 1_000), Some(true));
-        assert_eq!(boot.aim.met(1_006, 1_000), Some(false));
-        assert_eq!(Aim::Below(120).met(119, 5), Some(true));
-        assert_eq!(Aim::Below(120).met(120, 5), Some(false));
-        assert_eq!(Aim::None.met(1, 1), None);
+        assert_eq!(boot.aim.met(1_005, Some(1_000)), Some(true));
+        assert_eq!(boot.aim.met(1_006, Some(1_000)), Some(false));
+        assert_eq!(boot.aim.met(1_006, None), None);
+        assert_eq!(Aim::Below(120).met(119, Some(5)), Some(true));
+        assert_eq!(Aim::Below(120).met(120, Some(5)), Some(false));
+        assert_eq!(Aim::Below(120).met(119, None), Some(true));
+        assert_eq!(Aim::None.met(1, Some(1)), None);
         let faster = Figure {
             hypervisor: 990,
-            bare: 1_000,
+            bare: Some(1_000),
             ..boot.clone()
         };
         assert_eq!(faster.overhead_text(), "-10 (-1.00%)");
+
+        let switch = Figure::hypervisor_only("vcpu_switch", 2130, None);
+        assert_eq!(switch.difference(), None);
+        assert_eq!(switch.overhead_text(), "-");
+        let busy = Figure::hypervisor_only("timer_latency_busy_neighbour", 3968, Some(2468));
+        assert_eq!(busy.difference(), Some(1500));
+        assert_eq!(busy.overhead_text(), "+1500 over alone (2468)");
+        let table = table(&[faster, switch, busy]);
+        // The cells of the row of `name`, trimmed.
+        let row = |name: &str| -> Vec<String> {
+            let line = table
+                .lines()
+                .find(|line| line.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no row {name} in\n{table}"));
+            line.split(" | ")
+                .map(|cell| cell.trim().to_string())
+                .collect()
+        };
+        assert_eq!(row("linux_boot_to_init")[1..3], ["990 us", "1000 us"]);
+        assert_eq!(row("vcpu_switch"), ["vcpu_switch", "2130", "-", "-", "-"]);
+        assert_eq!(
+            row("timer_latency_busy_neighbour")[1..],
+            ["3968", "-", "+1500 over alone (2468)", "-"]
+        );
+        assert!(table.contains("(*_busy_neighbour: beside"), "{table}");
+    }
+
+    #[test]
+    fn switch_cost_pairs_each_gap_with_the_other_run() {
+        // The figures of one run: (1003097 - 998837) / 2 = (1003136 - 998876) / 2 = 2130.
+        assert_eq!(
+            switch_cost([1_003_097, 1_003_136], [998_876, 998_837]),
+            Some(2130)
+        );
+        // A gap no longer than the runs, or holding two runs of the other: no figure.
+        assert_eq!(switch_cost([1_000, 1_000], [1_000, 1_000]), None);
+        assert_eq!(switch_cost([900, 900], [1_000, 1_000]), None);
+        assert_eq!(
+            switch_cost([2_004_000, 1_002_000], [1_000_000, 1_000_000]),
+            None
+        );
+    }
+
+    #[test]
+    fn instance_lines_are_told_apart() {
+        let serial = "el2> [switch-a] BENCH switch_gap 12\n[switch-b] BENCH switch_gap 10\n\
+                      [switch-a] bench: gaps\n[switch-a] BENCH switch_run 7\n\
+                      [switch-b] BENCH switch_run 8\n[switch-a] BENCH done\n\
+                      [switch-a] BENCH late 1\nBENCH stray 3\nx[switch-b] BENCH forged 1\n";
+        assert_eq!(
+            parse_instance_bench_lines(serial, "switch-a"),
+            Ok(vec![("switch_gap".into(), 12), ("switch_run".into(), 7)])
+        );
+        assert_eq!(
+            parse_instance_bench_lines(serial, "switch-b"),
+            Ok(vec![("switch_gap".into(), 10), ("switch_run".into(), 8)])
+        );
+        assert_eq!(parse_instance_bench_lines(serial, "switch"), Ok(vec![]));
+    }
+
+    #[test]
+    fn instances_run_waits_for_every_instance() {
+        let (_, figures) = instances_run(
+            "fake",
+            shell(
+                "echo '[a] BENCH x 1'; echo '[a] BENCH done'; echo '[b] BENCH x 2'; \
+                 echo '[b] BENCH done'",
+            ),
+            &["a", "b"],
+        )
+        .unwrap();
+        assert_eq!(figures, vec![vec![("x".into(), 1)], vec![("x".into(), 2)]]);
+        let Err(error) = instances_run(
+            "fake",
+            shell("echo '[a] BENCH x 1'; echo '[a] BENCH done'"),
+            &["a", "b"],
+        ) else {
+            panic!("a board without b's figures passed");
+        };
+        assert!(error.contains("not every one of a, b printed"), "{error}");
+    }
+
+    #[test]
+    fn busy_run_checks_the_neighbour() {
+        let good = "echo '[bench] bench: switched out for 4003094 ticks: the neighbour runs'; \
+                    echo '[bench] BENCH null_hypercall 317'; echo '[bench] BENCH timer_latency 3968'; \
+                    echo '[bench] BENCH done'; echo '[spin] spin: total 5 iterations on 1 vCPUs'";
+        let figures = busy_run(shell(good)).unwrap();
+        assert_eq!(lookup(&figures, "timer_latency"), Some(3968));
+
+        let never_switched = "echo '[bench] bench: not switched out within 1 s: no neighbour'; \
+                              echo '[bench] BENCH null_hypercall 317'; \
+                              echo '[bench] BENCH timer_latency 2468'; echo '[bench] BENCH done'";
+        let error = busy_run(shell(never_switched)).unwrap_err();
+        assert!(error.contains("never switched out"), "{error}");
+
+        let stopped_early = "echo '[bench] bench: switched out for 9 ticks: the neighbour runs'; \
+                             echo '[spin] spin: total 5 iterations on 1 vCPUs'; \
+                             echo '[bench] BENCH null_hypercall 317'; \
+                             echo '[bench] BENCH timer_latency 2468'; echo '[bench] BENCH done'";
+        let error = busy_run(shell(stopped_early)).unwrap_err();
+        assert!(error.contains("stopped spinning before"), "{error}");
+
+        let missing = "echo '[bench] bench: switched out for 9 ticks: the neighbour runs'; \
+                       echo '[bench] BENCH null_hypercall 317'; echo '[bench] BENCH done'";
+        let error = busy_run(shell(missing)).unwrap_err();
+        assert!(
+            error.contains("no `BENCH timer_latency <ticks>` line"),
+            "{error}"
+        );
     }
 
     fn shell(script: &str) -> Command {
@@ -850,12 +1307,14 @@ mod tests {
                 "echo '[linux] [    0.882834] Run /init as init process'; printf 'guest# '; \
                  head -c 12 >/dev/null; echo off",
             ),
+            "",
         )
         .unwrap();
         assert_eq!(us, 882_834);
         let error = linux_run(
             "fake",
             shell("echo '[    1.000000] Run /init as init process'"),
+            "",
         )
         .unwrap_err();
         assert!(error.contains("followed by the prompt"), "{error}");
@@ -863,17 +1322,21 @@ mod tests {
 
     #[test]
     fn json_is_well_formed() {
-        let figures = vec![Figure {
-            name: "null_hypercall".into(),
-            unit: "instructions",
-            hypervisor: 100,
-            bare: 3,
-            aim: Aim::Below(120),
-        }];
+        let figures = vec![
+            Figure::both_ways("null_hypercall", "instructions", 100, 3, Aim::Below(120)),
+            Figure::hypervisor_only("vcpu_switch", 2130, None),
+            Figure::hypervisor_only("null_hypercall_busy_neighbour", 101, Some(100)),
+        ];
         let json = to_json("10.0.2 (\"x\")", &figures);
         assert!(json.contains(r#""qemu": "10.0.2 (\"x\")""#), "{json}");
         assert!(json.contains(
-            r#"{ "name": "null_hypercall", "unit": "instructions", "hypervisor": 100, "bare": 3, "aim": "< 120" }"#
+            r#"{ "name": "null_hypercall", "unit": "instructions", "hypervisor": 100, "bare": 3, "aim": "< 120" },"#
+        ));
+        assert!(json.contains(
+            r#"{ "name": "vcpu_switch", "unit": "instructions", "hypervisor": 2130, "bare": null, "aim": null },"#
+        ));
+        assert!(json.contains(
+            r#"{ "name": "null_hypercall_busy_neighbour", "unit": "instructions", "hypervisor": 101, "bare": null, "alone": 100, "aim": null }"#
         ));
         assert!(to_json("q", &[]).ends_with("\"results\": []\n}\n"));
     }

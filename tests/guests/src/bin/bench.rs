@@ -3,8 +3,8 @@
 //! virtualization=off: EL1 directly on QEMU's GIC and PSCI over HVC). Output lines are exactly
 //! `BENCH <name> <value>`, then `BENCH done`, then SYSTEM_OFF.
 //!
-//! - `null_hypercall`: PSCI_VERSION over HVC, 1000 iterations.
-//! - `mmio_read`: a GICD_TYPER read, 1000 iterations.
+//! - `null_hypercall`: PSCI_VERSION over HVC, 1000 iterations (`bench.calls=N` for N).
+//! - `mmio_read`: a GICD_TYPER read, as many iterations.
 //! - `timer_latency`: CNTV_CVAL = now + 10000, WFI; the handler's CNTVCT - CVAL, 100 iterations.
 //! - `sgi_latency`: CPU 0 sends an SGI to CPU 1, whose handler reads CNTVCT; receive - send,
 //!   100 iterations (needs 2 CPUs; left out with a note otherwise). CPU 1 answers with an SGI
@@ -12,7 +12,22 @@
 //!   round-robin, and a spinning sender would delay the receiver by whole time slices.
 //!
 //! Each is warmed up first. Under `-icount shift=0,sleep=off` with `-cpu max` a tick is one
-//! instruction, so the figures repeat exactly.
+//! instruction, so the figures repeat exactly. The null hypercall and the MMIO read are timed in
+//! batches of 10 calls; a batch that took longer than 100 µs of counter time (the vCPU was
+//! switched out in it: a slice is at least 1 ms) is left out and counted on a
+//! `bench: <name>: <k> of <n> batches left out` line, so that they stay the cost of the call
+//! when another instance shares the CPU.
+//!
+//! Bootargs (`/chosen/bootargs`, from the instance's manifest under the hypervisor):
+//!
+//! - `bench.neighbour=1`: another instance is busy on this CPU. Before measuring, spin until
+//!   this vCPU has been switched out once (a gap of more than 100 µs in its counter reads), so
+//!   that the neighbour is up and running; print how long the gap was.
+//! - `bench.switches=N`: instead of the micro-benchmarks, measure vCPU switches against an
+//!   identical instance on the same CPU (see `switches`): spin reading the counter, and print
+//!   `BENCH switch_gap <g>` and `BENCH switch_run <r>`, the mean gap (switched out) and the mean
+//!   run (switched in) over N gaps. The cost of one switch is `(gap - run of the other) / 2`,
+//!   which `cargo xtask bench` works out from both instances' figures.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -25,6 +40,7 @@ mod guest {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use test_guests::{
+        dt,
         gic::{self, GICD_TYPER},
         hvc_call, irq, println,
         smccc::PSCI_VERSION,
@@ -36,6 +52,10 @@ mod guest {
     test_guests::entry!(run);
 
     const WARMUP: u64 = 10;
+    /// Calls per batch in `per_op`: the counter is read once a batch.
+    const BATCH: u64 = 10;
+    /// Gaps left out at the start of `switches`: they may hold the other instance's boot.
+    const SKIPPED_GAPS: u64 = 4;
     const SGI: u32 = 1;
     const REPLY: u32 = 2;
 
@@ -70,16 +90,42 @@ mod guest {
         println!("BENCH {name} {}", total / n);
     }
 
-    /// Ticks per call of `f`, averaged over `n` calls after `WARMUP` more.
-    fn per_op(n: u64, mut f: impl FnMut()) -> u64 {
+    /// Counter ticks longer than any exit and shorter than any slice (1 ms at least): 100 µs. A
+    /// gap this long between two counter reads means the vCPU was switched out.
+    fn switched_out_ticks() -> u64 {
+        timer::frequency() / 10_000
+    }
+
+    /// Measures `n` calls of `f` (after `WARMUP` more) in batches of `BATCH`, and reports the
+    /// ticks per call over the batches that were not switched out (see the module's docs).
+    fn per_op(name: &str, n: u64, mut f: impl FnMut()) {
         for _ in 0..WARMUP {
             f();
         }
-        let start = timer::counter();
-        for _ in 0..n {
-            f();
+        let limit = switched_out_ticks();
+        let (mut total, mut calls, mut left_out) = (0, 0, 0);
+        let mut last = timer::counter();
+        for _ in 0..n / BATCH {
+            for _ in 0..BATCH {
+                f();
+            }
+            let now = timer::counter();
+            let ticks = now - last;
+            last = now;
+            if ticks < limit {
+                total += ticks;
+                calls += BATCH;
+            } else {
+                left_out += 1;
+            }
         }
-        timer::counter() - start
+        if left_out > 0 {
+            println!(
+                "bench: {name}: {left_out} of {} batches left out (switched out)",
+                n / BATCH
+            );
+        }
+        report(name, total, calls.max(1));
     }
 
     fn run(dtb: usize) -> ! {
@@ -91,19 +137,27 @@ mod guest {
             timer::frequency(),
             info.gicd
         );
+        if let Some(n) = dt::bootarg_u64(dtb, "bench.switches") {
+            switches(n.max(1));
+            println!("BENCH done");
+            system_off()
+        }
+        if dt::bootarg_u64(dtb, "bench.neighbour") == Some(1) {
+            wait_for_neighbour();
+        }
 
-        const N: u64 = 1000;
-        let total = per_op(N, || {
+        let calls = dt::bootarg_u64(dtb, "bench.calls")
+            .unwrap_or(1000)
+            .max(BATCH);
+        per_op("null_hypercall", calls, || {
             hvc_call(PSCI_VERSION, 0, 0, 0);
         });
-        report("null_hypercall", total, N);
 
         let typer = (info.gicd + GICD_TYPER) as *const u32;
-        let total = per_op(N, || {
+        per_op("mmio_read", calls, || {
             // SAFETY: GICD_TYPER of the GIC found in the DT, device-mapped; reading it is harmless.
             unsafe { core::ptr::read_volatile(typer) };
         });
-        report("mmio_read", total, N);
 
         timer_latency();
         if info.cpus >= 2 {
@@ -116,6 +170,71 @@ mod guest {
         }
         println!("BENCH done");
         system_off()
+    }
+
+    /// Spins until this vCPU has been switched out once (or 1 s of counter time has passed).
+    fn wait_for_neighbour() {
+        let limit = switched_out_ticks();
+        let start = timer::counter();
+        let give_up = start + timer::frequency();
+        let mut last = start;
+        loop {
+            let now = timer::counter();
+            if now - last > limit {
+                println!(
+                    "bench: switched out for {} ticks: the neighbour runs",
+                    now - last
+                );
+                return;
+            }
+            if now > give_up {
+                println!("bench: not switched out within 1 s: no neighbour");
+                return;
+            }
+            last = now;
+        }
+    }
+
+    /// vCPU switches between this instance and an identical one on the same CPU, both CPU-bound:
+    /// each spins reading the counter, and a gap of more than `switched_out_ticks` between two
+    /// reads is one time switched out. The gap runs from this vCPU's last read before the
+    /// switch to its first read after it: the switch away, the other vCPU's run (from its first
+    /// read to its last) and the switch back. The run before each gap is measured the same way,
+    /// so the mean gap of one instance minus the mean run of the other is two switches, each
+    /// from one guest's last instruction to the other's first (timer interrupt, exit, scheduler,
+    /// saving one vCPU and loading the other), each with about one iteration of this loop (11
+    /// instructions) of the guests' own.
+    ///
+    /// The first `SKIPPED_GAPS` gaps are left out (the other instance may still be booting) and
+    /// so is the last one: the instance that finishes first prints and powers off in what is
+    /// the other's last gap. Gives up after 2 s of counter time without a switch.
+    fn switches(n: u64) {
+        let limit = switched_out_ticks();
+        let give_up = 2 * timer::frequency();
+        let (mut gaps, mut runs, mut seen) = (0u64, 0u64, 0u64);
+        let (mut min_gap, mut max_gap) = (u64::MAX, 0u64);
+        let mut last = timer::counter();
+        let mut run_start = last;
+        while seen < SKIPPED_GAPS + n + 1 {
+            let now = timer::counter();
+            if now - last > limit {
+                if (SKIPPED_GAPS..SKIPPED_GAPS + n).contains(&seen) {
+                    gaps += now - last;
+                    runs += last - run_start;
+                    min_gap = min_gap.min(now - last);
+                    max_gap = max_gap.max(now - last);
+                }
+                seen += 1;
+                run_start = now;
+            } else if now - run_start > give_up {
+                println!("bench: no switch for 2 s after {seen} gaps: no other instance");
+                return;
+            }
+            last = now;
+        }
+        println!("bench: {n} gaps of {min_gap}..={max_gap} ticks");
+        report("switch_gap", gaps, n);
+        report("switch_run", runs, n);
     }
 
     fn timer_latency() {
