@@ -104,18 +104,23 @@ impl Vcpu {
         }
     }
 
-    /// When this vCPU, waiting for an interrupt off its CPU, must be woken: the earlier of its
-    /// virtual timer's deadline (in physical counter ticks: `counter_offset` later) and its
-    /// emulated physical timer's.
+    /// When this vCPU, waiting for an interrupt off its CPU, must be woken, in board counter
+    /// ticks: the earlier of its virtual and emulated physical timers' deadlines (both in the
+    /// instance's time, `counter_offset` behind the board's).
     pub fn wake_deadline(&self, counter_offset: u64) -> Option<u64> {
-        let virtual_deadline = self
-            .virtual_timer
-            .deadline()
-            .map(|deadline| deadline.saturating_add(counter_offset));
-        match (virtual_deadline, self.phys_timer.deadline()) {
+        let board_time = |deadline: u64| deadline.saturating_add(counter_offset);
+        let virtual_deadline = self.virtual_timer.deadline().map(board_time);
+        match (virtual_deadline, self.phys_deadline(counter_offset)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The emulated physical timer's deadline in board counter ticks, if it is armed.
+    pub fn phys_deadline(&self, counter_offset: u64) -> Option<u64> {
+        self.phys_timer
+            .deadline()
+            .map(|deadline| deadline.saturating_add(counter_offset))
     }
 
     /// Puts the vCPU back to its power-on state, entering at `entry` with `x0 = arg`.
@@ -323,6 +328,9 @@ pub struct Instance {
     exits: [AtomicU64; ExitReason::NAMES.len()],
     /// Interrupts raised for the guest: timer expiries, SGIs, device lines going up.
     interrupts_raised: AtomicU64,
+    /// What the instance's counters lag the board's by (`CNTVOFF_EL2` for its virtual counter,
+    /// and the same for the physical counter and timer it reads through traps).
+    counter_offset: AtomicU64,
 }
 
 impl Instance {
@@ -360,6 +368,7 @@ impl Instance {
             interrupt_epoch: AtomicU64::new(0),
             exits: [const { AtomicU64::new(0) }; ExitReason::NAMES.len()],
             interrupts_raised: AtomicU64::new(0),
+            counter_offset: AtomicU64::new(0),
         }
     }
 
@@ -504,6 +513,17 @@ impl Instance {
     /// True if `vcpu` has an interrupt to take (ends a WFI).
     pub fn has_pending(&self, vcpu: usize) -> bool {
         self.shared.lock().vgic.has_pending(vcpu)
+    }
+
+    /// What the instance's counters lag the board's by, in counter ticks.
+    pub fn counter_offset(&self) -> u64 {
+        self.counter_offset.load(Ordering::Acquire)
+    }
+
+    /// Sets what the instance's counters lag the board's by (an instance restored on another
+    /// board continues its time from where it paused); takes effect at each vCPU's next load.
+    pub fn set_counter_offset(&self, offset: u64) {
+        self.counter_offset.store(offset, Ordering::Release);
     }
 
     /// Exits so far by reason, as `(name, count)`.
@@ -654,14 +674,17 @@ impl Instance {
             }
             ExitReason::SysReg(access) => match TimerRegister::decode(access.encoding) {
                 Some(register) => {
+                    // The instance's own physical time: the board's counter less its offset,
+                    // as its virtual counter is (CNTVCT = CNTPCT - CNTVOFF).
+                    let guest_now = now.wrapping_sub(self.counter_offset());
                     if access.read {
                         vcpu.regs
-                            .set(access.reg, vcpu.phys_timer.read(register, now));
+                            .set(access.reg, vcpu.phys_timer.read(register, guest_now));
                     } else {
                         vcpu.phys_timer
-                            .write(register, vcpu.regs.get(access.reg), now);
+                            .write(register, vcpu.regs.get(access.reg), guest_now);
                     }
-                    let level = vcpu.phys_timer.asserted(now);
+                    let level = vcpu.phys_timer.asserted(guest_now);
                     self.update(|shared| shared.vgic.set_line(vcpu.index, PHYS_TIMER_INTID, level));
                     vcpu.regs.skip_instruction();
                     Next::Resume
@@ -1573,5 +1596,25 @@ mod tests {
             vcpu.regs.pc, 0x4000_8200,
             "the PMU is undefined: to the vector"
         );
+    }
+
+    #[test]
+    fn the_physical_counter_and_timer_run_in_the_instance_time() {
+        let (guest, mut vcpu) = instance(1);
+        guest.set_counter_offset(400_000);
+        exit(&guest, &mut vcpu, sysreg((3, 3, 14, 0, 1), 3, true)); // CNTPCT_EL0
+        assert_eq!(vcpu.regs.x[3], NOW - 400_000);
+        vcpu.regs.x[5] = NOW - 400_000 + 500;
+        exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 2), 5, false)); // CNTP_CVAL_EL0
+        vcpu.regs.x[5] = 1;
+        exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 1), 5, false)); // CNTP_CTL_EL0
+        assert_eq!(
+            vcpu.phys_deadline(guest.counter_offset()),
+            Some(NOW + 500),
+            "armed in board time"
+        );
+        exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 0), 6, true)); // CNTP_TVAL_EL0
+        assert_eq!(vcpu.regs.x[6], 500);
+        assert_eq!(vcpu.wake_deadline(guest.counter_offset()), Some(NOW + 500));
     }
 }

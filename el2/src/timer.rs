@@ -1,5 +1,7 @@
-//! The guest's EL1 physical timer (`CNTP_*_EL0`), trapped and emulated: the hypervisor keeps its
-//! control and compare values, answers reads from the counter, and backs an enabled timer with
+//! The guest's EL1 physical timer (`CNTP_*_EL0`) and counter (`CNTPCT_EL0`), trapped and emulated
+//! in the instance's own time (the board's counter less the instance's offset, as its virtual
+//! counter is): the hypervisor keeps the timer's control and compare values, answers reads from
+//! the counter, and backs an enabled timer with
 //! a deadline timer of its own (the real EL1 physical timer, free since guests cannot reach
 //! it) so that the guest's interrupt (PPI 14, INTID 30) arrives on time.
 
@@ -22,6 +24,8 @@ pub enum TimerRegister {
     Control,
     /// `CNTP_CVAL_EL0`: the absolute deadline.
     CompareValue,
+    /// `CNTPCT_EL0` (or `CNTPCTSS_EL0`): the physical counter, as the instance sees it.
+    Counter,
 }
 
 impl TimerRegister {
@@ -31,6 +35,7 @@ impl TimerRegister {
             (3, 3, 14, 2, 0) => Some(Self::TimerValue),
             (3, 3, 14, 2, 1) => Some(Self::Control),
             (3, 3, 14, 2, 2) => Some(Self::CompareValue),
+            (3, 3, 14, 0, 1) | (3, 3, 14, 0, 5) => Some(Self::Counter),
             _ => None,
         }
     }
@@ -59,6 +64,7 @@ impl EmulatedTimer {
                 self.control | status
             }
             TimerRegister::CompareValue => self.compare,
+            TimerRegister::Counter => now,
         }
     }
 
@@ -70,6 +76,8 @@ impl EmulatedTimer {
             }
             TimerRegister::Control => self.control = value & (CTL_ENABLE | CTL_IMASK),
             TimerRegister::CompareValue => self.compare = value,
+            // Read-only.
+            TimerRegister::Counter => {}
         }
     }
 

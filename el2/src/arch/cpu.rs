@@ -123,7 +123,7 @@ impl PerCpu {
         }
         if let Some((entry, context_id)) = vcpu.powered_down {
             // Its timer fires as soon as it is loaded if its deadline has passed.
-            let wake_at = vcpu.wake_deadline(vm.counter_offset);
+            let wake_at = vcpu.wake_deadline(vm.instance.counter_offset());
             let timer_due = wake_at.is_some_and(|at| at <= sysregs::counter());
             if !timer_due && !vm.instance.has_pending(index) {
                 return SliceEnd::Waiting { wake_at };
@@ -133,7 +133,8 @@ impl PerCpu {
         }
         self.load(vm, &vcpu);
         self.arm_timer(Some(slice_end));
-        let mut armed = vcpu.phys_timer.deadline();
+        let offset = vm.instance.counter_offset();
+        let mut armed = vcpu.phys_deadline(offset);
         sysregs::arm_deadline_timer(armed);
         let end = loop {
             self.load_interrupts(vm, index);
@@ -151,8 +152,8 @@ impl PerCpu {
                 &mut sysregs::LiveEl1,
                 sysregs::counter(),
             );
-            if vcpu.phys_timer.deadline() != armed {
-                armed = vcpu.phys_timer.deadline();
+            if vcpu.phys_deadline(offset) != armed {
+                armed = vcpu.phys_deadline(offset);
                 sysregs::arm_deadline_timer(armed);
             }
             match next {
@@ -195,28 +196,30 @@ impl PerCpu {
                 // An idle guest may be waiting for input after a prompt: show the prompt.
                 vm.instance.flush_console();
                 SliceEnd::Waiting {
-                    wake_at: vcpu.wake_deadline(vm.counter_offset),
+                    wake_at: vcpu.wake_deadline(vm.instance.counter_offset()),
                 }
             }
             other => other,
         }
     }
 
-    /// Waits with vCPU `index` of `vm` still loaded for as long as no other vCPU wants this CPU:
+    /// Waits with vCPU `index` of `vm` still loaded for as long as no vCPU waits in any queue:
     /// its own interrupts then reach it for the cost of a WFI rather than two switches. True when
-    /// it has an interrupt to take; false when it should leave the CPU (a vCPU waits for the
-    /// CPU, or it was paused or turned off). The scheduling timer keeps ticking each slice so
+    /// it has an interrupt to take; false when it should leave the CPU (a vCPU waits, which this
+    /// CPU may take, or it was paused or turned off). The scheduling timer keeps ticking each slice so
     /// that a vCPU queued here meanwhile is seen. The time waited is not its CPU time.
     fn wait_in_place(&mut self, board: &Board, vm: &Vm, index: usize, slice_end: &mut u64) -> bool {
         // An idle guest may be waiting for input after a prompt: show the prompt.
         vm.instance.flush_console();
         let start = sysregs::counter();
         let woke = loop {
+            // Any vCPU queued anywhere: leave, so that this CPU picks or steals it.
             let (queued, slice) = {
                 let sched = board.sched.lock();
-                (sched.queue_len(self.index), sched.slice())
+                let queued = (0..sched.cpus()).any(|cpu| sched.queue_len(cpu) > 0);
+                (queued, sched.slice())
             };
-            if queued > 0 || vm.is_paused() || !vm.instance.is_on(index) {
+            if queued || vm.is_paused() || !vm.instance.is_on(index) {
                 break false;
             }
             aarch64_cpu::asm::wfi();
@@ -245,7 +248,7 @@ impl PerCpu {
         }
         sysregs::load_el1(&vcpu.el1);
         sysregs::restore_fp(&vcpu.fp);
-        sysregs::load_virtual_timer(&vcpu.virtual_timer, vm.counter_offset);
+        sysregs::load_virtual_timer(&vcpu.virtual_timer, vm.instance.counter_offset());
         gic::load_cpu_interface(vcpu.vmcr, vcpu.active_priorities);
         self.loaded.valid = false;
     }

@@ -117,8 +117,6 @@ pub struct Vm {
     vttbr: u64,
     /// The VMID of its stage-2 context.
     pub vmid: u16,
-    /// `CNTVOFF_EL2`: what the guest's virtual counter lags the board's by.
-    pub counter_offset: u64,
     /// Each vCPU's context, held by the CPU that runs it.
     pub vcpus: Vec<Mutex<Vcpu>>,
     /// Per physical CPU: 1 + the vCPU that ran there last (0: none), for the stale-TLB check.
@@ -209,7 +207,6 @@ impl Vm {
             ram_range,
             vttbr: stage2.vttbr(),
             vmid,
-            counter_offset: 0,
             last_ran: (0..cpus).map(|_| AtomicUsize::new(0)).collect(),
             resetting: AtomicUsize::new(NOBODY),
             ended: AtomicU64::new(0),

@@ -120,9 +120,10 @@ pub fn configure_el2(vtcr: u64) {
     );
     CPTR_EL2.set(CPTR_EL2_VALUE);
     configure_debug_traps();
-    // The guest reads the physical counter directly; its physical timer registers trap and are
-    // emulated (`crate::timer`). The virtual counter has no offset, the same on every CPU.
-    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::CLEAR + CNTHCTL_EL2::EL1PCTEN::SET);
+    // The guest's physical counter and timer registers trap and are emulated (`crate::timer`)
+    // in the instance's own time, so that time can move with an instance; its virtual counter
+    // gets the instance's offset (CNTVOFF_EL2) whenever one of its vCPUs is loaded.
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::CLEAR + CNTHCTL_EL2::EL1PCTEN::CLEAR);
     CNTVOFF_EL2.set(0);
     VTCR_EL2.set(vtcr);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
