@@ -646,51 +646,7 @@ impl Instance {
                     Next::Wait
                 }
             }
-            ExitReason::SysReg(access) if access.encoding == ICC_SGI1R_EL1 && !access.read => {
-                let value = vcpu.regs.get(access.reg);
-                let targets = self.update(|shared| shared.vgic.send_sgi(vcpu.index, value));
-                self.interrupts_raised
-                    .fetch_add(u64::from(targets.count_ones()), Ordering::Relaxed);
-                (0..self.mpidrs.len())
-                    .filter(|n| targets & (1 << n) != 0)
-                    .for_each(|n| self.kick_vcpu(n));
-                vcpu.regs.skip_instruction();
-                Next::Resume
-            }
-            ExitReason::SysReg(access) if self.id_registers.read(&access).is_some() => {
-                let value = self.id_registers.read(&access).unwrap_or_default();
-                vcpu.regs.set(access.reg, value);
-                vcpu.regs.skip_instruction();
-                Next::Resume
-            }
-            ExitReason::SysReg(access) if access.encoding.0 == DEBUG_OP0 => {
-                // The debug registers (trapped by MDCR_EL2.TDA/TDOSA/TDRA) read as zero and
-                // ignore writes: guests get no breakpoints, watchpoints or debug state.
-                if access.read {
-                    vcpu.regs.set(access.reg, 0);
-                }
-                vcpu.regs.skip_instruction();
-                Next::Resume
-            }
-            ExitReason::SysReg(access) => match TimerRegister::decode(access.encoding) {
-                Some(register) => {
-                    // The instance's own physical time: the board's counter less its offset,
-                    // as its virtual counter is (CNTVCT = CNTPCT - CNTVOFF).
-                    let guest_now = now.wrapping_sub(self.counter_offset());
-                    if access.read {
-                        vcpu.regs
-                            .set(access.reg, vcpu.phys_timer.read(register, guest_now));
-                    } else {
-                        vcpu.phys_timer
-                            .write(register, vcpu.regs.get(access.reg), guest_now);
-                    }
-                    let level = vcpu.phys_timer.asserted(guest_now);
-                    self.update(|shared| shared.vgic.set_line(vcpu.index, PHYS_TIMER_INTID, level));
-                    vcpu.regs.skip_instruction();
-                    Next::Resume
-                }
-                None => self.undefined_sysreg(vcpu, el1, access, now, streak),
-            },
+            ExitReason::SysReg(access) => self.sysreg(vcpu, access, el1, now, streak),
             ExitReason::Mmio(access) => self.mmio(vcpu, access, syndrome.far, el1, now, streak),
             ExitReason::DataAbort { ipa, write, reason } => {
                 let direction = if write { "write to" } else { "read of" };
@@ -736,6 +692,53 @@ impl Instance {
             return Next::Leave;
         }
         next
+    }
+
+    /// A trapped system-register access: an SGI, an ID or debug register, the physical counter
+    /// and timer; anything else is undefined for the guest.
+    fn sysreg(
+        &self,
+        vcpu: &mut Vcpu,
+        access: SysRegAccess,
+        el1: &mut impl ExceptionRegisters,
+        now: u64,
+        streak: Option<FaultStreak>,
+    ) -> Next {
+        if access.encoding == ICC_SGI1R_EL1 && !access.read {
+            let value = vcpu.regs.get(access.reg);
+            let targets = self.update(|shared| shared.vgic.send_sgi(vcpu.index, value));
+            self.interrupts_raised
+                .fetch_add(u64::from(targets.count_ones()), Ordering::Relaxed);
+            (0..self.mpidrs.len())
+                .filter(|n| targets & (1 << n) != 0)
+                .for_each(|n| self.kick_vcpu(n));
+        } else if let Some(value) = self.id_registers.read(&access) {
+            vcpu.regs.set(access.reg, value);
+        } else if access.encoding.0 == DEBUG_OP0 {
+            // The debug registers (trapped by MDCR_EL2.TDA/TDOSA/TDRA) read as zero and ignore
+            // writes: guests get no breakpoints, watchpoints or debug state.
+            if access.read {
+                vcpu.regs.set(access.reg, 0);
+            }
+        } else if let Some(register) = TimerRegister::decode(access.encoding) {
+            // The instance's own physical time: the board's counter less its offset, as its
+            // virtual counter is (CNTVCT = CNTPCT - CNTVOFF).
+            let guest_now = now.wrapping_sub(self.counter_offset());
+            if access.read {
+                vcpu.regs
+                    .set(access.reg, vcpu.phys_timer.read(register, guest_now));
+            } else {
+                vcpu.phys_timer
+                    .write(register, vcpu.regs.get(access.reg), guest_now);
+                // Only a write can move the line (the deadline timer raises it when due).
+                let level = vcpu.phys_timer.asserted(guest_now);
+                self.update(|shared| shared.vgic.set_line(vcpu.index, PHYS_TIMER_INTID, level));
+            }
+        } else {
+            return self.undefined_sysreg(vcpu, el1, access, now, streak);
+        }
+        vcpu.regs.skip_instruction();
+        Next::Resume
     }
 
     /// Makes the guest take `exception`, unless that cannot help it: a vCPU whose exception

@@ -215,7 +215,7 @@ impl Board {
             .instance_run_time(slot as u32, sysregs::counter());
         let cpu_ticks = vm.total_cpu_time(run_time);
         drop(vm);
-        let cpu_ms = cpu_ticks / (sysregs::counter_frequency() / 1000).max(1);
+        let cpu_ms = sysregs::ticks_to_ms(cpu_ticks);
         self.release(slot);
         // Said once its memory is free again, so that what `free` answers next includes it.
         info!("{name}: stopped: {reason} (it ran {cpu_ms} ms of CPU time)");

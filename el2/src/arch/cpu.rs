@@ -158,10 +158,9 @@ impl PerCpu {
             }
             match next {
                 Next::Resume => {}
+                // `handle_exit` found nothing pending.
                 Next::Wait => {
-                    if !vm.instance.has_pending(index)
-                        && !self.wait_in_place(board, vm, index, &mut slice_end)
-                    {
+                    if !self.wait_in_place(board, vm, index, &mut slice_end) {
                         break SliceEnd::Waiting { wake_at: None };
                     }
                 }

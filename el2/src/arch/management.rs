@@ -238,11 +238,6 @@ fn execute(command: &Command) -> Reply {
     }
 }
 
-/// Milliseconds in `ticks` of the counter.
-fn ms(ticks: u64) -> u64 {
-    ticks / (sysregs::counter_frequency() / 1000).max(1)
-}
-
 fn state(vm: &Vm) -> InstanceState {
     if vm.is_paused() {
         InstanceState::Paused
@@ -262,7 +257,7 @@ fn row(vm: &Vm) -> InstanceRow {
         state: state(vm),
         vcpus: vm.instance.vcpu_count(),
         ram_mib: vm.instance.ram_size >> 20,
-        cpu_time_ms: ms(vm.total_cpu_time(run_time)),
+        cpu_time_ms: sysregs::ticks_to_ms(vm.total_cpu_time(run_time)),
     }
 }
 
@@ -282,7 +277,7 @@ fn info(vm: &Vm) -> InstanceInfo {
                 index,
                 state,
                 cpu: stats.running_on,
-                run_time_ms: ms(vm.cpu_time(index, stats.run_time)),
+                run_time_ms: sysregs::ticks_to_ms(vm.cpu_time(index, stats.run_time)),
             })
         })
         .collect();
@@ -295,6 +290,6 @@ fn info(vm: &Vm) -> InstanceInfo {
         vcpus,
         exits: vm.instance.exit_counts(),
         interrupts_injected: vm.instance.interrupts_raised(),
-        run_time_ms: ms(vm.total_cpu_time(run_time)),
+        run_time_ms: sysregs::ticks_to_ms(vm.total_cpu_time(run_time)),
     }
 }

@@ -141,6 +141,11 @@ pub fn counter_frequency() -> u64 {
     CNTFRQ_EL0.get()
 }
 
+/// Milliseconds in `ticks` of the counter.
+pub fn ticks_to_ms(ticks: u64) -> u64 {
+    ticks / (counter_frequency() / 1000).max(1)
+}
+
 /// The physical counter.
 pub fn counter() -> u64 {
     CNTPCT_EL0.get()
