@@ -3,15 +3,32 @@
 //! [`Stage2Config`] derives the IPA size, start level and `VTCR_EL2` value from the host's
 //! `ID_AA64MMFR0_EL1.PARange`; [`Stage2Table`] builds and edits one guest's tables through a
 //! [`FrameAllocator`] and keeps the TLBs coherent through a [`TlbMaintenance`] implementation,
-//! always using break-before-make when a valid entry is replaced or removed.
+//! always using break-before-make when a valid entry is replaced or removed (dirty tracking's
+//! permission flips aside, see below).
 //!
 //! Table pages that become empty after `unmap` are not reclaimed eagerly; a later `map` that can
 //! use a block over such an empty table replaces it (freeing it), and dropping the
 //! [`Stage2Table`] frees every table page.
+//!
+//! Dirty tracking for live migration ([`Stage2Table::start_dirty_tracking`],
+//! [`Stage2Table::handle_dirty_fault`], [`Stage2Table::take_dirty`],
+//! [`Stage2Table::stop_dirty_tracking`]) write-protects a range, splits a block only when a page
+//! in it is first written, and logs written pages in a [`DirtyLog`]. Its permission flips (write
+//! permission and a software bit, nothing else) are the exception to break-before-make: they
+//! are made in place, then published and invalidated. The architecture requires
+//! break-before-make only for changes of output address, memory type, shareability or block
+//! size, and breaking would give vCPUs running on other CPUs translation faults on guest RAM at
+//! every dirty fault and every round. Block splits still use break-before-make.
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+mod dirty;
+
 use core::fmt;
+
+pub use dirty::DirtyLog;
 
 /// Size of a translation granule (one page) in bytes.
 pub const PAGE_SIZE: u64 = 4096;
@@ -36,6 +53,9 @@ const XN: u64 = 0b10 << 53;
 /// Software bit (descriptor bits [58:55] are reserved for software): write permission was removed
 /// by [`Stage2Table::write_protect`].
 const SW_WRITE_PROTECTED: u64 = 1 << 55;
+/// Beyond this many pages, [`Stage2Table::take_dirty`] invalidates the whole VMID once instead
+/// of page by page (each `invalidate_ipa` also drops all of the VMID's stage-1 entries anyway).
+const DIRTY_TLBI_PAGES: u64 = 16;
 
 const fn level_shift(level: u8) -> u32 {
     12 + 9 * (3 - level as u32)
@@ -224,10 +244,14 @@ pub enum Stage2Error {
     OutOfRange,
     /// `map`: part of the IPA range is already mapped.
     AlreadyMapped,
-    /// `unmap` / `protect` / `write_protect`: part of the IPA range is not mapped.
+    /// `unmap` / `protect` / `write_protect` / `start_dirty_tracking`: part of the IPA range is
+    /// not mapped.
     NotMapped,
-    /// The frame allocator could not provide a table page.
+    /// The frame allocator could not provide a table page, or the dirty log's bitmap could not be
+    /// allocated.
     OutOfMemory,
+    /// `start_dirty_tracking`: dirty tracking is already active.
+    TrackingActive,
 }
 
 impl fmt::Display for Stage2Error {
@@ -238,6 +262,7 @@ impl fmt::Display for Stage2Error {
             Self::AlreadyMapped => "IPA range already mapped",
             Self::NotMapped => "IPA range not mapped",
             Self::OutOfMemory => "out of memory for translation tables",
+            Self::TrackingActive => "dirty tracking already active",
         })
     }
 }
@@ -305,6 +330,8 @@ pub struct Stage2Table<A: FrameAllocator, T: TlbMaintenance> {
     root: u64,
     alloc: A,
     tlb: T,
+    /// The dirty log, and so the tracked range, while dirty tracking is active.
+    dirty: Option<DirtyLog>,
 }
 
 impl<A: FrameAllocator, T: TlbMaintenance> Stage2Table<A, T> {
@@ -319,6 +346,7 @@ impl<A: FrameAllocator, T: TlbMaintenance> Stage2Table<A, T> {
             root,
             alloc,
             tlb,
+            dirty: None,
         })
     }
 
@@ -419,6 +447,152 @@ impl<A: FrameAllocator, T: TlbMaintenance> Stage2Table<A, T> {
             perms: Perms::from_desc(e.desc),
             level: e.level,
         })
+    }
+
+    /// Starts dirty tracking of `[ipa, ipa + size)` (guest RAM, all of which must be mapped)
+    /// with an all-clean [`DirtyLog`] for it.
+    ///
+    /// Every writable mapping in the range is write-protected and marked as by
+    /// [`Self::write_protect`], keeping 1 GiB / 2 MiB blocks whole: only blocks straddling the
+    /// ends of the range are split. Mappings without write permission stay untracked (their
+    /// write faults are real faults). Writes are then caught by [`Self::handle_dirty_fault`].
+    ///
+    /// Fails with `TrackingActive` if tracking is already active, and with `Misaligned`,
+    /// `OutOfRange`, `NotMapped` or `OutOfMemory` (log bitmap or end split) leaving the
+    /// translation unchanged and tracking off.
+    pub fn start_dirty_tracking(&mut self, ipa: u64, size: u64) -> Result<(), Stage2Error> {
+        if self.dirty.is_some() {
+            return Err(Stage2Error::TrackingActive);
+        }
+        let end = self.check(ipa, size)?;
+        if !self.range_is(ipa, end, true) {
+            return Err(Stage2Error::NotMapped);
+        }
+        let log = DirtyLog::new(ipa, size)?;
+        // Splitting preserves the translation, so failing here changes nothing observable.
+        self.split_at(ipa)?;
+        if end < self.config.limit() {
+            self.split_at(end)?;
+        }
+        self.update_in_place(ipa, end, |desc| {
+            if desc & S2AP_WRITE != 0 {
+                desc & !S2AP_WRITE | SW_WRITE_PROTECTED
+            } else {
+                desc
+            }
+        });
+        self.dirty = Some(log);
+        Ok(())
+    }
+
+    /// Handles a stage-2 permission fault for a guest write at `ipa` (any address).
+    ///
+    /// If `ipa` lies in the tracked range in a mapping write-protected for tracking, splits the
+    /// mapping down to 4 KiB pages if it is a block (break-before-make; the new entries keep the
+    /// attributes and the write-protect mark), restores write permission on the page containing
+    /// `ipa` alone, invalidates its TLB entries, marks it in the dirty log and returns `Ok(true)`:
+    /// the guest can retry the access. `Ok(true)` too if the page is already writable and
+    /// dirty (a fault that raced with an earlier one on the same page).
+    ///
+    /// Returns `Ok(false)` for any other address (not tracked, not mapped, not write-protected
+    /// for tracking): a real fault for the caller. Fails with `OutOfMemory` when a split table
+    /// cannot be allocated; the mapping is then still write-protected (possibly split one level)
+    /// with the same translation, so the fault will recur and can be retried.
+    pub fn handle_dirty_fault(&mut self, ipa: u64) -> Result<bool, Stage2Error> {
+        let page = ipa & !(PAGE_SIZE - 1);
+        if !self.dirty.as_ref().is_some_and(|log| log.contains(page)) {
+            return Ok(false);
+        }
+        let e = loop {
+            let e = self.lookup(page);
+            if !e.is_leaf() {
+                return Ok(false);
+            }
+            if e.desc & SW_WRITE_PROTECTED == 0 {
+                let dirty = self.dirty.as_ref().is_some_and(|log| log.is_dirty(page));
+                return Ok(e.desc & S2AP_WRITE != 0 && dirty);
+            }
+            if e.level == 3 {
+                break e;
+            }
+            self.split_block(&e, page)?;
+        };
+        let writable = e.desc & !SW_WRITE_PROTECTED | S2AP_WRITE;
+        self.write(e.table, e.index, writable);
+        self.tlb.table_update_barrier();
+        self.tlb.invalidate_ipa(self.vmid, page);
+        if let Some(log) = &mut self.dirty {
+            log.mark(page);
+        }
+        Ok(true)
+    }
+
+    /// Reports, in ascending order, the IPA of every page marked dirty since tracking started or
+    /// the last call, and returns their number; 0 when tracking is off.
+    ///
+    /// Before any page is reported, every reported page that is writable is write-protected
+    /// again (in place) and the TLB invalidated (page by page, or the whole VMID for many
+    /// pages), so `out` may copy the pages: a later write faults and is logged for the next
+    /// call. The log is then cleared. Each page written through [`Self::handle_dirty_fault`]
+    /// between two calls is reported exactly once, by the second.
+    pub fn take_dirty(&mut self, mut out: impl FnMut(u64)) -> u64 {
+        let Some(log) = self.dirty.take() else {
+            return 0;
+        };
+        let mut reprotected = false;
+        for page in log.iter() {
+            let e = self.lookup(page);
+            if e.is_leaf() && e.desc & S2AP_WRITE != 0 {
+                let desc = e.desc & !S2AP_WRITE | SW_WRITE_PROTECTED;
+                self.write(e.table, e.index, desc);
+                reprotected = true;
+            }
+        }
+        self.tlb.table_update_barrier();
+        let count = log.dirty_pages();
+        if reprotected {
+            if count > DIRTY_TLBI_PAGES {
+                self.tlb.invalidate_vmid(self.vmid);
+            } else {
+                for page in log.iter() {
+                    self.tlb.invalidate_ipa(self.vmid, page);
+                }
+            }
+        }
+        let log = self.dirty.insert(log);
+        log.iter().for_each(&mut out);
+        log.clear();
+        count
+    }
+
+    /// Marks the page containing `ipa` dirty, for writes to guest RAM that bypass stage 2 (made
+    /// by the hypervisor itself); the next [`Self::take_dirty`] reports it. Returns whether
+    /// `ipa` is in the tracked range (`false` when tracking is off).
+    pub fn mark_dirty(&mut self, ipa: u64) -> bool {
+        self.dirty.as_mut().is_some_and(|log| log.mark(ipa))
+    }
+
+    /// The dirty log (pages written since the last [`Self::take_dirty`]) and tracked range, if
+    /// dirty tracking is active.
+    pub fn dirty_log(&self) -> Option<&DirtyLog> {
+        self.dirty.as_ref()
+    }
+
+    /// Stops dirty tracking: restores write permission to every mapping in the tracked range
+    /// that is still write-protected (split blocks stay split), invalidates the VMID's TLB
+    /// entries and drops the dirty log, unreported pages included. Does nothing if tracking is
+    /// off.
+    pub fn stop_dirty_tracking(&mut self) {
+        if let Some(log) = self.dirty.take() {
+            let (start, end) = (log.start(), log.start() + log.size());
+            self.update_in_place(start, end, |desc| {
+                if desc & SW_WRITE_PROTECTED != 0 {
+                    desc & !SW_WRITE_PROTECTED | S2AP_WRITE
+                } else {
+                    desc
+                }
+            });
+        }
     }
 
     /// Checks alignment and range of `[addr, addr + size)`, returning its end.
@@ -551,22 +725,32 @@ impl<A: FrameAllocator, T: TlbMaintenance> Stage2Table<A, T> {
     fn split_at(&mut self, addr: u64) -> Result<(), Stage2Error> {
         loop {
             let e = self.lookup(addr);
-            let size = level_size(e.level);
-            if !e.is_leaf() || e.level == 3 || addr.is_multiple_of(size) {
+            if !e.is_leaf() || e.level == 3 || addr.is_multiple_of(level_size(e.level)) {
                 return Ok(());
             }
-            let table = self.alloc.alloc_zeroed(1).ok_or(Stage2Error::OutOfMemory)?;
-            let child = e.level + 1;
-            let child_type = if child == 3 { DESC_TABLE } else { DESC_BLOCK };
-            let oa = e.desc & ADDR_MASK & !(size - 1);
-            let attrs = e.desc & !(ADDR_MASK | DESC_TYPE_MASK);
-            for i in 0..ENTRIES {
-                let desc = (oa + i as u64 * level_size(child)) | attrs | child_type;
-                self.write(table, i, desc);
-            }
-            self.break_entry(&e, addr);
-            self.write(e.table, e.index, table | DESC_TABLE);
+            self.split_block(&e, addr)?;
         }
+    }
+
+    /// Replaces the block `e` (translating `addr`) by a next-level table of entries with the
+    /// same attributes and translation, with break-before-make. On allocation failure the block
+    /// is left as it is (after a barrier publishing any earlier split of the operation).
+    fn split_block(&mut self, e: &Entry, addr: u64) -> Result<(), Stage2Error> {
+        let Some(table) = self.alloc.alloc_zeroed(1) else {
+            self.tlb.table_update_barrier();
+            return Err(Stage2Error::OutOfMemory);
+        };
+        let child = e.level + 1;
+        let child_type = if child == 3 { DESC_TABLE } else { DESC_BLOCK };
+        let oa = e.desc & ADDR_MASK & !(level_size(e.level) - 1);
+        let attrs = e.desc & !(ADDR_MASK | DESC_TYPE_MASK);
+        for i in 0..ENTRIES {
+            let desc = (oa + i as u64 * level_size(child)) | attrs | child_type;
+            self.write(table, i, desc);
+        }
+        self.break_entry(e, addr);
+        self.write(e.table, e.index, table | DESC_TABLE);
+        Ok(())
     }
 
     /// Replaces every leaf in `[ipa, end)` (leaves must not straddle the ends) by `f(leaf)`,
@@ -587,6 +771,29 @@ impl<A: FrameAllocator, T: TlbMaintenance> Stage2Table<A, T> {
             a = (a | (level_size(e.level) - 1)) + 1;
         }
         self.tlb.table_update_barrier();
+    }
+
+    /// Replaces every leaf in `[ipa, end)` by `f(leaf)` in place, without break-before-make:
+    /// `f` may change only permissions and software bits. Then publishes the writes and, if any
+    /// leaf changed, invalidates the VMID's TLB entries.
+    fn update_in_place(&mut self, ipa: u64, end: u64, f: impl Fn(u64) -> u64) {
+        let mut changed = false;
+        let mut a = ipa;
+        while a < end {
+            let e = self.lookup(a);
+            if e.is_leaf() {
+                let new = f(e.desc);
+                if new != e.desc {
+                    self.write(e.table, e.index, new);
+                    changed = true;
+                }
+            }
+            a = (a | (level_size(e.level) - 1)) + 1;
+        }
+        self.tlb.table_update_barrier();
+        if changed {
+            self.tlb.invalidate_vmid(self.vmid);
+        }
     }
 
     /// Frees the `pages`-page table at `table` (a `level` table) and every table below it.
