@@ -24,6 +24,7 @@ const GICV2_COMPATIBLE: &[&str] = &["arm,cortex-a15-gic", "arm,gic-400"];
 const TIMER_COMPATIBLE: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
 const PSCI_COMPATIBLE: &[&str] = &["arm,psci-1.0", "arm,psci-0.2"];
 const PL011_COMPATIBLE: &[&str] = &["arm,pl011"];
+const VIRTIO_MMIO_COMPATIBLE: &[&str] = &["virtio,mmio"];
 
 /// The host board as described by its DTB.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +52,20 @@ pub struct Board {
     pub psci: Option<Psci>,
     /// The `/chosen` node.
     pub chosen: Chosen,
+    /// Every virtio-mmio transport slot, in DT order (most are empty on QEMU virt: which one
+    /// holds a device shows only in its registers).
+    pub virtio_mmio: Vec<VirtioMmio>,
+}
+
+/// A virtio-mmio transport slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtioMmio {
+    /// Base of its register window.
+    pub base: u64,
+    /// Size of its register window.
+    pub size: u64,
+    /// Its interrupt (GIC INTID), if the DT gives one.
+    pub irq: Option<u32>,
 }
 
 impl Board {
@@ -221,6 +236,7 @@ pub fn parse_board(dtb: &[u8]) -> Result<Board, DtError> {
         timer: timer(&tree)?,
         psci: psci(&tree)?,
         chosen: chosen.map(parse_chosen).transpose()?.unwrap_or_default(),
+        virtio_mmio: virtio_mmio(&tree)?,
     })
 }
 
@@ -419,6 +435,26 @@ fn uart_of(tree: &Tree, node: &Node) -> Result<Uart, DtError> {
         },
         irq: tree.first_intid(node),
     })
+}
+
+fn virtio_mmio(tree: &Tree) -> Result<Vec<VirtioMmio>, DtError> {
+    let mut slots = Vec::new();
+    for node in tree
+        .nodes
+        .iter()
+        .filter(|n| n.is_compatible(VIRTIO_MMIO_COMPATIBLE))
+    {
+        let reg = *node
+            .reg("virtio-mmio")?
+            .first()
+            .ok_or(DtError::bad("virtio-mmio", "reg"))?;
+        slots.push(VirtioMmio {
+            base: reg.base,
+            size: reg.size,
+            irq: tree.first_intid(node),
+        });
+    }
+    Ok(slots)
 }
 
 /// The first PL011 that is not the console.

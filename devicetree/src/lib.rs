@@ -16,7 +16,7 @@ use core::fmt;
 
 pub use board::{
     Board, Chosen, Cpu, EnableMethod, GicDescription, Psci, PsciMethod, TimerPpis, Uart, UartKind,
-    dtb_total_size, parse_board,
+    VirtioMmio, dtb_total_size, parse_board,
 };
 
 /// A physical address range `[base, base + size)`.

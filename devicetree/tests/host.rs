@@ -356,3 +356,20 @@ fn corrupted_dtbs_are_errors_not_panics() {
         assert!(parse_board(&truncated).is_err());
     }
 }
+
+#[test]
+fn qemu_virt_lists_its_virtio_mmio_slots() {
+    let board = parse_board(GICV3_DTB).unwrap();
+    assert_eq!(board.virtio_mmio.len(), 32);
+    let mut bases: Vec<u64> = board.virtio_mmio.iter().map(|slot| slot.base).collect();
+    bases.sort_unstable();
+    assert_eq!(bases[0], 0x0a00_0000);
+    assert_eq!(bases[31], 0x0a00_0000 + 31 * 0x200);
+    let first = board
+        .virtio_mmio
+        .iter()
+        .find(|slot| slot.base == 0x0a00_0000)
+        .unwrap();
+    // QEMU virt: transport n at 0x0a000000 + n * 0x200 raises SPI 16 + n.
+    assert_eq!((first.size, first.irq), (0x200, Some(32 + 16)));
+}

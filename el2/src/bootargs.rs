@@ -2,7 +2,10 @@
 //!
 //! `log=<off|error|warn|info|debug|trace>` sets the log level; `guest.name=<name>` and
 //! `guest.mem=<size>[K|M|G]` describe the default instance; `sched.slice_ms=<1..1000>` sets the
-//! scheduler's time slice. Unknown words are reported, not
+//! scheduler's time slice; `net.addr=<a.b.c.d/prefix>` and `net.gw=<a.b.c.d>` place the board on
+//! its link (default: QEMU user networking's 10.0.2.15/24 via 10.0.2.2), and `net.listen`
+//! accepts incoming instances from boot (a board may then start with none). Unknown words are
+//! reported, not
 //! fatal; a known word with a bad value is an error, so the hypervisor refuses to start rather
 //! than run with a setting nobody asked for.
 
@@ -27,6 +30,10 @@ pub struct BootArgs {
     pub guest_mem: u64,
     /// The scheduler's time slice in milliseconds.
     pub slice_ms: u64,
+    /// Where the board sits on its link.
+    pub net: crate::net::NetConfig,
+    /// Accept incoming instances from boot.
+    pub listen: bool,
     /// Words that were not understood, to be reported once logging is up.
     pub unknown: Vec<String>,
 }
@@ -38,6 +45,8 @@ impl Default for BootArgs {
             guest_name: "guest0".into(),
             guest_mem: DEFAULT_GUEST_MEM,
             slice_ms: DEFAULT_SLICE_MS,
+            net: crate::net::NetConfig::QEMU_USER,
+            listen: false,
             unknown: Vec::new(),
         }
     }
@@ -91,6 +100,23 @@ impl BootArgs {
                         .filter(|ms| (1..=1000).contains(ms))
                         .ok_or(bad("the slice is 1 to 1000 milliseconds"))?;
                 }
+                Some(("net.addr", cidr)) => {
+                    args.net.address = cidr
+                        .parse()
+                        .map_err(|_| bad("the address is a.b.c.d/prefix, such as 10.0.0.1/24"))?;
+                    // A board given its own address has no gateway unless told.
+                    if !cmdline.split_whitespace().any(|w| w.starts_with("net.gw=")) {
+                        args.net.gateway = None;
+                    }
+                }
+                Some(("net.gw", gateway)) => {
+                    args.net.gateway = Some(
+                        gateway
+                            .parse()
+                            .map_err(|_| bad("the gateway is an address a.b.c.d"))?,
+                    );
+                }
+                None if word == "net.listen" => args.listen = true,
                 _ => args.unknown.push(word.into()),
             }
         }
@@ -113,6 +139,25 @@ pub fn parse_size(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_words_place_the_board() {
+        let args = BootArgs::parse("net.addr=10.0.0.2/24 net.listen").unwrap();
+        assert_eq!(args.net.address.to_string(), "10.0.0.2/24");
+        assert_eq!(args.net.gateway, None);
+        assert!(args.listen);
+        let args = BootArgs::parse("net.gw=10.0.0.1 net.addr=10.0.0.2/24").unwrap();
+        assert_eq!(
+            args.net.gateway.map(|g| g.to_string()).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            BootArgs::parse("").unwrap().net,
+            crate::net::NetConfig::QEMU_USER
+        );
+        assert!(BootArgs::parse("net.addr=10.0.0.300/24").is_err());
+        assert!(BootArgs::parse("net.gw=x").is_err());
+    }
 
     #[test]
     fn parses_known_words_and_keeps_unknown_ones() {

@@ -73,6 +73,12 @@ impl TrapSyndrome {
         (self.esr & 0x1ff_ffff) as u32
     }
 
+    /// True for a data abort from the guest (a stage-2 fault on a data access).
+    pub fn is_data_abort(&self) -> bool {
+        const EC_DATA_ABORT_LOWER: u8 = 0x24;
+        self.ec() == EC_DATA_ABORT_LOWER
+    }
+
     /// The faulting intermediate physical address of a stage-2 abort.
     pub fn fault_ipa(&self) -> u64 {
         ((self.hpfar >> 4) << 12) | (self.far & 0xfff)

@@ -7,7 +7,7 @@
 //! [`MmioDevice`] over the shared state.
 
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,8 @@ const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 /// `ICC_SGI1R_EL1` as `(op0, op1, CRn, CRm, op2)`.
 const ICC_SGI1R_EL1: (u8, u8, u8, u8, u8) = (3, 0, 12, 11, 5);
 /// SPIs the vGIC offers (INTIDs 32..96): the UART and 32 virtio transports fit.
-const VGIC_SPIS: u32 = 64;
+/// SPIs of every instance's vGIC.
+pub const VGIC_SPIS: u32 = 64;
 /// INTID of the instance's UART interrupt.
 const UART_INTID: u32 = 32 + UART_SPI;
 /// `op0` of the debug system registers (`DBGB*`, `DBGW*`, `MDSCR_EL1`, `OSLAR_EL1`, ...).
@@ -86,6 +87,15 @@ pub struct Vcpu {
     fault_streak: Option<FaultStreak>,
 }
 
+/// The board counter value at which the instance's counter, `counter_offset` behind the board's
+/// (modulo 2^64: an instance restored from another board may be ahead), reaches `deadline`; the
+/// board counter reads `now`. A deadline already passed is `now`; one too far to express is the
+/// end of time.
+fn board_time(deadline: u64, counter_offset: u64, now: u64) -> u64 {
+    let guest_now = now.wrapping_sub(counter_offset);
+    now.saturating_add(deadline.saturating_sub(guest_now))
+}
+
 impl Vcpu {
     /// vCPU `index` with affinity `affinity`, entering at `entry` with `x0 = arg`.
     pub fn new(index: usize, affinity: u64, entry: u64, arg: u64) -> Self {
@@ -106,21 +116,23 @@ impl Vcpu {
 
     /// When this vCPU, waiting for an interrupt off its CPU, must be woken, in board counter
     /// ticks: the earlier of its virtual and emulated physical timers' deadlines (both in the
-    /// instance's time, `counter_offset` behind the board's).
-    pub fn wake_deadline(&self, counter_offset: u64) -> Option<u64> {
-        let board_time = |deadline: u64| deadline.saturating_add(counter_offset);
-        let virtual_deadline = self.virtual_timer.deadline().map(board_time);
-        match (virtual_deadline, self.phys_deadline(counter_offset)) {
+    /// instance's time, `counter_offset` behind the board's, which reads `now`).
+    pub fn wake_deadline(&self, counter_offset: u64, now: u64) -> Option<u64> {
+        let virtual_deadline = self
+            .virtual_timer
+            .deadline()
+            .map(|deadline| board_time(deadline, counter_offset, now));
+        match (virtual_deadline, self.phys_deadline(counter_offset, now)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
     /// The emulated physical timer's deadline in board counter ticks, if it is armed.
-    pub fn phys_deadline(&self, counter_offset: u64) -> Option<u64> {
+    pub fn phys_deadline(&self, counter_offset: u64, now: u64) -> Option<u64> {
         self.phys_timer
             .deadline()
-            .map(|deadline| deadline.saturating_add(counter_offset))
+            .map(|deadline| board_time(deadline, counter_offset, now))
     }
 
     /// Puts the vCPU back to its power-on state, entering at `entry` with `x0 = arg`.
@@ -138,6 +150,123 @@ impl Vcpu {
     }
 }
 
+impl Vcpu {
+    /// The vCPU's context for a checkpoint (taken off its CPU), with `powered_on` its power
+    /// state and `counter` the instance's virtual counter at the pause.
+    pub fn save(&self, powered_on: bool, counter: u64) -> checkpoint::VcpuState {
+        let e = &self.el1;
+        checkpoint::VcpuState {
+            index: self.index as u16,
+            mpidr: self.mpidr,
+            powered_on,
+            x: self.regs.x,
+            pc: self.regs.pc,
+            pstate: self.regs.pstate,
+            el1: checkpoint::El1Regs {
+                sctlr: e.sctlr_el1,
+                actlr: e.actlr_el1,
+                cpacr: e.cpacr_el1,
+                ttbr0: e.ttbr0_el1,
+                ttbr1: e.ttbr1_el1,
+                tcr: e.tcr_el1,
+                mair: e.mair_el1,
+                amair: e.amair_el1,
+                vbar: e.vbar_el1,
+                contextidr: e.contextidr_el1,
+                tpidr_el0: e.tpidr_el0,
+                tpidrro_el0: e.tpidrro_el0,
+                tpidr_el1: e.tpidr_el1,
+                sp_el0: e.sp_el0,
+                sp_el1: e.sp_el1,
+                elr: e.elr_el1,
+                spsr: e.spsr_el1,
+                esr: e.esr_el1,
+                far: e.far_el1,
+                afsr0: e.afsr0_el1,
+                afsr1: e.afsr1_el1,
+                par: e.par_el1,
+                cntkctl: e.cntkctl_el1,
+                csselr: e.csselr_el1,
+                mdscr: e.mdscr_el1,
+            },
+            fp: checkpoint::FpState {
+                v: self.fp.v,
+                fpcr: self.fp.fpcr,
+                fpsr: self.fp.fpsr,
+            },
+            virtual_timer: checkpoint::TimerState {
+                control: self.virtual_timer.control,
+                compare: self.virtual_timer.compare,
+            },
+            physical_timer: checkpoint::TimerState {
+                control: self.phys_timer.control,
+                compare: self.phys_timer.compare,
+            },
+            counter,
+            gic_cpu: checkpoint::GicCpuState {
+                vmcr: self.vmcr,
+                active_priorities: self.active_priorities,
+            },
+            resume: self.powered_down,
+        }
+    }
+
+    /// Takes on a context saved on another board by [`Vcpu::save`]; its MPIDR stays this
+    /// board's (the instance's vCPU layout is the same on both).
+    pub fn restore(&mut self, saved: &checkpoint::VcpuState) {
+        let e = &saved.el1;
+        self.regs = GuestRegs {
+            x: saved.x,
+            pc: saved.pc,
+            pstate: saved.pstate,
+        };
+        self.el1 = El1SysRegs {
+            sctlr_el1: e.sctlr,
+            actlr_el1: e.actlr,
+            cpacr_el1: e.cpacr,
+            ttbr0_el1: e.ttbr0,
+            ttbr1_el1: e.ttbr1,
+            tcr_el1: e.tcr,
+            mair_el1: e.mair,
+            amair_el1: e.amair,
+            vbar_el1: e.vbar,
+            contextidr_el1: e.contextidr,
+            tpidr_el0: e.tpidr_el0,
+            tpidrro_el0: e.tpidrro_el0,
+            tpidr_el1: e.tpidr_el1,
+            sp_el0: e.sp_el0,
+            sp_el1: e.sp_el1,
+            elr_el1: e.elr,
+            spsr_el1: e.spsr,
+            esr_el1: e.esr,
+            far_el1: e.far,
+            afsr0_el1: e.afsr0,
+            afsr1_el1: e.afsr1,
+            par_el1: e.par,
+            cntkctl_el1: e.cntkctl,
+            csselr_el1: e.csselr,
+            mdscr_el1: e.mdscr,
+        };
+        self.fp = FpRegs {
+            v: saved.fp.v,
+            fpcr: saved.fp.fpcr,
+            fpsr: saved.fp.fpsr,
+        };
+        self.virtual_timer = EmulatedTimer {
+            control: saved.virtual_timer.control,
+            compare: saved.virtual_timer.compare,
+        };
+        self.phys_timer = EmulatedTimer {
+            control: saved.physical_timer.control,
+            compare: saved.physical_timer.compare,
+        };
+        self.vmcr = saved.gic_cpu.vmcr;
+        self.active_priorities = saved.gic_cpu.active_priorities;
+        self.powered_down = saved.resume;
+        self.fault_streak = None;
+    }
+}
+
 /// Why an instance stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -149,6 +278,8 @@ pub enum StopReason {
     Fault(String),
     /// The operator destroyed it.
     Destroyed,
+    /// It moved to another board (at this address), which runs it now.
+    Moved(String),
 }
 
 impl core::fmt::Display for StopReason {
@@ -158,6 +289,7 @@ impl core::fmt::Display for StopReason {
             Self::AllCpusOff => write!(f, "the guest turned off all its vCPUs"),
             Self::Fault(why) => write!(f, "{why}"),
             Self::Destroyed => write!(f, "destroyed by the operator"),
+            Self::Moved(destination) => write!(f, "moved to {destination}"),
         }
     }
 }
@@ -192,10 +324,19 @@ pub enum VcpuStatus {
     Ended(StopReason),
 }
 
+/// A vCPU's PSCI power state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Power {
+pub enum Power {
+    /// Off (never started, or CPU_OFF).
     Off,
-    Starting { entry: u64, context_id: u64 },
+    /// CPU_ON was called: it starts at `entry` with `x0 = context_id` when next run.
+    Starting {
+        /// Where it starts.
+        entry: u64,
+        /// Its x0 at the start.
+        context_id: u64,
+    },
+    /// On: it continues from its saved context.
     On,
 }
 
@@ -402,6 +543,58 @@ impl Instance {
             .collect()
     }
 
+    /// The vGIC, the UART and each vCPU's power state, for a checkpoint. Only while no vCPU of
+    /// the instance runs (each one's list registers folded back when it left its CPU).
+    pub fn save_devices(&self) -> (checkpoint::VgicState, checkpoint::Pl011State, Vec<Power>) {
+        let shared = self.shared.lock();
+        (shared.vgic.save(), shared.uart.save(), shared.power.clone())
+    }
+
+    /// Takes on the state of an instance saved on another board: the vGIC, the UART and which
+    /// vCPUs are on (these continue from the contexts the caller restored). Nothing changes
+    /// on error.
+    pub fn restore_devices(
+        &self,
+        vgic: &checkpoint::VgicState,
+        uart: &checkpoint::Pl011State,
+        powered_on: &[bool],
+    ) -> Result<(), String> {
+        if powered_on.len() != self.mpidrs.len() {
+            return Err(alloc::format!(
+                "{} vCPU power states for {} vCPUs",
+                powered_on.len(),
+                self.mpidrs.len()
+            ));
+        }
+        let mut running = 0u64;
+        self.update(|shared| -> Result<(), String> {
+            shared
+                .vgic
+                .restore(vgic)
+                .map_err(|error| error.to_string())?;
+            shared.uart.restore(uart);
+            shared.uart.interrupt_controller_reset();
+            for (index, on) in powered_on.iter().enumerate() {
+                shared.power[index] = if *on { Power::On } else { Power::Off };
+                if *on {
+                    running |= 1 << index;
+                }
+            }
+            shared.in_guest = running;
+            shared.resetting = None;
+            shared.stop = None;
+            // The UART's line is driven into the restored vGIC (`update` records the change).
+            let Shared { uart, vgic, .. } = shared;
+            let _ = uart.drive_line(vgic);
+            Ok(())
+        })?;
+        self.running.store(running, Ordering::Release);
+        for vcpu in 0..self.mpidrs.len() {
+            self.kick_vcpu(vcpu);
+        }
+        Ok(())
+    }
+
     /// (Re)starts the instance: every vCPU off but vCPU 0, which enters at `entry` with x0 = `dtb`.
     pub fn boot(&self, entry: u64, dtb: u64) {
         self.update(|shared| {
@@ -482,6 +675,11 @@ impl Instance {
         }
     }
 
+    /// Why the instance stopped, if it has.
+    pub fn stopped(&self) -> Option<StopReason> {
+        self.shared.lock().stop.clone()
+    }
+
     /// True while `vcpu` is on and the instance has not stopped.
     pub fn is_on(&self, vcpu: usize) -> bool {
         self.running.load(Ordering::Acquire) & (1 << vcpu) != 0
@@ -543,6 +741,15 @@ impl Instance {
     /// Stops the instance at the operator's request: every vCPU leaves at its next exit.
     pub fn destroy(&self) {
         self.stop(&mut self.shared.lock(), StopReason::Destroyed, usize::MAX);
+    }
+
+    /// Ends the instance here because `destination` runs it now.
+    pub fn end_moved(&self, destination: &str) {
+        self.stop(
+            &mut self.shared.lock(),
+            StopReason::Moved(destination.into()),
+            usize::MAX,
+        );
     }
 
     /// The virtual timer of `vcpu` fired: deliver its PPI, backed by physical INTID `pintid`.
@@ -1612,12 +1819,26 @@ mod tests {
         vcpu.regs.x[5] = 1;
         exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 1), 5, false)); // CNTP_CTL_EL0
         assert_eq!(
-            vcpu.phys_deadline(guest.counter_offset()),
+            vcpu.phys_deadline(guest.counter_offset(), NOW),
             Some(NOW + 500),
             "armed in board time"
         );
         exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 0), 6, true)); // CNTP_TVAL_EL0
         assert_eq!(vcpu.regs.x[6], 500);
-        assert_eq!(vcpu.wake_deadline(guest.counter_offset()), Some(NOW + 500));
+        assert_eq!(
+            vcpu.wake_deadline(guest.counter_offset(), NOW),
+            Some(NOW + 500)
+        );
+        // Restored from a board whose counter was ahead: the offset is "negative".
+        guest.set_counter_offset(NOW.wrapping_sub(1 << 40));
+        vcpu.regs.x[5] = (1 << 40) + 700;
+        exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 2), 5, false)); // CNTP_CVAL_EL0
+        assert_eq!(
+            vcpu.wake_deadline(guest.counter_offset(), NOW),
+            Some(NOW + 700)
+        );
+        vcpu.regs.x[5] = 5;
+        exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 2), 5, false)); // long past
+        assert_eq!(vcpu.phys_deadline(guest.counter_offset(), NOW), Some(NOW));
     }
 }

@@ -20,7 +20,7 @@ mod board {
     use devicetree::{Board, GicDescription, UartKind};
     use el2::arch::board::{self, BoardDevices};
     use el2::arch::guest::{InstanceConfig, boot_module};
-    use el2::arch::{boot, console, cpu, gic, heap, management, mmu, psci, sysregs};
+    use el2::arch::{boot, console, cpu, gic, heap, management, mmu, psci, sysregs, transfer};
     use el2::bootargs::BootArgs;
     use el2::memory::{PhysAllocator, PhysRange};
     use log::{error, info, warn};
@@ -145,14 +145,16 @@ mod board {
             );
         }
         // QEMU passes no initrd at all for an empty file; other loaders may pass an empty one.
-        let Some(module) = host.chosen.initrd.filter(|module| module.size > 0) else {
+        // A board that listens for incoming instances may start with none of its own.
+        let module = host.chosen.initrd.filter(|module| module.size > 0);
+        if module.is_none() && !args.listen {
             refuse(
                 platform.psci,
                 format_args!(
-                    "no guest image (none was given, or it is empty): pass a guest bundle or an arm64 Image as the initrd (QEMU: -initrd FILE)"
+                    "no guest image (none was given, or it is empty): pass a guest bundle or an arm64 Image as the initrd (QEMU: -initrd FILE), or net.listen to wait for instances from another board"
                 ),
             )
-        };
+        }
 
         let ram: Vec<PhysRange> = host
             .memory
@@ -169,7 +171,9 @@ mod board {
         );
         phys.reserve(boot::image_range());
         phys.reserve(PhysRange::new(dtb as u64, dtb_bytes.len() as u64));
-        phys.reserve(PhysRange::new(module.base, module.size));
+        if let Some(module) = module {
+            phys.reserve(PhysRange::new(module.base, module.size));
+        }
         let Some(heap_start) = phys.allocate(HEAP_SIZE, 4096) else {
             refuse(
                 platform.psci,
@@ -193,7 +197,12 @@ mod board {
             .filter(|uart| uart.kind == UartKind::Pl011);
         let json_intid = json_uart.and_then(|uart| uart.irq);
         let affinities = host.cpus.iter().take(cpus).map(|cpu| cpu.mpidr).collect();
-        let device_intids: Vec<u32> = console_intid.into_iter().chain(json_intid).collect();
+        let nic_intid = transfer::init(&host.virtio_mmio, args.net);
+        let device_intids: Vec<u32> = console_intid
+            .into_iter()
+            .chain(json_intid)
+            .chain(nic_intid)
+            .collect();
         gic::init(
             distributor.base,
             redistributors[0].base,
@@ -224,13 +233,15 @@ mod board {
             BoardDevices {
                 console_intid,
                 json_intid,
+                nic_intid,
                 conduit: platform.psci,
             },
         );
         // SAFETY: the module range was reserved above and nothing writes it.
-        let module = unsafe { boot_module(module.base, module.size) };
+        let module = module.map(|module| unsafe { boot_module(module.base, module.size) });
         let mut started = 0;
-        for entry in bundle_instances(module, &args, cpus) {
+        let entries = module.map_or_else(Vec::new, |module| bundle_instances(module, &args, cpus));
+        for entry in entries {
             let (name, start_at_boot) = (entry.name, entry.start_at_boot);
             let config = match entry.config {
                 Ok(config) => config,
@@ -248,7 +259,12 @@ mod board {
                 Err(why) => error!("{name}: cannot start: {why}"),
             }
         }
-        if started == 0 {
+        if args.listen {
+            match transfer::listen(true) {
+                Ok(line) => info!("{line}"),
+                Err(why) => error!("net.listen: {why}"),
+            }
+        } else if started == 0 {
             board.shut_down();
         }
         management::greet();

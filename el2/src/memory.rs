@@ -214,6 +214,18 @@ impl GuestRam {
         Ok(destination as u64)
     }
 
+    /// Copies guest-physical `[ipa, ipa + buffer.len())` into `buffer`, or refuses if any byte
+    /// lies outside the instance's RAM. The guest may be writing the same bytes meanwhile (a
+    /// live copy): what it reads is some mix of old and new, which dirty tracking resends.
+    pub fn read(&self, ipa: u64, buffer: &mut [u8]) -> Result<(), OutsideRam> {
+        let source = self.host_range(ipa, buffer.len() as u64)?;
+        // SAFETY: `host_range` proved the source inside the RAM `new`'s caller guarantees owned
+        // and valid; the buffer is hypervisor memory, never guest RAM, so they do not overlap.
+        // A racing guest store changes only the values read, never their validity (plain bytes).
+        unsafe { core::ptr::copy_nonoverlapping(source, buffer.as_mut_ptr(), buffer.len()) };
+        Ok(())
+    }
+
     /// Fills the whole RAM with zeros.
     pub fn zero(&self) {
         // SAFETY: `[host, host + size)` is writable and owned (see `new`).

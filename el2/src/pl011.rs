@@ -221,6 +221,41 @@ impl Pl011 {
         !self.line.is_empty()
     }
 
+    /// The guest-visible state, for a checkpoint: registers, the receive FIFO and output
+    /// that has not reached its newline yet.
+    pub fn save(&self) -> checkpoint::Pl011State {
+        checkpoint::Pl011State {
+            ibrd: self.ibrd,
+            fbrd: self.fbrd,
+            lcr_h: self.lcr_h,
+            cr: self.cr,
+            ifls: self.ifls,
+            imsc: self.imsc,
+            dmacr: self.dmacr,
+            ilpr: self.ilpr,
+            raw_interrupts: self.raw_interrupts(),
+            rx: self.rx.iter().copied().collect(),
+            line: self.line.clone(),
+        }
+    }
+
+    /// Takes on `saved` (from [`Pl011::save`] on another board); the interrupt line is driven
+    /// again at the next [`Pl011::drive_line`]. The raw interrupt status follows from the FIFO
+    /// state, so the saved one is not needed.
+    pub fn restore(&mut self, saved: &checkpoint::Pl011State) {
+        self.ibrd = saved.ibrd & 0xffff;
+        self.fbrd = saved.fbrd & 0x3f;
+        self.lcr_h = saved.lcr_h & 0xff;
+        self.cr = saved.cr & 0xff87;
+        self.ifls = saved.ifls & 0x3f;
+        self.imsc = saved.imsc & 0x7ff;
+        self.dmacr = saved.dmacr & 0x7;
+        self.ilpr = saved.ilpr & 0xff;
+        self.rx = saved.rx.iter().copied().take(RX_FIFO).collect();
+        self.line = saved.line.iter().copied().take(MAX_LINE).collect();
+        self.irq_level = false;
+    }
+
     /// A guest read of the register at `offset` (any access size).
     pub fn read(&mut self, offset: u64, _size: u8) -> u64 {
         match offset {

@@ -24,7 +24,7 @@ const TYPER_A3V: u32 = 1 << 24;
 /// `GICD_TYPER.RSS`: SGI targets with Aff0 0..255 (range selector).
 const TYPER_RSS: u32 = 1 << 26;
 /// `GICD_IROUTER` bits that hold state: Aff3, IRM, Aff2, Aff1, Aff0.
-const IROUTER_MASK: u64 = AFFINITY_MASK | IROUTER_IRM;
+pub(crate) const IROUTER_MASK: u64 = AFFINITY_MASK | IROUTER_IRM;
 
 /// PIDR4..7, PIDR0..3, CIDR0..3 of the distributor (as QEMU's GICv3: Arm, ArchRev 3).
 const GICD_IDS: [u8; 12] = [

@@ -28,12 +28,14 @@ pub mod lr;
 mod redistributor;
 mod regs;
 mod schedule;
+mod snapshot;
 
 use alloc::vec::Vec;
 
 use candidates::Candidates;
 
 pub use irq::{InFlight, IrqState, Trigger};
+pub use snapshot::RestoreError;
 
 /// Most list registers a GICv3 CPU interface has (`ICH_VTR_EL2.ListRegs` + 1 ≤ 16).
 pub const MAX_LRS: usize = 16;

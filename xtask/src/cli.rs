@@ -2,11 +2,16 @@
 //! options without building or running anything.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use devicetree::fit::{DEFAULT_WEIGHT, MAX_VCPUS, MAX_WEIGHT, MEMORY_GRANULE};
 
 use crate::bench::Selection;
 use crate::bundle::{self, BoardPart, BundleSpec, InstanceSpec};
+use crate::checkpoint::{
+    CheckpointCommand, DEFAULT_RECV_PORT, DEFAULT_RECV_TIMEOUT, DEFAULT_SEND_PORT,
+    DEFAULT_SEND_TIMEOUT,
+};
 use crate::qemu::HYPERVISOR_MIB;
 
 /// Most CPUs the hypervisor runs on: `--smp` is 1 to this.
@@ -31,7 +36,7 @@ struct CommandHelp {
     options: &'static str,
 }
 
-const COMMANDS: [CommandHelp; 8] = [
+const COMMANDS: [CommandHelp; 9] = [
     CommandHelp {
         name: "build",
         arguments: "",
@@ -107,6 +112,23 @@ const COMMANDS: [CommandHelp; 8] = [
                   boot, CPUs, weight, memory, vCPUs, bootargs, kernel and ramdisk sizes and CRC-32s,\n\
                   or why the hypervisor would refuse it (then the command fails)",
         options: "",
+    },
+    CommandHelp {
+        name: "checkpoint",
+        arguments: "recv|send FILE [--port N] [--timeout SECS]",
+        alternative: "inspect FILE",
+        summary: "recv: take one checkpoint stream from a board on 127.0.0.1, verify it to its end and\n\
+                  write FILE, answering the board OK (or ERR, leaving no FILE); send: send FILE as it\n\
+                  is to a board and print its answer (fails if it refuses); inspect: print FILE's\n\
+                  sections, or why it is malformed (docs/CHECKPOINT-FORMAT.md)",
+        options: "  --port N        recv: the port to listen on (default 7071, where QEMU's guestfwd\n                  \
+                  takes the board's saves; 0: any free port); send: the board's port\n                  \
+                  (default 7070, QEMU's hostfwd to the board)\n  \
+                  --timeout SECS  recv: for the whole receive, the wait for the board included\n                  \
+                  (default 600); send: for connecting, retried while the board boots, and\n                  \
+                  for each wait for the board to take data or answer (default 60)\n\n\
+                  recv prints `listening on 127.0.0.1:N` once it listens and a summary line at the\n\
+                  end; it writes FILE.partial until the stream is verified.",
     },
     CommandHelp {
         name: "linux-guest",
@@ -189,6 +211,8 @@ pub enum Invocation {
     BoardBundle(Vec<BoardPart>, PathBuf),
     /// `inspect` this file.
     Inspect(PathBuf),
+    /// `checkpoint recv`, `send` or `inspect`.
+    Checkpoint(CheckpointCommand),
     /// `linux-guest` with this many vCPUs.
     LinuxGuest(u32),
     /// `bench`.
@@ -247,6 +271,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
         "run" => parse_run(rest),
         "bundle" => parse_bundle(rest),
         "inspect" => parse_inspect(rest),
+        "checkpoint" => parse_checkpoint(rest),
         "linux-guest" => parse_linux_guest(rest),
         "bench" => parse_bench(rest),
         other => Err(format!("unknown command {other:?}\n\n{}", usage())),
@@ -612,6 +637,92 @@ fn parse_inspect(args: &[String]) -> Result<Invocation, String> {
     Ok(Invocation::Inspect(file.ok_or("inspect needs a FILE")?))
 }
 
+/// `--port`'s value: 1 to 65535, or 0 (any free port) for `recv`.
+fn port_number(form: &str, text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(0) if form == "recv" => Ok(0),
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(format!(
+            "--port takes a port number from 1 to 65535{}, not {text:?}",
+            if form == "recv" {
+                " (or 0: any free port)"
+            } else {
+                ""
+            }
+        )),
+    }
+}
+
+/// `--timeout`'s value: whole seconds, at least 1.
+fn timeout_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!(
+            "--timeout takes a number of seconds, at least 1, not {text:?}"
+        )),
+    }
+}
+
+fn parse_checkpoint(args: &[String]) -> Result<Invocation, String> {
+    let mut options = Options::new("checkpoint", args);
+    let form = match options.next() {
+        None => {
+            return Err(
+                "checkpoint needs recv, send or inspect (`cargo xtask checkpoint --help`)".into(),
+            );
+        }
+        Some("-h" | "--help") => return Ok(options.help()),
+        Some(form @ ("recv" | "send" | "inspect")) => form,
+        Some(other) => {
+            return Err(format!(
+                "checkpoint has no form {other:?}: it is recv, send or inspect"
+            ));
+        }
+    };
+    let (mut file, mut port, mut timeout) = (None, None, None);
+    while let Some(option) = options.next() {
+        match option {
+            "-h" | "--help" => return Ok(options.help()),
+            "--port" | "--timeout" if form == "inspect" => {
+                return Err(format!(
+                    "{option} is for checkpoint recv and send, not inspect"
+                ));
+            }
+            "--port" => once(
+                &mut port,
+                option,
+                port_number(form, options.value(option)?)?,
+            )?,
+            "--timeout" => once(
+                &mut timeout,
+                option,
+                timeout_seconds(options.value(option)?)?,
+            )?,
+            other if other.starts_with('-') => return Err(options.unknown(other)),
+            other => {
+                if file.is_some() {
+                    return Err(format!("checkpoint {form} takes one FILE"));
+                }
+                file = Some(PathBuf::from(other));
+            }
+        }
+    }
+    let file = file.ok_or_else(|| format!("checkpoint {form} needs a FILE"))?;
+    Ok(Invocation::Checkpoint(match form {
+        "recv" => CheckpointCommand::Recv {
+            file,
+            port: port.unwrap_or(DEFAULT_RECV_PORT),
+            timeout: timeout.unwrap_or(DEFAULT_RECV_TIMEOUT),
+        },
+        "send" => CheckpointCommand::Send {
+            file,
+            port: port.unwrap_or(DEFAULT_SEND_PORT),
+            timeout: timeout.unwrap_or(DEFAULT_SEND_TIMEOUT),
+        },
+        _ => CheckpointCommand::Inspect(file),
+    }))
+}
+
 fn parse_linux_guest(args: &[String]) -> Result<Invocation, String> {
     let mut vcpus = None;
     let mut options = Options::new("linux-guest", args);
@@ -677,6 +788,7 @@ mod tests {
             "test",
             "bundle",
             "inspect",
+            "checkpoint",
             "linux-guest",
             "bench",
             "help",
@@ -775,6 +887,21 @@ mod tests {
             assert!(bundle.contains(&format!("{key}=")), "{key}");
         }
         assert!(usage().contains("  inspect FILE\n"));
+        assert!(usage().contains(
+            "  checkpoint recv|send FILE [--port N] [--timeout SECS]\n  checkpoint inspect FILE\n"
+        ));
+        let checkpoint = command_usage("checkpoint").unwrap();
+        for text in [
+            "--port N",
+            "--timeout SECS",
+            "7070",
+            "7071",
+            "600",
+            "60)",
+            "listening on",
+        ] {
+            assert!(checkpoint.contains(text), "{text}");
+        }
     }
 
     #[test]
@@ -1123,5 +1250,101 @@ mod tests {
             parse_words("inspect a.fit --help"),
             Ok(Invocation::Help(text)) if text.starts_with("usage: cargo xtask inspect FILE")
         ));
+    }
+
+    fn checkpoint(words: &str) -> Result<CheckpointCommand, String> {
+        match parse_words(&format!("checkpoint {words}"))? {
+            Invocation::Checkpoint(command) => Ok(command),
+            other => panic!("checkpoint {words}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn checkpoint_options() {
+        assert_eq!(
+            checkpoint("recv saved.ckpt"),
+            Ok(CheckpointCommand::Recv {
+                file: "saved.ckpt".into(),
+                port: 7071,
+                timeout: Duration::from_secs(600)
+            })
+        );
+        assert_eq!(
+            checkpoint("recv --port 0 --timeout 5 saved.ckpt"),
+            Ok(CheckpointCommand::Recv {
+                file: "saved.ckpt".into(),
+                port: 0,
+                timeout: Duration::from_secs(5)
+            })
+        );
+        assert_eq!(
+            checkpoint("send saved.ckpt"),
+            Ok(CheckpointCommand::Send {
+                file: "saved.ckpt".into(),
+                port: 7070,
+                timeout: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            checkpoint("send s.ckpt --port 65535 --timeout 1"),
+            Ok(CheckpointCommand::Send {
+                file: "s.ckpt".into(),
+                port: 65535,
+                timeout: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(
+            checkpoint("inspect s.ckpt"),
+            Ok(CheckpointCommand::Inspect("s.ckpt".into()))
+        );
+        for words in [
+            "checkpoint --help",
+            "checkpoint -h",
+            "checkpoint send --help",
+            "checkpoint inspect a -h",
+        ] {
+            assert!(
+                matches!(
+                    parse_words(words),
+                    Ok(Invocation::Help(text)) if text.starts_with(
+                        "usage: cargo xtask checkpoint recv|send FILE [--port N] [--timeout SECS]\n       \
+                         cargo xtask checkpoint inspect FILE\n"
+                    )
+                ),
+                "{words}"
+            );
+        }
+
+        for (words, reason) in [
+            ("", "needs recv, send or inspect"),
+            ("save a", "no form \"save\""),
+            ("recv", "checkpoint recv needs a FILE"),
+            ("send --port 7070", "checkpoint send needs a FILE"),
+            ("inspect", "checkpoint inspect needs a FILE"),
+            ("recv a b", "takes one FILE"),
+            ("inspect a b", "takes one FILE"),
+            ("recv a --port", "needs a value"),
+            ("recv a --port 65536", "port number from 1 to 65535 (or 0"),
+            ("recv a --port -1", "port number"),
+            ("recv a --port http", "port number"),
+            ("send a --port 0", "port number from 1 to 65535, not \"0\""),
+            ("send a --port 1 --port 2", "given twice"),
+            ("send a --timeout 0", "at least 1"),
+            ("send a --timeout 1.5", "number of seconds"),
+            ("recv a --timeout", "needs a value"),
+            (
+                "inspect a --port 7070",
+                "--port is for checkpoint recv and send",
+            ),
+            (
+                "inspect a --timeout 1",
+                "--timeout is for checkpoint recv and send",
+            ),
+            ("recv a --verbose", "no option \"--verbose\""),
+        ] {
+            let error = checkpoint(words).expect_err(words);
+            assert!(error.contains(reason), "checkpoint {words}: {error}");
+            assert!(!error.contains('\n'), "checkpoint {words}: {error}");
+        }
     }
 }

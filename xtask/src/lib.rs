@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod build;
 pub mod bundle;
+pub mod checkpoint;
 pub mod cli;
 pub mod cpio;
 pub mod linux_guest;

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Invocation::Bundle(spec, out) => pack(&spec, &out),
         Invocation::BoardBundle(parts, out) => pack_board(&parts, &out),
         Invocation::Inspect(file) => inspect(&file),
+        Invocation::Checkpoint(command) => xtask::checkpoint::run(&command),
         Invocation::LinuxGuest(vcpus) => linux(vcpus),
         Invocation::Bench(selection) => xtask::bench::bench(selection),
     };

@@ -35,6 +35,8 @@ pub struct Board {
     pub console_intid: Option<u32>,
     /// The JSON port's interrupt, if the board has a second UART.
     pub json_intid: Option<u32>,
+    /// The board link NIC's interrupt, if it has one.
+    pub nic_intid: Option<u32>,
     /// Every instance the board can start (`start NAME`), by name.
     catalog: Mutex<Vec<InstanceConfig>>,
     /// Total board memory for instances, as at boot.
@@ -48,6 +50,8 @@ pub struct BoardDevices {
     pub console_intid: Option<u32>,
     /// The JSON port UART's interrupt.
     pub json_intid: Option<u32>,
+    /// The board link NIC's interrupt.
+    pub nic_intid: Option<u32>,
     /// How to reach the board's PSCI firmware.
     pub conduit: PsciConduit,
 }
@@ -81,6 +85,7 @@ pub fn init(
         cpus,
         console_intid: devices.console_intid,
         json_intid: devices.json_intid,
+        nic_intid: devices.nic_intid,
         catalog: Mutex::new(Vec::new()),
         conduit: devices.conduit,
     })
@@ -122,8 +127,21 @@ impl Board {
 
     /// Builds and boots an instance; its vCPU 0 starts on whichever CPU picks it.
     pub fn start(&self, config: InstanceConfig) -> Result<usize, BuildError> {
+        let (slot, vm) = self.build(config)?;
+        self.launch(slot);
+        let booted = vm.boot();
+        drop(vm);
+        if let Err(error) = booted {
+            self.release(slot);
+            return Err(error);
+        }
+        Ok(slot)
+    }
+
+    /// Builds an instance in a free slot, with its memory, stage 2 and VMID, but runs none of
+    /// its vCPUs yet ([`Board::launch`]; [`Board::discard`] takes it back).
+    pub fn build(&self, config: InstanceConfig) -> Result<(usize, Arc<Vm>), BuildError> {
         let name = config.name.clone();
-        let (affinity, weight, vcpus) = (config.affinity, config.weight, config.vcpus);
         let mut instances = self.instances.lock();
         if instances
             .iter()
@@ -158,20 +176,38 @@ impl Board {
             }
         };
         instances[slot] = Some(vm.clone());
-        drop(instances);
+        Ok((slot, vm))
+    }
+
+    /// Hands the vCPUs of the instance in `slot` to the scheduler.
+    pub fn launch(&self, slot: usize) {
+        let Some(vm) = self.instance(slot) else {
+            return;
+        };
+        let config = vm.config();
         {
             let mut sched = self.sched.lock();
-            for index in 0..vcpus {
-                sched.add(vcpu_id(slot, index), weight, affinity);
+            for index in 0..config.vcpus {
+                sched.add(vcpu_id(slot, index), config.weight, config.affinity);
             }
         }
-        let booted = vm.boot();
-        drop(vm);
-        if let Err(error) = booted {
-            self.release(slot);
-            return Err(error);
+        for index in 0..config.vcpus {
+            kick(slot, index);
         }
-        Ok(slot)
+    }
+
+    /// Takes back an instance that [`Board::build`] made and that never ran.
+    pub fn discard(&self, slot: usize) {
+        self.release(slot);
+    }
+
+    /// The instance called `name` in the board's bundle, if any.
+    pub fn catalog_entry(&self, name: &str) -> Option<InstanceConfig> {
+        self.catalog
+            .lock()
+            .iter()
+            .find(|config| config.name == name)
+            .cloned()
     }
 
     /// Remembers `config` for `start NAME`.
@@ -181,13 +217,7 @@ impl Board {
 
     /// Starts the instance of the bundle called `name`.
     pub fn start_by_name(&self, name: &str) -> Result<(), BuildError> {
-        let config = self
-            .catalog
-            .lock()
-            .iter()
-            .find(|config| config.name == name)
-            .cloned()
-            .ok_or(BuildError::NotInBundle)?;
+        let config = self.catalog_entry(name).ok_or(BuildError::NotInBundle)?;
         self.start(config).map(drop)
     }
 
@@ -227,7 +257,7 @@ impl Board {
             return;
         }
         let empty = self.instances.lock().iter().all(Option::is_none);
-        if empty && *reason != StopReason::Destroyed {
+        if empty && !matches!(reason, StopReason::Destroyed | StopReason::Moved(_)) {
             self.shut_down();
         }
     }

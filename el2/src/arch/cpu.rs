@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use crate::arch::board::{Board, board, kick};
 use crate::arch::guest::Vm;
-use crate::arch::{gic, management, sysregs, vectors};
+use crate::arch::{gic, management, sysregs, transfer, vectors};
 use crate::exit::ExitKind;
 use crate::instance::{Next, Vcpu, VcpuStatus};
 use crate::sched::VcpuId;
@@ -62,9 +62,13 @@ pub fn run(index: usize) -> ! {
     loop {
         this.take_interrupts(None);
         this.wake_sleepers();
+        transfer::work();
         let picked = board.sched.lock().pick(index, sysregs::counter());
         let Some((id, slice_end)) = picked else {
-            this.arm_timer(None);
+            // Idle: back in time for the board link's next deadline, if it has one.
+            let link_deadline = transfer::next_deadline_ms()
+                .map(|ms| sysregs::counter() + sysregs::ms_to_ticks(ms));
+            this.arm_timer(link_deadline);
             aarch64_cpu::asm::wfi();
             continue;
         };
@@ -123,7 +127,7 @@ impl PerCpu {
         }
         if let Some((entry, context_id)) = vcpu.powered_down {
             // Its timer fires as soon as it is loaded if its deadline has passed.
-            let wake_at = vcpu.wake_deadline(vm.instance.counter_offset());
+            let wake_at = vcpu.wake_deadline(vm.instance.counter_offset(), sysregs::counter());
             let timer_due = wake_at.is_some_and(|at| at <= sysregs::counter());
             if !timer_due && !vm.instance.has_pending(index) {
                 return SliceEnd::Waiting { wake_at };
@@ -134,7 +138,7 @@ impl PerCpu {
         self.load(vm, &vcpu);
         self.arm_timer(Some(slice_end));
         let offset = vm.instance.counter_offset();
-        let mut armed = vcpu.phys_deadline(offset);
+        let mut armed = vcpu.phys_deadline(offset, sysregs::counter());
         sysregs::arm_deadline_timer(armed);
         let end = loop {
             self.load_interrupts(vm, index);
@@ -145,6 +149,13 @@ impl PerCpu {
             }
             management::resume_console_input(vm);
             let syndrome = sysregs::trap_syndrome();
+            // A write that dirty tracking caught: logged, writable again; the guest retries.
+            if kind == ExitKind::Synchronous
+                && syndrome.is_data_abort()
+                && vm.ram_fault(syndrome.fault_ipa())
+            {
+                continue;
+            }
             let next = vm.instance.handle_exit(
                 &mut vcpu,
                 kind,
@@ -152,8 +163,9 @@ impl PerCpu {
                 &mut sysregs::LiveEl1,
                 sysregs::counter(),
             );
-            if vcpu.phys_deadline(offset) != armed {
-                armed = vcpu.phys_deadline(offset);
+            let deadline = vcpu.phys_deadline(offset, sysregs::counter());
+            if deadline != armed {
+                armed = deadline;
                 sysregs::arm_deadline_timer(armed);
             }
             match next {
@@ -195,7 +207,7 @@ impl PerCpu {
                 // An idle guest may be waiting for input after a prompt: show the prompt.
                 vm.instance.flush_console();
                 SliceEnd::Waiting {
-                    wake_at: vcpu.wake_deadline(vm.instance.counter_offset()),
+                    wake_at: vcpu.wake_deadline(vm.instance.counter_offset(), sysregs::counter()),
                 }
             }
             other => other,
@@ -225,6 +237,10 @@ impl PerCpu {
             self.take_interrupts(Some((vm, index)));
             if vm.instance.has_pending(index) {
                 break true;
+            }
+            // Waiting time is idle time: the board link may use it.
+            if transfer::is_pending() {
+                transfer::work();
             }
             if core::mem::take(&mut self.resched) {
                 self.wake_sleepers();
@@ -331,6 +347,15 @@ impl PerCpu {
                 (intid, _) if Some(intid) == board().json_intid => {
                     management::json_input();
                     gic::deactivate(intid);
+                }
+                // The board link: frames arrived or went out. Moved on at once by an idle CPU;
+                // one running a guest leaves it to its next return to the scheduler.
+                (intid, current) if Some(intid) == board().nic_intid => {
+                    transfer::interrupt();
+                    gic::deactivate(intid);
+                    if current.is_none() {
+                        transfer::work();
+                    }
                 }
                 // A kick: look at the scheduler again.
                 _ => {

@@ -132,8 +132,10 @@ pub struct Vm {
     waited: Vec<AtomicU64>,
     /// The operator asked for it to start again once it has ended.
     restart: AtomicBool,
-    /// Kept for the instance's lifetime: the tables the hardware walks (and, later, dirty tracking).
-    _stage2: Mutex<stage2::Stage2Table<HeapFrames, Stage2Tlb>>,
+    /// Held paused while it moves to another board (apart from the operator's pause).
+    held: AtomicBool,
+    /// The tables the hardware walks, and dirty tracking while the instance moves.
+    stage2: Mutex<stage2::Stage2Table<HeapFrames, Stage2Tlb>>,
 }
 
 /// Copies `bytes` into the instance's RAM at `ipa` (refused outside it) and cleans them to the
@@ -156,8 +158,11 @@ impl Vm {
         cpus: usize,
         kick: Kick,
     ) -> Result<Self, BuildError> {
-        // Refuse a broken image before taking any memory for it.
-        ImageHeader::parse(config.kernel).map_err(BuildError::Image)?;
+        // Refuse a broken image before taking any memory for it (a restored instance has none
+        // to start from).
+        if !config.kernel.is_empty() {
+            ImageHeader::parse(config.kernel).map_err(BuildError::Image)?;
+        }
         let ram_pa = phys
             .allocate(config.ram_size, SZ_2M)
             .ok_or(BuildError::NoMemory(config.ram_size))?;
@@ -213,7 +218,8 @@ impl Vm {
             paused: AtomicBool::new(false),
             waited: (0..vcpu_count).map(|_| AtomicU64::new(0)).collect(),
             restart: AtomicBool::new(false),
-            _stage2: Mutex::new(stage2),
+            held: AtomicBool::new(false),
+            stage2: Mutex::new(stage2),
         })
     }
 
@@ -276,9 +282,77 @@ impl Vm {
         run_time.saturating_sub(waited)
     }
 
-    /// True while the operator holds the instance paused.
+    /// True while the operator, or a move to another board, holds the instance paused.
     pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Acquire)
+        self.paused.load(Ordering::Acquire) || self.held.load(Ordering::Acquire)
+    }
+
+    /// Holds the instance paused for a move, or lets it go (the caller kicks its vCPUs); the
+    /// operator's pause is separate and stays as it is.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::Release);
+    }
+
+    /// True while a move holds it paused.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// True once none of its vCPUs is on a CPU (while paused, none comes back).
+    pub fn vcpus_off_cpu(&self) -> bool {
+        self.vcpus.iter().all(|vcpu| !vcpu.is_locked())
+    }
+
+    /// A data abort at `ipa` inside the instance's RAM: true if the guest should simply retry
+    /// it, because it was a write that dirty tracking caught (now logged and writable again)
+    /// or it raced with a block split or the end of tracking.
+    pub fn ram_fault(&self, ipa: u64) -> bool {
+        let ram = self.ram.ipa_range();
+        if !(ram.start..ram.start + ram.size).contains(&ipa) {
+            return false;
+        }
+        let mut stage2 = self.stage2.lock();
+        match stage2.handle_dirty_fault(ipa) {
+            Ok(true) => true,
+            // Out of table memory for a split: the page stays protected; the retried write
+            // faults again and may find memory then.
+            Err(_) => true,
+            Ok(false) => stage2
+                .translate(ipa)
+                .is_some_and(|translation| translation.perms.write),
+        }
+    }
+
+    /// Copies RAM page `index` (4 KiB pages from the start of its RAM) into `page`.
+    pub fn read_page(&self, index: u64, page: &mut [u8; PAGE]) -> Result<(), OutsideRam> {
+        self.ram.read(RAM_BASE + index * PAGE as u64, page)
+    }
+
+    /// Writes RAM page `index`; only while no vCPU runs (a restore).
+    pub fn write_page(&self, index: u64, page: &[u8; PAGE]) -> Result<(), OutsideRam> {
+        let ipa = RAM_BASE + index * PAGE as u64;
+        copy_to_guest(&self.ram, ipa, page).map_err(|_| OutsideRam {
+            ipa,
+            len: PAGE as u64,
+        })
+    }
+
+    /// Starts logging the pages the guest writes.
+    pub fn start_dirty_tracking(&self) -> Result<(), stage2::Stage2Error> {
+        let ram = self.ram.ipa_range();
+        self.stage2.lock().start_dirty_tracking(ram.start, ram.size)
+    }
+
+    /// Appends the page indices written since tracking started or the last call.
+    pub fn take_dirty(&self, pages: &mut Vec<u64>) {
+        self.stage2
+            .lock()
+            .take_dirty(|ipa| pages.push((ipa - RAM_BASE) / PAGE as u64));
+    }
+
+    /// Stops logging writes; every page is writable again.
+    pub fn stop_dirty_tracking(&self) {
+        self.stage2.lock().stop_dirty_tracking();
     }
 
     /// Pauses or resumes the instance (the caller kicks its vCPUs).

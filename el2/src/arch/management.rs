@@ -13,7 +13,7 @@ use spin::Mutex;
 
 use crate::arch::board::{board, vcpu_id};
 use crate::arch::guest::Vm;
-use crate::arch::{console, sysregs};
+use crate::arch::{console, sysregs, transfer};
 use crate::console_router::{ConsoleRouter, Focus, Route, switch_notice};
 use crate::sched::VcpuState as SchedState;
 use crate::shell::{
@@ -178,6 +178,14 @@ fn answer(line: &str, json: bool) -> String {
 }
 
 /// Carries out one command.
+/// A command's outcome as its reply.
+fn reply(result: Result<String, String>) -> Reply {
+    match result {
+        Ok(line) => Reply::Ok(line),
+        Err(why) => Reply::Error(why),
+    }
+}
+
 fn execute(command: &Command) -> Reply {
     let board = board();
     let named = |name: &str| {
@@ -234,7 +242,18 @@ fn execute(command: &Command) -> Reply {
             })
         }
         Command::Help => Reply::Help,
-        other => Reply::not_supported(other),
+        Command::Save(name) => match named(name) {
+            Some(vm) => reply(transfer::send(vm, transfer::SAVE_DESTINATION, true)),
+            None => Reply::no_such_instance(name),
+        },
+        Command::Migrate { name, host } => match named(name) {
+            Some(vm) => reply(transfer::send(vm, host, false)),
+            None => Reply::no_such_instance(name),
+        },
+        Command::MigrateStatus => Reply::Ok(transfer::status()),
+        Command::MigrateCancel => reply(transfer::cancel()),
+        Command::Listen => reply(transfer::listen(true)),
+        Command::Restore => reply(transfer::listen(false)),
     }
 }
 

@@ -10,9 +10,11 @@ pub mod guest;
 pub mod heap;
 pub mod management;
 pub mod mmu;
+pub mod nic;
 pub mod psci;
 pub mod sysregs;
 pub mod tlb;
+pub mod transfer;
 pub mod vectors;
 
 /// Cleans `[start, start + len)` to the point of coherency, so that an observer with its MMU

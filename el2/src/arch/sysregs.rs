@@ -146,6 +146,11 @@ pub fn ticks_to_ms(ticks: u64) -> u64 {
     ticks / (counter_frequency() / 1000).max(1)
 }
 
+/// Counter ticks in `ms` milliseconds.
+pub fn ms_to_ticks(ms: u64) -> u64 {
+    ms.saturating_mul(counter_frequency() / 1000)
+}
+
 /// The physical counter.
 pub fn counter() -> u64 {
     CNTPCT_EL0.get()
