@@ -89,11 +89,16 @@ pub struct Vcpu {
 
 /// The board counter value at which the instance's counter, `counter_offset` behind the board's
 /// (modulo 2^64: an instance restored from another board may be ahead), reaches `deadline`; the
-/// board counter reads `now`. A deadline already passed is `now`; one too far to express is the
-/// end of time.
+/// board counter reads `now`. The same value whatever `now` is (callers compare it with what
+/// they armed), clamped to the counter's range rather than wrapping: a deadline passed before
+/// the board started is 0, one beyond the end of time is the end of time.
 fn board_time(deadline: u64, counter_offset: u64, now: u64) -> u64 {
     let guest_now = now.wrapping_sub(counter_offset);
-    now.saturating_add(deadline.saturating_sub(guest_now))
+    if deadline <= guest_now {
+        now.saturating_sub(guest_now - deadline)
+    } else {
+        now.saturating_add(deadline - guest_now)
+    }
 }
 
 impl Vcpu {
@@ -1839,6 +1844,11 @@ mod tests {
         );
         vcpu.regs.x[5] = 5;
         exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 2), 5, false)); // long past
-        assert_eq!(vcpu.phys_deadline(guest.counter_offset(), NOW), Some(NOW));
+        assert_eq!(vcpu.phys_deadline(guest.counter_offset(), NOW), Some(0));
+        assert_eq!(
+            vcpu.phys_deadline(guest.counter_offset(), NOW + 1000),
+            Some(0),
+            "a passed deadline stays where it was"
+        );
     }
 }

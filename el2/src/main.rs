@@ -265,7 +265,7 @@ mod board {
                 Err(why) => error!("net.listen: {why}"),
             }
         } else if started == 0 {
-            board.shut_down();
+            board.shut_down("all instances stopped");
         }
         management::greet();
         start_secondaries(&host, cpus, &platform);

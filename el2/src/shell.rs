@@ -206,6 +206,8 @@ pub enum Command {
     Save(String),
     /// `restore`: start an instance from saved state.
     Restore,
+    /// `poweroff`: stop every instance and power the board off.
+    PowerOff,
 }
 
 impl Command {
@@ -227,6 +229,7 @@ impl Command {
             Self::Listen => "listen",
             Self::Save(_) => "save",
             Self::Restore => "restore",
+            Self::PowerOff => "poweroff",
         }
     }
 
@@ -247,23 +250,9 @@ impl Command {
             | Self::MigrateStatus
             | Self::MigrateCancel
             | Self::Listen
-            | Self::Restore => None,
+            | Self::Restore
+            | Self::PowerOff => None,
         }
-    }
-
-    /// Whether this is one of the live-migration commands (`migrate`, `migrate-status`,
-    /// `migrate-cancel`, `listen`, `save`, `restore`), which may answer
-    /// [`Reply::not_supported`] for now.
-    pub const fn is_migration(&self) -> bool {
-        matches!(
-            self,
-            Self::Migrate { .. }
-                | Self::MigrateStatus
-                | Self::MigrateCancel
-                | Self::Listen
-                | Self::Save(_)
-                | Self::Restore
-        )
     }
 }
 
@@ -374,27 +363,31 @@ pub const COMMANDS: &[CommandHelp] = &[
     },
     CommandHelp {
         usage: "migrate NAME HOST",
-        about: "move a running instance to another board (not supported yet)",
+        about: "move a running instance to the board at HOST (ADDRESS[:PORT]) while it runs",
     },
     CommandHelp {
         usage: "migrate-status",
-        about: "how the current migration is going (not supported yet)",
+        about: "how the current move is going, and how the last one ended",
     },
     CommandHelp {
         usage: "migrate-cancel",
-        about: "stop the current migration (not supported yet)",
+        about: "stop the current move; the instance keeps running here",
     },
     CommandHelp {
         usage: "listen",
-        about: "wait for an instance migrated from another board (not supported yet)",
+        about: "accept instances moved from other boards (port 7070)",
     },
     CommandHelp {
         usage: "save NAME",
-        about: "write the instance's state out (not supported yet)",
+        about: "stream the instance's checkpoint to the host (cargo xtask checkpoint recv); it runs on",
     },
     CommandHelp {
         usage: "restore",
-        about: "start an instance from saved state (not supported yet)",
+        about: "accept one checkpoint (cargo xtask checkpoint send) and start its instance",
+    },
+    CommandHelp {
+        usage: "poweroff",
+        about: "stop every instance and power the board off",
     },
 ];
 
@@ -473,6 +466,7 @@ pub fn parse(line: &str) -> Result<Option<Request>, ParseError> {
         "listen" => Command::Listen,
         "save" => Command::Save(arg(0)),
         "restore" => Command::Restore,
+        "poweroff" => Command::PowerOff,
         // `usage` found the word in COMMANDS, and every entry there has an arm above.
         _ => return Err(error(format!("unknown command \"{word}\""))),
     };
@@ -642,11 +636,6 @@ impl Reply {
     /// The answer to a command that names an instance that does not exist.
     pub fn no_such_instance(name: &str) -> Self {
         Self::Error(format!("no instance named {name}"))
-    }
-
-    /// The answer to a command that is parsed but not implemented yet.
-    pub fn not_supported(command: &Command) -> Self {
-        Self::Error(format!("{} is not supported yet", command.name()))
     }
 
     /// Whether the command succeeded.
@@ -905,6 +894,7 @@ mod tests {
             ("listen", Command::Listen),
             ("save web", Command::Save(name("web"))),
             ("restore", Command::Restore),
+            ("poweroff", Command::PowerOff),
         ];
         assert_eq!(cases.len(), COMMANDS.len());
         for (line, command) in cases {
@@ -916,13 +906,11 @@ mod tests {
     }
 
     #[test]
-    fn commands_name_their_instance_and_migration_is_marked() {
+    fn commands_name_their_instance() {
         assert_eq!(request("info db").command.instance(), Some("db"));
         assert_eq!(request("migrate db b").command.instance(), Some("db"));
         assert_eq!(request("list").command.instance(), None);
-        assert!(request("listen").command.is_migration());
-        assert!(request("save x").command.is_migration());
-        assert!(!request("restart x").command.is_migration());
+        assert_eq!(request("poweroff").command, Command::PowerOff);
     }
 
     #[test]
@@ -1283,11 +1271,6 @@ mod tests {
         assert_eq!(
             missing.to_json("pause"),
             r#"{"ok":false,"command":"pause","error":"no instance named x"}"#
-        );
-        let later = Reply::not_supported(&Command::MigrateStatus);
-        assert_eq!(
-            later.to_human(),
-            "error: migrate-status is not supported yet"
         );
     }
 

@@ -35,6 +35,53 @@ pub struct Board {
     pub serial_log: Option<PathBuf>,
 }
 
+/// The address QEMU user networking forwards to the host's checkpoint receiver: where a
+/// board's `save` sends (the hypervisor's `SAVE_DESTINATION`).
+pub const SAVE_FORWARD: &str = "10.0.2.100:7071";
+/// The port a board accepts instances on (`listen`, `restore`).
+pub const BOARD_PORT: u16 = 7070;
+
+/// The virtio-net device that carries the board link, on the netdev named `link`.
+fn link_device(netdev: String) -> Vec<String> {
+    [
+        "-netdev",
+        &netdev,
+        "-device",
+        "virtio-net-device,netdev=link",
+        "-global",
+        "virtio-mmio.force-legacy=false",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// QEMU options for a board link under user networking (the board at 10.0.2.15): its saves reach
+/// the host's port `save_port`, and the host reaches its listening port at `board_port`.
+pub fn user_link(save_port: Option<u16>, board_port: Option<u16>) -> Vec<String> {
+    let mut netdev = String::from("user,id=link");
+    if let Some(port) = save_port {
+        netdev += &format!(",guestfwd=tcp:{SAVE_FORWARD}-tcp:127.0.0.1:{port}");
+    }
+    if let Some(port) = board_port {
+        netdev += &format!(",hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:{BOARD_PORT}");
+    }
+    link_device(netdev)
+}
+
+/// QEMU options for a board-to-board link: Ethernet frames over the Unix socket at `socket`,
+/// which this board creates (`server`) or connects to (retrying until the other side is up).
+pub fn stream_link(socket: &Path, server: bool) -> Vec<String> {
+    let role = if server {
+        "server=on".to_string()
+    } else {
+        "server=off,reconnect-ms=100".to_string()
+    };
+    link_device(format!(
+        "stream,id=link,{role},addr.type=unix,addr.path={}",
+        socket.display()
+    ))
+}
+
 /// QEMU options for deterministic time: one counter tick per instruction, idle time skipped.
 pub const ICOUNT: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 

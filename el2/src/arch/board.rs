@@ -258,7 +258,7 @@ impl Board {
         }
         let empty = self.instances.lock().iter().all(Option::is_none);
         if empty && !matches!(reason, StopReason::Destroyed | StopReason::Moved(_)) {
-            self.shut_down();
+            self.shut_down("all instances stopped");
         }
     }
 
@@ -306,9 +306,9 @@ impl Board {
         )
     }
 
-    /// Powers the board off.
-    pub fn shut_down(&self) -> ! {
-        info!("all instances stopped: powering off");
+    /// Powers the board off, saying `why`.
+    pub fn shut_down(&self, why: &str) -> ! {
+        info!("{why}: powering off");
         psci::system_off(self.conduit)
     }
 }

@@ -254,6 +254,7 @@ fn execute(command: &Command) -> Reply {
         Command::MigrateCancel => reply(transfer::cancel()),
         Command::Listen => reply(transfer::listen(true)),
         Command::Restore => reply(transfer::listen(false)),
+        Command::PowerOff => board.shut_down("poweroff typed on the shell"),
     }
 }
 

@@ -9,11 +9,8 @@ use scenarios::{Log, board_with_image};
 use xtask::build;
 use xtask::bundle::{BundleSpec, write_bundle_file};
 use xtask::checkpoint;
+use xtask::qemu::{stream_link, user_link};
 
-/// The board address QEMU user networking forwards to the host's checkpoint receiver.
-const SAVE_FORWARD: &str = "10.0.2.100:7071";
-/// The port a board accepts instances on.
-const BOARD_PORT: u16 = 7070;
 /// Rounds of the pattern guest: enough to be saved while it runs and go on afterwards.
 const PATTERN_ROUNDS: u32 = 200;
 
@@ -31,8 +28,8 @@ fn free_port() -> u16 {
 }
 
 /// The pattern test guest as a 32 MiB instance that keeps writing and checking its memory.
-fn pattern_bundle(vcpus: u32) -> PathBuf {
-    let bundle = temp(&format!("pattern-{vcpus}.fit"));
+fn pattern_bundle(stem: &str, vcpus: u32) -> PathBuf {
+    let bundle = temp(&format!("{stem}-pattern-{vcpus}.fit"));
     write_bundle_file(
         &BundleSpec {
             kernel: build::guest_image("pattern"),
@@ -48,28 +45,6 @@ fn pattern_bundle(vcpus: u32) -> PathBuf {
     bundle
 }
 
-/// QEMU options for the board's link under user networking: saves reach `save_port` on the host,
-/// and the host reaches the board's listening port at `board_port`.
-fn user_network(save_port: Option<u16>, board_port: Option<u16>) -> Vec<String> {
-    let mut netdev = String::from("user,id=link");
-    if let Some(port) = save_port {
-        netdev += &format!(",guestfwd=tcp:{SAVE_FORWARD}-tcp:127.0.0.1:{port}");
-    }
-    if let Some(port) = board_port {
-        netdev += &format!(",hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:{BOARD_PORT}");
-    }
-    [
-        "-netdev",
-        &netdev,
-        "-device",
-        "virtio-net-device,netdev=link",
-        "-global",
-        "virtio-mmio.force-legacy=false",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 /// A board with no instance of its own, waiting for one on its link; the host reaches it at
 /// `port`.
 fn listening_board(port: u16) -> xtask::qemu::Board {
@@ -78,7 +53,7 @@ fn listening_board(port: u16) -> xtask::qemu::Board {
     let mut board = board_with_image(empty, "listener");
     board.bootargs = "log=info net.listen".into();
     board.cpus = 2;
-    board.extra_args = user_network(None, Some(port));
+    board.extra_args = user_link(None, Some(port));
     board
 }
 
@@ -111,11 +86,11 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
     };
 
     // Board A: the guest runs a few rounds, is saved while it runs, and runs on.
-    let bundle = pattern_bundle(2);
+    let bundle = pattern_bundle("save", 2);
     let mut a = board_with_image(bundle.clone(), "pattern");
     a.bootargs = "log=info".into();
     a.cpus = 2;
-    a.extra_args = user_network(Some(save_port), None);
+    a.extra_args = user_link(Some(save_port), None);
     let a_log = Log::boot_scripted("save", &a, &[("pattern: round 3 ok", "save pattern\r")]);
     a_log
         .has("pattern: saving to 10.0.2.100:7071")
@@ -155,4 +130,61 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
     );
     let _ = std::fs::remove_file(&saved);
     let _ = std::fs::remove_file(&bundle);
+}
+
+#[test]
+fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
+    let socket = temp("link.sock");
+    let _ = std::fs::remove_file(&socket);
+    let bundle = pattern_bundle("migrate", 2);
+
+    // Board B: no instance of its own; it waits on the link and powers off once the instance
+    // that arrives has finished.
+    let empty = temp("empty-b.img");
+    std::fs::write(&empty, b"").expect("empty initrd");
+    let mut b = board_with_image(empty.clone(), "b");
+    b.bootargs = "log=info net.addr=10.0.0.2/24 net.listen".into();
+    b.cpus = 2;
+    b.extra_args = stream_link(&socket, true);
+    let b_run = std::thread::spawn(move || Log::boot_scripted("board B", &b, &[]));
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Board A: the guest runs a few rounds and moves to B while it runs.
+    let mut a = board_with_image(bundle.clone(), "pattern");
+    a.bootargs = "log=info net.addr=10.0.0.1/24".into();
+    a.cpus = 2;
+    a.extra_args = stream_link(&socket, false);
+    let a_log = Log::boot_scripted(
+        "board A",
+        &a,
+        &[
+            ("pattern: round 3 ok", "migrate pattern 10.0.0.2\r"),
+            ("pattern: migrated to", "poweroff\r"),
+        ],
+    );
+    let b_log = b_run.join().expect("board B");
+    a_log
+        .has("pattern: migrating to 10.0.0.2:7070")
+        .has("pattern: migrated to 10.0.0.2:7070")
+        .has("pattern: stopped: moved to 10.0.0.2:7070")
+        .lacks("PASS: pattern rounds")
+        .lacks("FAIL");
+    b_log
+        .has("listening on 10.0.0.2:7070")
+        .has("pattern: received")
+        .has("PASS: pattern rounds")
+        .lacks("FAIL")
+        .powered_off();
+    let (on_a, on_b) = (rounds(a_log.serial()), rounds(b_log.serial()));
+    b_log.check(
+        on_a.last()
+            .zip(on_b.first())
+            .is_some_and(|(a, b)| *b == a + 1)
+            && on_b.windows(2).all(|pair| pair[1] == pair[0] + 1)
+            && on_b.last() == Some(&(PATTERN_ROUNDS - 1)),
+        "the guest's rounds continue on B from where they stopped on A, each one checked intact",
+    );
+    let _ = std::fs::remove_file(&bundle);
+    let _ = std::fs::remove_file(&empty);
+    let _ = std::fs::remove_file(&socket);
 }
