@@ -20,6 +20,9 @@ const SEND_BUFFER: usize = 512 * 1024;
 const RECEIVE_BUFFER: usize = 256 * 1024;
 /// A connection whose peer acknowledges nothing for this long is dead.
 const TIMEOUT_MS: u64 = 10_000;
+/// An idle connection probes its peer this often, so that a receiver whose sender went silent
+/// (a cut link) also notices within the timeout.
+const KEEP_ALIVE_MS: u64 = 1_000;
 
 /// Where the board sits on its link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +70,7 @@ pub enum NetError {
 impl fmt::Display for NetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Closed => write!(f, "the connection was closed or timed out"),
+            Self::Closed => write!(f, "the connection closed or timed out"),
             Self::Unusable => write!(f, "the address or port cannot be used"),
         }
     }
@@ -137,6 +140,7 @@ impl<D: Device> Link<D> {
             tcp::SocketBuffer::new(vec![0; SEND_BUFFER]),
         );
         socket.set_timeout(Some(smoltcp::time::Duration::from_millis(TIMEOUT_MS)));
+        socket.set_keep_alive(Some(smoltcp::time::Duration::from_millis(KEEP_ALIVE_MS)));
         socket.set_nagle_enabled(false);
         socket
     }

@@ -10,3 +10,4 @@ pub mod cli;
 pub mod cpio;
 pub mod linux_guest;
 pub mod qemu;
+pub mod relay;

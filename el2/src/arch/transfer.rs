@@ -331,7 +331,7 @@ impl BoardLink {
                 return;
             }
             ConnectionState::Closed => {
-                self.fail_outgoing(now, "the link closed");
+                self.fail_outgoing(now, "the connection closed or timed out");
                 return;
             }
             ConnectionState::Open | ConnectionState::PeerClosed => {}

@@ -2,7 +2,8 @@
 //! board from the saved checkpoint, and refusals of broken checkpoints.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use scenarios::{Log, board_with_image};
@@ -10,6 +11,7 @@ use xtask::build;
 use xtask::bundle::{BundleSpec, write_bundle_file};
 use xtask::checkpoint;
 use xtask::qemu::{stream_link, user_link};
+use xtask::relay::{Impairments, Relay};
 
 /// Rounds of the pattern guest: enough to be saved while it runs and go on afterwards.
 const PATTERN_ROUNDS: u32 = 200;
@@ -27,8 +29,9 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The pattern test guest as a 32 MiB instance that keeps writing and checking its memory.
-fn pattern_bundle(stem: &str, vcpus: u32) -> PathBuf {
+/// The pattern test guest as a 32 MiB instance that keeps writing and checking its memory for
+/// `rounds` rounds.
+fn pattern_bundle(stem: &str, vcpus: u32, rounds: u32) -> PathBuf {
     let bundle = temp(&format!("{stem}-pattern-{vcpus}.fit"));
     write_bundle_file(
         &BundleSpec {
@@ -37,7 +40,7 @@ fn pattern_bundle(stem: &str, vcpus: u32) -> PathBuf {
             name: "pattern".into(),
             memory: 32 << 20,
             vcpus,
-            bootargs: format!("pattern.rounds={PATTERN_ROUNDS} pattern.seconds=1000"),
+            bootargs: format!("pattern.rounds={rounds} pattern.seconds=1000"),
         },
         &bundle,
     )
@@ -67,11 +70,18 @@ fn rounds(serial: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Sends `file` to a board listening at `port` from a thread, so that the board's run can be
-/// watched meanwhile; the thread's result is the board's answer.
-fn send_in_background(file: &Path, port: u16) -> std::thread::JoinHandle<Result<String, String>> {
-    let bytes = std::fs::read(file).expect("checkpoint file");
-    std::thread::spawn(move || checkpoint::send(&bytes, port, Duration::from_secs(60)))
+/// Sends each of `streams` in turn to a board listening at `port`, from a thread so that the
+/// board's run can be watched meanwhile; the thread's result is the board's answer to each.
+fn send_in_background(
+    streams: Vec<Vec<u8>>,
+    port: u16,
+) -> std::thread::JoinHandle<Vec<Result<String, String>>> {
+    std::thread::spawn(move || {
+        streams
+            .iter()
+            .map(|bytes| checkpoint::send(bytes, port, Duration::from_secs(60)))
+            .collect()
+    })
 }
 
 #[test]
@@ -86,7 +96,7 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
     };
 
     // Board A: the guest runs a few rounds, is saved while it runs, and runs on.
-    let bundle = pattern_bundle("save", 2);
+    let bundle = pattern_bundle("save", 2, PATTERN_ROUNDS);
     let mut a = board_with_image(bundle.clone(), "pattern");
     a.bootargs = "log=info".into();
     a.cpus = 2;
@@ -108,19 +118,34 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
         .min()
         .expect("rounds before the save");
 
-    // Board B: fresh, no instance; the checkpoint arrives and the guest continues from it.
+    // Board B: fresh, no instance. First a copy with one byte flipped in the middle of a memory
+    // section arrives and is refused, then the checkpoint itself, and the guest continues.
+    let good = std::fs::read(&saved).expect("checkpoint file");
+    let mut corrupted = good.clone();
+    let middle = corrupted.len() / 2;
+    corrupted[middle] ^= 0x40;
     let port = free_port();
     let b = listening_board(port);
-    let sender = send_in_background(&saved, port);
+    let sender = send_in_background(vec![corrupted, good], port);
     let b_log = Log::boot_scripted("restore", &b, &[]);
-    let answer = sender.join().expect("sender thread");
+    let answers = sender.join().expect("sender thread");
     b_log
         .has("listening on 10.0.2.15:7070")
-        .has("pattern: received")
+        .has("incoming instance refused: checkpoint section 2 (memory): checksum mismatch; nothing started")
+        .in_order("incoming instance refused", "pattern: received")
         .has("PASS: pattern rounds")
         .lacks("FAIL")
         .powered_off();
-    assert_eq!(answer.as_deref(), Ok("OK"), "{}", b_log.serial());
+    b_log.check(
+        b_log.count("pattern: received") == 1,
+        "one instance arrives: nothing started from the corrupted copy",
+    );
+    assert!(
+        matches!(&answers[0], Err(why) if why.contains("refused") && why.contains("checksum")),
+        "the sender hears why: {:?}",
+        answers[0]
+    );
+    assert_eq!(answers[1].as_deref(), Ok("OK"), "{}", b_log.serial());
     let restored = rounds(b_log.serial());
     b_log.check(
         restored.first().is_some_and(|first| *first >= saved_at)
@@ -134,9 +159,20 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
 
 #[test]
 fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
-    let socket = temp("link.sock");
-    let _ = std::fs::remove_file(&socket);
-    let bundle = pattern_bundle("migrate", 2);
+    // The boards' link drops and corrupts a few frames (inside IPv4 packets, where the IP and
+    // TCP checksums must catch it): TCP absorbs both.
+    let (to_a, to_b) = (temp("link-a.sock"), temp("link-b.sock"));
+    let relay = Relay::start(
+        &to_a,
+        &to_b,
+        Impairments {
+            drop_per_mille: 2,
+            corrupt_per_mille: 2,
+            ..Impairments::default()
+        },
+    )
+    .expect("relay");
+    let bundle = pattern_bundle("migrate", 2, PATTERN_ROUNDS);
 
     // Board B: no instance of its own; it waits on the link and powers off once the instance
     // that arrives has finished.
@@ -145,15 +181,14 @@ fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
     let mut b = board_with_image(empty.clone(), "b");
     b.bootargs = "log=info net.addr=10.0.0.2/24 net.listen".into();
     b.cpus = 2;
-    b.extra_args = stream_link(&socket, true);
+    b.extra_args = stream_link(&to_b, false);
     let b_run = std::thread::spawn(move || Log::boot_scripted("board B", &b, &[]));
-    std::thread::sleep(Duration::from_secs(1));
 
     // Board A: the guest runs a few rounds and moves to B while it runs.
     let mut a = board_with_image(bundle.clone(), "pattern");
     a.bootargs = "log=info net.addr=10.0.0.1/24".into();
     a.cpus = 2;
-    a.extra_args = stream_link(&socket, false);
+    a.extra_args = stream_link(&to_a, false);
     let a_log = Log::boot_scripted(
         "board A",
         &a,
@@ -184,7 +219,84 @@ fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
             && on_b.last() == Some(&(PATTERN_ROUNDS - 1)),
         "the guest's rounds continue on B from where they stopped on A, each one checked intact",
     );
-    let _ = std::fs::remove_file(&bundle);
-    let _ = std::fs::remove_file(&empty);
-    let _ = std::fs::remove_file(&socket);
+    assert!(
+        relay.stats.dropped.load(Ordering::Relaxed) > 0
+            && relay.stats.corrupted.load(Ordering::Relaxed) > 0,
+        "frames were dropped and corrupted on the way, and TCP absorbed it"
+    );
+    for path in [&bundle, &empty, &to_a, &to_b] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[test]
+fn a_link_cut_in_the_first_round_keeps_the_instance_running_and_a_second_attempt_gets_through() {
+    // Long enough for the first attempt's timeout, the second attempt and the rest on B.
+    const ROUNDS: u32 = 600;
+    let (to_a, to_b) = (temp("relay-a.sock"), temp("relay-b.sock"));
+    // After 4 MB towards B (inside the first round of 32 MiB) the link goes dark for 15 s.
+    let relay = Relay::start(
+        &to_a,
+        &to_b,
+        Impairments {
+            cut_after: Some(4 << 20),
+            cut_for: Duration::from_secs(15),
+            ..Impairments::default()
+        },
+    )
+    .expect("relay");
+    let bundle = pattern_bundle("cut", 2, ROUNDS);
+    let empty = temp("empty-cut.img");
+    std::fs::write(&empty, b"").expect("empty initrd");
+    let mut b = board_with_image(empty.clone(), "b");
+    b.bootargs = "log=info net.addr=10.0.0.2/24 net.listen".into();
+    b.cpus = 2;
+    b.extra_args = stream_link(&to_b, false);
+    let b_run = std::thread::spawn(move || Log::boot_scripted("board B", &b, &[]));
+
+    let mut a = board_with_image(bundle.clone(), "pattern");
+    a.bootargs = "log=info net.addr=10.0.0.1/24".into();
+    a.cpus = 2;
+    a.extra_args = stream_link(&to_a, false);
+    let a_log = Log::boot_scripted(
+        "board A",
+        &a,
+        &[
+            ("pattern: round 3 ok", "migrate pattern 10.0.0.2\r"),
+            ("failed:", "migrate pattern 10.0.0.2\r"),
+            ("pattern: migrated to", "poweroff\r"),
+        ],
+    );
+    let b_log = b_run.join().expect("board B");
+    b_log
+        .has("incoming instance refused: the stream broke off before its end; nothing started")
+        .in_order("nothing started", "pattern: received")
+        .has("PASS: pattern rounds")
+        .lacks("FAIL")
+        .powered_off();
+    a_log
+        .has("pattern: migration to 10.0.0.2:7070 failed: the connection closed or timed out; it keeps running here")
+        .in_order("it keeps running here", "pattern: migrated to 10.0.0.2:7070")
+        .lacks("FAIL");
+    // The guest ran on at A between the failed attempt and the one that got through.
+    let on_a = rounds(a_log.serial());
+    let failed_at = a_log.serial().find("it keeps running here").unwrap_or(0);
+    let after_failure = rounds(&a_log.serial()[failed_at..]);
+    a_log.check(
+        !after_failure.is_empty(),
+        "the instance kept running on A after the failed attempt",
+    );
+    let on_b = rounds(b_log.serial());
+    b_log.check(
+        on_a.last()
+            .zip(on_b.first())
+            .is_some_and(|(a, b)| *b == a + 1)
+            && on_b.windows(2).all(|pair| pair[1] == pair[0] + 1)
+            && on_b.last() == Some(&(ROUNDS - 1)),
+        "the guest's rounds continue on B from where they stopped on A, each one checked intact",
+    );
+    assert_eq!(relay.stats.cuts.load(Ordering::Relaxed), 1);
+    for path in [&bundle, &empty, &to_a, &to_b] {
+        let _ = std::fs::remove_file(path);
+    }
 }
