@@ -362,6 +362,34 @@ struct Shared {
     /// The vCPU that asked for SYSTEM_RESET and waits for the others to leave.
     resetting: Option<usize>,
     stop: Option<StopReason>,
+    /// Where migration notices go (HV_MIGRATION_NOTICES), and the last one sent.
+    notices: Notices,
+}
+
+/// A migration notice, as HV_MIGRATION_STATUS reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Notice {
+    /// None yet.
+    #[default]
+    None = 0,
+    /// A move is about to pause the instance.
+    Pausing = 1,
+    /// The instance runs again after a move; it was paused for the ticks given.
+    Resumed = 2,
+}
+
+/// The paravirtual migration channel of an instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Notices {
+    /// The interrupt notices raise on vCPU 0, if the guest registered one.
+    intid: Option<u32>,
+    last: Notice,
+    /// Counter ticks the instance was paused, for [`Notice::Resumed`].
+    paused_ticks: u64,
+    /// Notices sent so far.
+    count: u64,
+    /// The guest has read the last notice (HV_MIGRATION_STATUS since it was sent).
+    read: bool,
 }
 
 /// The emulated devices of an instance: the entries of its device table.
@@ -503,6 +531,7 @@ impl Instance {
                 in_guest: 0,
                 resetting: None,
                 stop: None,
+                notices: Notices::default(),
             }),
             slot,
             mpidrs,
@@ -612,6 +641,7 @@ impl Instance {
             };
             shared.resetting = None;
             shared.stop = None;
+            shared.notices = Notices::default();
         });
         self.running.store(0, Ordering::Release);
         self.kick_vcpu(0);
@@ -1165,6 +1195,17 @@ impl Instance {
                 self.kick_others(vcpu.index);
                 return Next::Reset;
             }
+            SmcccCall::MigrationNotices { intid } => self.register_notices(intid),
+            SmcccCall::MigrationStatus => {
+                let notices = {
+                    let mut shared = self.shared.lock();
+                    shared.notices.read = true;
+                    shared.notices
+                };
+                vcpu.regs.x[1] = notices.paused_ticks;
+                vcpu.regs.x[2] = notices.count;
+                notices.last as i64
+            }
             SmcccCall::Unknown(function) => {
                 self.guest_log(
                     Level::Warn,
@@ -1179,6 +1220,57 @@ impl Instance {
         };
         vcpu.regs.x[0] = result as u64;
         Next::Resume
+    }
+
+    /// HV_MIGRATION_NOTICES: a free PPI (16..=23) or one of the instance's SPIs other than its
+    /// UART's; 0 unregisters.
+    fn register_notices(&self, intid: u64) -> i64 {
+        let usable = matches!(intid, 16..=23)
+            || (32..32 + u64::from(VGIC_SPIS)).contains(&intid) && intid != u64::from(UART_INTID);
+        if intid != 0 && !usable {
+            return status::INVALID_PARAMETERS;
+        }
+        self.shared.lock().notices.intid = (intid != 0).then_some(intid as u32);
+        status::SUCCESS
+    }
+
+    /// Sends migration notice `notice` (with `paused_ticks` for [`Notice::Resumed`]) to the
+    /// guest, if it registered for them; true if it did.
+    pub fn notify_migration(&self, notice: Notice, paused_ticks: u64) -> bool {
+        let intid = self.update(|shared| {
+            let intid = shared.notices.intid?;
+            shared.notices.last = notice;
+            shared.notices.paused_ticks = paused_ticks;
+            shared.notices.count += 1;
+            shared.notices.read = false;
+            shared.vgic.pulse(0, intid);
+            Some(intid)
+        });
+        if intid.is_some() {
+            self.interrupts_raised.fetch_add(1, Ordering::Relaxed);
+            self.kick_vcpu(0);
+        }
+        intid.is_some()
+    }
+
+    /// True once the guest has read the last migration notice (or never registered for them).
+    pub fn migration_notice_read(&self) -> bool {
+        let notices = self.shared.lock().notices;
+        notices.intid.is_none() || notices.read
+    }
+
+    /// The paravirtual channel's state, for a checkpoint.
+    pub fn save_paravirt(&self, paused_ticks: u64) -> checkpoint::ParavirtState {
+        checkpoint::ParavirtState {
+            notice_intid: self.shared.lock().notices.intid,
+            paused_ticks,
+        }
+    }
+
+    /// Takes on the paravirtual channel of an instance saved on another board.
+    pub fn restore_paravirt(&self, saved: &checkpoint::ParavirtState) {
+        let mut shared = self.shared.lock();
+        shared.notices.intid = saved.notice_intid;
     }
 
     fn cpu_on(&self, target: u64, entry: u64, context_id: u64) -> i64 {

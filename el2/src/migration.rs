@@ -17,6 +17,9 @@ use checkpoint::{
     Reader, Section, VcpuState, VgicState, Writer, parse_answer,
 };
 
+/// How long a guest that asked for migration notices has to read the one before the pause.
+const NOTICE_GRACE_MS: u64 = 200;
+
 /// Pages per memory section.
 const PAGES_PER_CHUNK: usize = checkpoint::MAX_PAGES_PER_CHUNK;
 
@@ -45,6 +48,15 @@ pub trait Source {
     fn take_dirty(&self, pages: &mut Vec<u64>);
     /// Stops recording writes.
     fn stop_dirty_tracking(&self);
+    /// Tells the guest it is about to be paused (a paravirtual notice, if it asked for them);
+    /// called once, before the first [`Source::pause`]. False if the guest gets no notice.
+    fn about_to_pause(&self) -> bool {
+        false
+    }
+    /// True once the guest has read the notice [`Source::about_to_pause`] sent.
+    fn notice_read(&self) -> bool {
+        true
+    }
     /// Asks its vCPUs to stop; true once none of them runs (call again until then).
     fn pause(&self) -> bool;
     /// Lets its vCPUs run again.
@@ -167,8 +179,8 @@ enum Phase {
         next: u64,
         paused: bool,
     },
-    /// Waiting for the vCPUs to leave their CPUs.
-    Pausing,
+    /// Waiting for the vCPUs to leave their CPUs; `noticed_at` once the guest was told.
+    Pausing { noticed_at: Option<u64> },
     /// Everything sent; waiting for the receiver's answer.
     AwaitingAnswer,
     /// The receiver has the instance.
@@ -288,7 +300,7 @@ impl Sender {
                     self.report.bytes += (out.len() - before) as u64;
                     self.section(&Section::Config(source.config()), out)?;
                     if self.limits.max_rounds == 0 {
-                        self.phase = Phase::Pausing;
+                        self.phase = Phase::Pausing { noticed_at: None };
                     } else {
                         source
                             .start_dirty_tracking()
@@ -332,7 +344,23 @@ impl Sender {
                     self.round.pages += count;
                     self.section(&Section::Memory(chunk), out)?;
                 }
-                Phase::Pausing => {
+                Phase::Pausing { noticed_at } => {
+                    // A guest that asked for notices gets its own before its vCPUs stop, and
+                    // a moment to read it.
+                    match *noticed_at {
+                        None if source.about_to_pause() => {
+                            *noticed_at = Some(now_ms);
+                            return Ok(SendStatus::Pausing);
+                        }
+                        None => *noticed_at = Some(0),
+                        Some(at) if at > 0 => {
+                            let grace = now_ms.saturating_sub(at) < NOTICE_GRACE_MS;
+                            if grace && !source.notice_read() {
+                                return Ok(SendStatus::Pausing);
+                            }
+                        }
+                        Some(_) => {}
+                    }
                     if !source.pause() {
                         return Ok(SendStatus::Pausing);
                     }
@@ -393,7 +421,7 @@ impl Sender {
             // The pages taken now go in the paused round, with whatever the guest writes
             // until it stops.
             self.carried = dirty;
-            self.phase = Phase::Pausing;
+            self.phase = Phase::Pausing { noticed_at: None };
         } else {
             self.begin_round(PageSet::List(dirty), false, now_ms);
         }

@@ -47,6 +47,10 @@ pub mod fid {
     pub const SMCCC_VERSION: u32 = 0x8000_0000;
     /// SMCCC_ARCH_FEATURES.
     pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+    /// The project's own: register (or with INTID 0, unregister) for migration notices.
+    pub const HV_MIGRATION_NOTICES: u32 = 0xC600_0010;
+    /// The project's own: the last migration notice (event, paused ticks, how many so far).
+    pub const HV_MIGRATION_STATUS: u32 = 0xC600_0011;
 }
 
 /// PSCI 1.1, as `major << 16 | minor`.
@@ -90,6 +94,10 @@ pub enum SmcccCall {
     SmcccVersion,
     /// SMCCC_ARCH_FEATURES for the given function id.
     ArchFeatures(u32),
+    /// HV_MIGRATION_NOTICES: send migration notices as interrupt `intid` (0: none).
+    MigrationNotices { intid: u64 },
+    /// HV_MIGRATION_STATUS.
+    MigrationStatus,
     /// Anything else: answered with NOT_SUPPORTED.
     Unknown(u32),
 }
@@ -128,6 +136,8 @@ pub fn decode(regs: [u64; 4]) -> SmcccCall {
         fid::SYSTEM_RESET => SmcccCall::SystemReset,
         fid::SMCCC_VERSION => SmcccCall::SmcccVersion,
         fid::SMCCC_ARCH_FEATURES => SmcccCall::ArchFeatures(arg(1) as u32),
+        fid::HV_MIGRATION_NOTICES => SmcccCall::MigrationNotices { intid: arg(1) },
+        fid::HV_MIGRATION_STATUS => SmcccCall::MigrationStatus,
         other => SmcccCall::Unknown(other),
     }
 }
@@ -167,6 +177,19 @@ pub fn arch_features(function: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decodes_the_projects_own_calls() {
+        assert_eq!(
+            decode([0xC600_0010, 20, 0, 0]),
+            SmcccCall::MigrationNotices { intid: 20 }
+        );
+        assert_eq!(decode([0xC600_0011, 0, 0, 0]), SmcccCall::MigrationStatus);
+        assert_eq!(
+            decode([0xC600_0012, 0, 0, 0]),
+            SmcccCall::Unknown(0xC600_0012)
+        );
+    }
 
     #[test]
     fn decodes_psci_calls() {

@@ -134,6 +134,8 @@ pub struct Vm {
     restart: AtomicBool,
     /// Held paused while it moves to another board (apart from the operator's pause).
     held: AtomicBool,
+    /// The board counter when the hold began.
+    held_at: AtomicU64,
     /// The tables the hardware walks, and dirty tracking while the instance moves.
     stage2: Mutex<stage2::Stage2Table<HeapFrames, Stage2Tlb>>,
 }
@@ -219,6 +221,7 @@ impl Vm {
             waited: (0..vcpu_count).map(|_| AtomicU64::new(0)).collect(),
             restart: AtomicBool::new(false),
             held: AtomicBool::new(false),
+            held_at: AtomicU64::new(0),
             stage2: Mutex::new(stage2),
         })
     }
@@ -290,7 +293,15 @@ impl Vm {
     /// Holds the instance paused for a move, or lets it go (the caller kicks its vCPUs); the
     /// operator's pause is separate and stays as it is.
     pub fn hold(&self, held: bool) {
+        if held && !self.is_held() {
+            self.held_at.store(sysregs::counter(), Ordering::Release);
+        }
         self.held.store(held, Ordering::Release);
+    }
+
+    /// Counter ticks since the current (or last) hold began.
+    pub fn held_for(&self) -> u64 {
+        sysregs::counter().saturating_sub(self.held_at.load(Ordering::Acquire))
     }
 
     /// True while a move holds it paused.

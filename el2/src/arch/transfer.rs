@@ -21,7 +21,7 @@ use crate::arch::board::{board, kick};
 use crate::arch::guest::{InstanceConfig, Vm};
 use crate::arch::nic::Nic;
 use crate::arch::sysregs;
-use crate::instance::Power;
+use crate::instance::{Notice, Power};
 use checkpoint::answer_line;
 
 use crate::migration::{
@@ -74,8 +74,8 @@ struct BoardLink {
     incoming: Option<Incoming>,
     /// How the last move ended, for `migrate-status`.
     last: Option<String>,
-    /// Received instances waiting for this board's counter to reach theirs: (slot, counter).
-    deferred: Vec<(usize, u64)>,
+    /// Received instances waiting for this board's counter to reach theirs.
+    deferred: Vec<Ready>,
 }
 
 fn now_ms() -> u64 {
@@ -285,12 +285,12 @@ impl BoardLink {
     /// Starts the received instances whose counter this board's has reached.
     fn launch_deferred(&mut self) {
         let now = sysregs::counter();
-        self.deferred.retain(|&(slot, counter)| {
-            if counter > now {
+        self.deferred.retain(|ready| {
+            if ready.counter > now {
                 return true;
             }
-            vm_start(slot, counter);
-            if let Some(vm) = board().instance(slot) {
+            vm_start(ready);
+            if let Some(vm) = board().instance(ready.slot) {
                 info!("{}: started", vm.instance.name);
             }
             false
@@ -487,15 +487,15 @@ impl BoardLink {
         self.link.poll(now);
         let line = match result {
             Ok(name) => match incoming.sink.ready.take() {
-                Some((slot, counter)) if counter > sysregs::counter() => {
-                    let wait = sysregs::ticks_to_ms(counter - sysregs::counter());
-                    self.deferred.push((slot, counter));
+                Some(ready) if ready.counter > sysregs::counter() => {
+                    let wait = sysregs::ticks_to_ms(ready.counter - sysregs::counter());
+                    self.deferred.push(ready);
                     alloc::format!(
                         "{name}: received; starts in {wait} ms, once this board's counter reaches the instance's"
                     )
                 }
-                Some((slot, counter)) => {
-                    vm_start(slot, counter);
+                Some(ready) => {
+                    vm_start(&ready);
                     alloc::format!("{name}: received and started")
                 }
                 None => alloc::format!("{name}: received"),
@@ -554,6 +554,14 @@ impl Source for Vm {
         Vm::stop_dirty_tracking(self);
     }
 
+    fn about_to_pause(&self) -> bool {
+        self.instance.notify_migration(Notice::Pausing, 0)
+    }
+
+    fn notice_read(&self) -> bool {
+        self.instance.migration_notice_read()
+    }
+
     fn pause(&self) -> bool {
         if !self.is_held() {
             self.hold(true);
@@ -565,9 +573,14 @@ impl Source for Vm {
     }
 
     fn resume(&self) {
+        let was_held = self.is_held();
         self.hold(false);
         for index in 0..self.instance.vcpu_count() {
             kick(self.instance.slot, index);
+        }
+        if was_held && self.instance.stopped().is_none() {
+            self.instance
+                .notify_migration(Notice::Resumed, self.held_for());
         }
     }
 
@@ -598,17 +611,29 @@ impl Source for Vm {
             vcpus,
             vgic,
             pl011,
-            paravirt: checkpoint::ParavirtState::default(),
+            paravirt: self.instance.save_paravirt(self.held_for()),
         })
     }
+}
+
+/// A received instance, restored and ready to start.
+#[derive(Clone, Copy)]
+struct Ready {
+    slot: usize,
+    /// Its counter at the pause.
+    counter: u64,
+    /// Ticks it had been paused on the sending board when its state left.
+    paused_before: u64,
+    /// This board's counter when its stream ended.
+    received_at: u64,
 }
 
 /// Builds an incoming instance on this board.
 #[derive(Default)]
 struct BoardSink {
     built: Option<(usize, Arc<Vm>)>,
-    /// Restored and ready to start: its slot and its counter at the pause.
-    ready: Option<(usize, u64)>,
+    /// Restored and ready to start.
+    ready: Option<Ready>,
 }
 
 impl Sink for BoardSink {
@@ -661,8 +686,12 @@ impl Sink for BoardSink {
         let (slot, vm) = self.built.take().ok_or("no instance was built")?;
         match restore(&vm, &state) {
             Ok(()) => {
-                let counter = state.vcpus.first().map_or(0, |vcpu| vcpu.counter);
-                self.ready = Some((slot, counter));
+                self.ready = Some(Ready {
+                    slot,
+                    counter: state.vcpus.first().map_or(0, |vcpu| vcpu.counter),
+                    paused_before: state.paravirt.paused_ticks,
+                    received_at: sysregs::counter(),
+                });
                 Ok(())
             }
             Err(why) => {
@@ -688,15 +717,22 @@ fn restore(vm: &Vm, state: &FinalState) -> Result<(), String> {
     }
     let powered: Vec<bool> = state.vcpus.iter().map(|vcpu| vcpu.powered_on).collect();
     vm.instance
-        .restore_devices(&state.vgic, &state.pl011, &powered)
+        .restore_devices(&state.vgic, &state.pl011, &powered)?;
+    vm.instance.restore_paravirt(&state.paravirt);
+    Ok(())
 }
 
-/// Starts the restored instance in `slot`, its counter continuing from `counter` (at most this
-/// board's): the guest sees no time pass while it moved.
-fn vm_start(slot: usize, counter: u64) {
-    if let Some(vm) = board().instance(slot) {
-        vm.instance
-            .set_counter_offset(sysregs::counter().saturating_sub(counter));
-        board().launch(slot);
-    }
+/// Starts a restored instance, its counter continuing from where it paused (at most this
+/// board's): the guest sees no time pass while it moved, and a notice (if it asked for them)
+/// says how long it was paused.
+fn vm_start(ready: &Ready) {
+    let Some(vm) = board().instance(ready.slot) else {
+        return;
+    };
+    let now = sysregs::counter();
+    vm.instance
+        .set_counter_offset(now.saturating_sub(ready.counter));
+    board().launch(ready.slot);
+    let paused = ready.paused_before + now.saturating_sub(ready.received_at);
+    vm.instance.notify_migration(Notice::Resumed, paused);
 }

@@ -46,6 +46,32 @@ pub fn hvc_call(fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     smccc_asm!("hvc #0", fid, a1, a2, a3)
 }
 
+/// HV_MIGRATION_NOTICES: migration notices as interrupt x1 (0: none).
+pub const HV_MIGRATION_NOTICES: u64 = 0xC600_0010;
+/// HV_MIGRATION_STATUS: the last notice in x0, paused ticks in x1, notices so far in x2.
+pub const HV_MIGRATION_STATUS: u64 = 0xC600_0011;
+
+/// SMCCC call over HVC with no arguments that answers in x0..x2.
+#[inline(never)]
+pub fn hvc_call_x3(fid: u64) -> [u64; 3] {
+    let (x0, x1, x2);
+    // SAFETY: an SMCCC call only reads x0-x3 and may clobber x0-x17 (all declared here); it
+    // touches no memory of ours.
+    unsafe {
+        core::arch::asm!(
+            "hvc #0",
+            inout("x0") fid => x0,
+            inout("x1") 0u64 => x1, inout("x2") 0u64 => x2, inout("x3") 0u64 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _,
+            options(nostack),
+        )
+    };
+    [x0, x1, x2]
+}
+
 /// SMCCC call over SMC: function id and three arguments in x0..x3, result from x0.
 #[inline(never)]
 pub fn smc_call(fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {

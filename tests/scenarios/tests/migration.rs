@@ -40,7 +40,7 @@ fn pattern_bundle(stem: &str, vcpus: u32, rounds: u32) -> PathBuf {
             name: "pattern".into(),
             memory: 32 << 20,
             vcpus,
-            bootargs: format!("pattern.rounds={rounds} pattern.seconds=1000"),
+            bootargs: format!("pattern.rounds={rounds} pattern.seconds=1000 pattern.notices=1"),
         },
         &bundle,
     )
@@ -200,16 +200,32 @@ fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
     let b_log = b_run.join().expect("board B");
     a_log
         .has("pattern: migrating to 10.0.0.2:7070")
-        .has("pattern: migrated to 10.0.0.2:7070")
+        .has("pattern: migration notice 1: pausing")
+        .in_order(
+            "pattern: migration notice 1: pausing",
+            "pattern: migrated to 10.0.0.2:7070",
+        )
         .has("pattern: stopped: moved to 10.0.0.2:7070")
         .lacks("PASS: pattern rounds")
         .lacks("FAIL");
     b_log
         .has("listening on 10.0.0.2:7070")
         .has("pattern: received")
+        .has(": resumed after ")
         .has("PASS: pattern rounds")
+        .has("PASS: pattern counter")
         .lacks("FAIL")
         .powered_off();
+    // The pause it was told of is plausible: more than nothing, well under the scenario's time.
+    let paused_ms: Option<u64> = b_log
+        .serial()
+        .split("resumed after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok());
+    b_log.check(
+        paused_ms.is_some_and(|ms| ms < 30_000),
+        "the resumed notice says how long the instance was paused",
+    );
     let (on_a, on_b) = (rounds(a_log.serial()), rounds(b_log.serial()));
     b_log.check(
         on_a.last()

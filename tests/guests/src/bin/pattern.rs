@@ -8,7 +8,10 @@
 //!
 //! Prints `pattern: round <r> ok <checksum as 0x + 16 hex digits>` for a round read back intact,
 //! else `FAIL: pattern round <r>: first bad address ...`, and passes "pattern rounds" if every
-//! round was.
+//! round was, and "pattern counter" if its virtual counter never went backwards (it moves between
+//! boards in the migration scenarios). With `pattern.notices=1` it registers for the hypervisor's
+//! migration notices (HV_MIGRATION_NOTICES, docs/HYPERCALLS.md) as PPI 20 and prints each one:
+//! `pattern: migration notice <n>: pausing` / `... resumed after <ms> ms`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(not(target_os = "none"))]
@@ -23,7 +26,8 @@ mod guest {
     use test_guests::{
         check, dt, entry, fail, finish, gic, image_end, irq, println,
         report::Text,
-        timer::{self, CTL_ENABLE, VIRT_INTID},
+        smccc,
+        timer::{self, CTL_ENABLE, CTL_ISTATUS, VIRT_INTID},
     };
 
     entry!(run);
@@ -32,6 +36,8 @@ mod guest {
     const DEFAULT_SECONDS: u64 = 6;
     /// Sleep between rounds, in milliseconds of guest time.
     const SLEEP_MS: u64 = 20;
+    /// The PPI migration notices arrive as.
+    const NOTICE_INTID: u32 = 20;
     const PAGE: usize = 4096;
     /// Spreads address bits over the whole word (the 64-bit golden ratio).
     const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -106,8 +112,21 @@ mod guest {
 
     fn handler(intid: u32, cpu: usize) {
         if intid == VIRT_INTID {
-            // One shot: the sleep that armed it is over.
-            timer::set_cntv_ctl(0);
+            // One shot: the sleep that armed it is over, unless the interrupt came early (a
+            // duplicate of the last one); then the timer stays armed for this sleep.
+            if timer::cntv_ctl() & CTL_ISTATUS != 0 {
+                timer::set_cntv_ctl(0);
+            }
+        } else if intid == NOTICE_INTID {
+            let [event, paused, count] = smccc::hvc_call_x3(smccc::HV_MIGRATION_STATUS);
+            match event {
+                1 => println!("pattern: migration notice {count}: pausing"),
+                2 => println!(
+                    "pattern: migration notice {count}: resumed after {} ms",
+                    paused * 1000 / timer::frequency()
+                ),
+                other => println!("pattern: migration notice {count}: unknown event {other}"),
+            }
         } else {
             println!("pattern: unexpected interrupt {intid} on CPU {cpu}");
         }
@@ -137,9 +156,20 @@ mod guest {
         let freq = timer::frequency();
         let boot = timer::counter();
         let seed = dt::with_model(dtb, fnv1a) ^ scramble(boot);
+        let notices = dt::bootarg_u64(dtb, "pattern.notices") == Some(1);
         gic::init(dtb);
         irq::set_handler(handler);
         gic::enable(VIRT_INTID, 0x80);
+        if notices {
+            gic::enable(NOTICE_INTID, 0x80);
+            let answer =
+                smccc::hvc_call(smccc::HV_MIGRATION_NOTICES, u64::from(NOTICE_INTID), 0, 0);
+            check(
+                "pattern notices",
+                answer == 0,
+                format_args!("HV_MIGRATION_NOTICES answered {answer:#x}"),
+            );
+        }
 
         let start = image_end().next_multiple_of(PAGE);
         let end = base + size;
@@ -162,9 +192,15 @@ mod guest {
         let limit = boot + seconds * freq;
         let (mut done, mut failed) = (0u64, 0u64);
         let mut busy = 0u64;
+        let (mut last_counter, mut backwards) = (boot, 0u64);
         while done < rounds {
             let key = scramble(seed ^ done);
             let round_start = timer::counter();
+            if round_start < last_counter {
+                backwards += 1;
+                println!("pattern: the counter went back from {last_counter} to {round_start}");
+            }
+            last_counter = round_start;
             let result = round(&ranges, key);
             busy += timer::counter() - round_start;
             match result {
@@ -196,6 +232,11 @@ mod guest {
             "pattern rounds",
             failed == 0 && done > 0,
             format_args!("{failed} of {done} rounds read back wrong"),
+        );
+        check(
+            "pattern counter",
+            backwards == 0,
+            format_args!("the virtual counter went backwards {backwards} times"),
         );
         finish()
     }
