@@ -79,6 +79,15 @@ impl TrapSyndrome {
         self.ec() == EC_DATA_ABORT_LOWER
     }
 
+    /// True for a data abort whose IPA [`TrapSyndrome::fault_ipa`] cannot give: the
+    /// architecture leaves `HPFAR_EL2` UNKNOWN for a stage-2 permission fault (DFSC `0b0011xx`)
+    /// that was not on a stage-1 table walk (S1PTW clear), so the IPA must come from
+    /// translating `FAR_EL2` through the guest's stage 1 (as KVM does).
+    pub fn ipa_needs_translation(&self) -> bool {
+        const S1PTW: u32 = 1 << 7;
+        self.is_data_abort() && self.iss() & 0x3c == 0x0c && self.iss() & S1PTW == 0
+    }
+
     /// The faulting intermediate physical address of a stage-2 abort.
     pub fn fault_ipa(&self) -> u64 {
         ((self.hpfar >> 4) << 12) | (self.far & 0xfff)
@@ -207,6 +216,43 @@ impl ExitReason {
             },
             other => Self::Unhandled { ec: other },
         }
+    }
+}
+
+#[cfg(test)]
+mod ipa_tests {
+    use super::TrapSyndrome;
+
+    fn abort(iss: u32) -> TrapSyndrome {
+        TrapSyndrome {
+            esr: 0x24 << 26 | u64::from(iss),
+            far: 0,
+            hpfar: 0,
+        }
+    }
+
+    #[test]
+    fn only_permission_faults_off_a_table_walk_need_the_far_translated() {
+        assert!(
+            abort(0x4f).ipa_needs_translation(),
+            "write, permission fault level 3"
+        );
+        assert!(
+            abort(0x4d).ipa_needs_translation(),
+            "permission fault level 1"
+        );
+        assert!(
+            !abort(0x4f | 1 << 7).ipa_needs_translation(),
+            "on a stage-1 walk"
+        );
+        assert!(!abort(0x47).ipa_needs_translation(), "translation fault");
+        assert!(!abort(0x4b).ipa_needs_translation(), "access flag fault");
+        let hvc = TrapSyndrome {
+            esr: 0x16 << 26 | 0x0c,
+            far: 0,
+            hpfar: 0,
+        };
+        assert!(!hvc.ipa_needs_translation());
     }
 }
 

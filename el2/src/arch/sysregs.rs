@@ -299,6 +299,21 @@ pub fn mask_deadline_timer() {
     CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::SET + CNTP_CTL_EL0::IMASK::SET);
 }
 
+/// The IPA the loaded vCPU's stage 1 maps virtual address `va` to (an EL1 read), if it maps
+/// it: what a stage-2 permission fault's `HPFAR_EL2` does not reliably give. The guest's
+/// `PAR_EL1` is left as it was.
+pub fn guest_ipa_of(va: u64) -> Option<u64> {
+    const PAR_F: u64 = 1;
+    const PAR_PA: u64 = 0x000f_ffff_ffff_f000;
+    let saved = PAR_EL1.get();
+    // SAFETY: an address translation of the loaded guest's stage 1 into PAR_EL1 (restored
+    // below); it reads guest page tables through the MMU, changes no memory.
+    unsafe { core::arch::asm!("at s1e1r, {va}", "isb", va = in(reg) va, options(nostack)) };
+    let par = PAR_EL1.get();
+    PAR_EL1.set(saved);
+    (par & PAR_F == 0).then_some(par & PAR_PA | va & 0xfff)
+}
+
 /// The syndrome registers of the exit that just happened.
 pub fn trap_syndrome() -> TrapSyndrome {
     TrapSyndrome {

@@ -13,6 +13,9 @@ use xtask::checkpoint;
 use xtask::qemu::{stream_link, user_link};
 use xtask::relay::{Impairments, Relay};
 
+/// How long each board of a move may run: two boards share the host's CPUs with the other
+/// scenarios, and every move copies the guest's whole memory at least once.
+const BOARD_TIMEOUT: Duration = Duration::from_secs(180);
 /// Rounds of the pattern guest: enough to be saved while it runs and go on afterwards.
 const PATTERN_ROUNDS: u32 = 200;
 
@@ -101,7 +104,12 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
     a.bootargs = "log=info".into();
     a.cpus = 2;
     a.extra_args = user_link(Some(save_port), None);
-    let a_log = Log::boot_scripted("save", &a, &[("pattern: round 3 ok", "save pattern\r")]);
+    let a_log = Log::boot_scripted_within(
+        "save",
+        &a,
+        &[("pattern: round 3 ok", "save pattern\r")],
+        BOARD_TIMEOUT,
+    );
     a_log
         .has("pattern: saving to 10.0.2.100:7071")
         .has("pattern: saved to 10.0.2.100:7071")
@@ -127,7 +135,7 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
     let port = free_port();
     let b = listening_board(port);
     let sender = send_in_background(vec![corrupted, good], port);
-    let b_log = Log::boot_scripted("restore", &b, &[]);
+    let b_log = Log::boot_scripted_within("restore", &b, &[], BOARD_TIMEOUT);
     let answers = sender.join().expect("sender thread");
     b_log
         .has("listening on 10.0.2.15:7070")
@@ -182,20 +190,22 @@ fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
     b.bootargs = "log=info net.addr=10.0.0.2/24 net.listen".into();
     b.cpus = 2;
     b.extra_args = stream_link(&to_b, false);
-    let b_run = std::thread::spawn(move || Log::boot_scripted("board B", &b, &[]));
+    let b_run =
+        std::thread::spawn(move || Log::boot_scripted_within("board B", &b, &[], BOARD_TIMEOUT));
 
     // Board A: the guest runs a few rounds and moves to B while it runs.
     let mut a = board_with_image(bundle.clone(), "pattern");
     a.bootargs = "log=info net.addr=10.0.0.1/24".into();
     a.cpus = 2;
     a.extra_args = stream_link(&to_a, false);
-    let a_log = Log::boot_scripted(
+    let a_log = Log::boot_scripted_within(
         "board A",
         &a,
         &[
             ("pattern: round 3 ok", "migrate pattern 10.0.0.2\r"),
             ("pattern: migrated to", "poweroff\r"),
         ],
+        BOARD_TIMEOUT,
     );
     let b_log = b_run.join().expect("board B");
     a_log
@@ -268,13 +278,14 @@ fn a_link_cut_in_the_first_round_keeps_the_instance_running_and_a_second_attempt
     b.bootargs = "log=info net.addr=10.0.0.2/24 net.listen".into();
     b.cpus = 2;
     b.extra_args = stream_link(&to_b, false);
-    let b_run = std::thread::spawn(move || Log::boot_scripted("board B", &b, &[]));
+    let b_run =
+        std::thread::spawn(move || Log::boot_scripted_within("board B", &b, &[], BOARD_TIMEOUT));
 
     let mut a = board_with_image(bundle.clone(), "pattern");
     a.bootargs = "log=info net.addr=10.0.0.1/24".into();
     a.cpus = 2;
     a.extra_args = stream_link(&to_a, false);
-    let a_log = Log::boot_scripted(
+    let a_log = Log::boot_scripted_within(
         "board A",
         &a,
         &[
@@ -282,6 +293,7 @@ fn a_link_cut_in_the_first_round_keeps_the_instance_running_and_a_second_attempt
             ("failed:", "migrate pattern 10.0.0.2\r"),
             ("pattern: migrated to", "poweroff\r"),
         ],
+        BOARD_TIMEOUT,
     );
     let b_log = b_run.join().expect("board B");
     b_log
