@@ -18,7 +18,7 @@ use checkpoint::{
 };
 
 /// How long a guest that asked for migration notices has to read the one before the pause.
-const NOTICE_GRACE_MS: u64 = 200;
+const NOTICE_GRACE_MS: u64 = 2_000;
 
 /// Pages per memory section.
 const PAGES_PER_CHUNK: usize = checkpoint::MAX_PAGES_PER_CHUNK;
