@@ -197,11 +197,6 @@ impl<D: Device> Link<D> {
         socket.send_slice(bytes).map_err(|_| NetError::Closed)
     }
 
-    /// Bytes queued towards the peer and not yet acknowledged.
-    pub fn unacknowledged(&self, connection: Connection) -> usize {
-        self.sockets.get::<tcp::Socket>(connection.0).send_queue()
-    }
-
     /// Reads what has arrived into `buffer`; how much. `Ok(0)` when nothing has arrived yet,
     /// an error once the peer has closed and everything it sent was read.
     pub fn receive(

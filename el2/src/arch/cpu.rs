@@ -138,8 +138,10 @@ impl PerCpu {
         self.load(vm, &vcpu);
         self.arm_timer(Some(slice_end));
         let offset = vm.instance.counter_offset();
-        let mut armed = vcpu.phys_deadline(offset, sysregs::counter());
-        sysregs::arm_deadline_timer(armed);
+        // The emulated physical timer's deadline in the instance's time, as last armed: only a
+        // change costs a conversion to board time and a timer write.
+        let mut armed = vcpu.phys_timer.deadline();
+        sysregs::arm_deadline_timer(vcpu.phys_deadline(offset, sysregs::counter()));
         let end = loop {
             self.load_interrupts(vm, index);
             let kind = vectors::run(&mut vcpu.regs);
@@ -167,10 +169,9 @@ impl PerCpu {
                 &mut sysregs::LiveEl1,
                 sysregs::counter(),
             );
-            let deadline = vcpu.phys_deadline(offset, sysregs::counter());
-            if deadline != armed {
-                armed = deadline;
-                sysregs::arm_deadline_timer(armed);
+            if vcpu.phys_timer.deadline() != armed {
+                armed = vcpu.phys_timer.deadline();
+                sysregs::arm_deadline_timer(vcpu.phys_deadline(offset, sysregs::counter()));
             }
             match next {
                 Next::Resume => {}

@@ -317,11 +317,16 @@ impl Vm {
     /// A data abort at `ipa` inside the instance's RAM: true if the guest should simply retry
     /// it, because it was a write that dirty tracking caught (now logged and writable again)
     /// or it raced with a block split or the end of tracking.
+    #[inline]
     pub fn ram_fault(&self, ipa: u64) -> bool {
-        let ram = self.ram.ipa_range();
-        if !(ram.start..ram.start + ram.size).contains(&ipa) {
-            return false;
-        }
+        // Every MMIO exit asks: the range check stays on the fast side.
+        let ram = self.ram_range;
+        ipa.wrapping_sub(RAM_BASE) < ram.size() && self.resolve_ram_fault(ipa)
+    }
+
+    /// [`Vm::ram_fault`] for an IPA inside the instance's RAM.
+    #[cold]
+    fn resolve_ram_fault(&self, ipa: u64) -> bool {
         let mut stage2 = self.stage2.lock();
         match stage2.handle_dirty_fault(ipa) {
             Ok(true) => true,

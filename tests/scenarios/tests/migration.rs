@@ -53,14 +53,45 @@ fn pattern_bundle(stem: &str, vcpus: u32, rounds: u32) -> PathBuf {
 
 /// A board with no instance of its own, waiting for one on its link; the host reaches it at
 /// `port`.
-fn listening_board(port: u16) -> xtask::qemu::Board {
-    let empty = temp("empty.img");
+fn listening_board(stem: &str, bootargs: &str, link: Vec<String>) -> xtask::qemu::Board {
+    let empty = temp(&format!("{stem}-empty.img"));
     std::fs::write(&empty, b"").expect("empty initrd");
     let mut board = board_with_image(empty, "listener");
-    board.bootargs = "log=info net.listen".into();
+    board.bootargs = format!("log=info net.listen {bootargs}");
     board.cpus = 2;
-    board.extra_args = user_link(None, Some(port));
+    board.extra_args = link;
     board
+}
+
+/// Two boards joined through a relay that does `impairments` to their frames: B (10.0.0.2) has
+/// no instance of its own, waits on the link and powers off once the instance that arrives has
+/// finished; A (10.0.0.1) runs the pattern guest for `rounds` rounds while `script` is typed on
+/// its console. Both boards' logs, and the relay for its counters.
+fn linked_boards(
+    stem: &str,
+    rounds: u32,
+    impairments: Impairments,
+    script: &[(&str, &str)],
+) -> (Log, Log, Relay) {
+    let (to_a, to_b) = (
+        temp(&format!("{stem}-a.sock")),
+        temp(&format!("{stem}-b.sock")),
+    );
+    let relay = Relay::start(&to_a, &to_b, impairments).expect("relay");
+    let bundle = pattern_bundle(stem, 2, rounds);
+    let b = listening_board(stem, "net.addr=10.0.0.2/24", stream_link(&to_b, false));
+    let b_run =
+        std::thread::spawn(move || Log::boot_scripted_within("board B", &b, &[], BOARD_TIMEOUT));
+    let mut a = board_with_image(bundle.clone(), "pattern");
+    a.bootargs = "log=info net.addr=10.0.0.1/24".into();
+    a.cpus = 2;
+    a.extra_args = stream_link(&to_a, false);
+    let a_log = Log::boot_scripted_within("board A", &a, script, BOARD_TIMEOUT);
+    let b_log = b_run.join().expect("board B");
+    for path in [&bundle, &to_a, &to_b] {
+        let _ = std::fs::remove_file(path);
+    }
+    (a_log, b_log, relay)
 }
 
 /// The round numbers the pattern guest reported intact, in order.
@@ -133,7 +164,7 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
     let middle = corrupted.len() / 2;
     corrupted[middle] ^= 0x40;
     let port = free_port();
-    let b = listening_board(port);
+    let b = listening_board("restore", "", user_link(None, Some(port)));
     let sender = send_in_background(vec![corrupted, good], port);
     let b_log = Log::boot_scripted_within("restore", &b, &[], BOARD_TIMEOUT);
     let answers = sender.join().expect("sender thread");
@@ -168,46 +199,20 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
 #[test]
 fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
     // The boards' link drops and corrupts a few frames (inside IPv4 packets, where the IP and
-    // TCP checksums must catch it): TCP absorbs both.
-    let (to_a, to_b) = (temp("link-a.sock"), temp("link-b.sock"));
-    let relay = Relay::start(
-        &to_a,
-        &to_b,
+    // TCP checksums must catch it): TCP absorbs both. A moves its guest to B while it runs.
+    let (a_log, b_log, relay) = linked_boards(
+        "migrate",
+        PATTERN_ROUNDS,
         Impairments {
             drop_per_mille: 2,
             corrupt_per_mille: 2,
             ..Impairments::default()
         },
-    )
-    .expect("relay");
-    let bundle = pattern_bundle("migrate", 2, PATTERN_ROUNDS);
-
-    // Board B: no instance of its own; it waits on the link and powers off once the instance
-    // that arrives has finished.
-    let empty = temp("empty-b.img");
-    std::fs::write(&empty, b"").expect("empty initrd");
-    let mut b = board_with_image(empty.clone(), "b");
-    b.bootargs = "log=info net.addr=10.0.0.2/24 net.listen".into();
-    b.cpus = 2;
-    b.extra_args = stream_link(&to_b, false);
-    let b_run =
-        std::thread::spawn(move || Log::boot_scripted_within("board B", &b, &[], BOARD_TIMEOUT));
-
-    // Board A: the guest runs a few rounds and moves to B while it runs.
-    let mut a = board_with_image(bundle.clone(), "pattern");
-    a.bootargs = "log=info net.addr=10.0.0.1/24".into();
-    a.cpus = 2;
-    a.extra_args = stream_link(&to_a, false);
-    let a_log = Log::boot_scripted_within(
-        "board A",
-        &a,
         &[
             ("pattern: round 3 ok", "migrate pattern 10.0.0.2\r"),
             ("pattern: migrated to", "poweroff\r"),
         ],
-        BOARD_TIMEOUT,
     );
-    let b_log = b_run.join().expect("board B");
     a_log
         .has("pattern: migrating to 10.0.0.2:7070")
         .has("pattern: migration notice 1: pausing")
@@ -250,52 +255,27 @@ fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
             && relay.stats.corrupted.load(Ordering::Relaxed) > 0,
         "frames were dropped and corrupted on the way, and TCP absorbed it"
     );
-    for path in [&bundle, &empty, &to_a, &to_b] {
-        let _ = std::fs::remove_file(path);
-    }
 }
 
 #[test]
 fn a_link_cut_in_the_first_round_keeps_the_instance_running_and_a_second_attempt_gets_through() {
     // Long enough for the first attempt's timeout, the second attempt and the rest on B.
     const ROUNDS: u32 = 600;
-    let (to_a, to_b) = (temp("relay-a.sock"), temp("relay-b.sock"));
     // After 4 MB towards B (inside the first round of 32 MiB) the link goes dark for 15 s.
-    let relay = Relay::start(
-        &to_a,
-        &to_b,
+    let (a_log, b_log, relay) = linked_boards(
+        "cut",
+        ROUNDS,
         Impairments {
             cut_after: Some(4 << 20),
             cut_for: Duration::from_secs(15),
             ..Impairments::default()
         },
-    )
-    .expect("relay");
-    let bundle = pattern_bundle("cut", 2, ROUNDS);
-    let empty = temp("empty-cut.img");
-    std::fs::write(&empty, b"").expect("empty initrd");
-    let mut b = board_with_image(empty.clone(), "b");
-    b.bootargs = "log=info net.addr=10.0.0.2/24 net.listen".into();
-    b.cpus = 2;
-    b.extra_args = stream_link(&to_b, false);
-    let b_run =
-        std::thread::spawn(move || Log::boot_scripted_within("board B", &b, &[], BOARD_TIMEOUT));
-
-    let mut a = board_with_image(bundle.clone(), "pattern");
-    a.bootargs = "log=info net.addr=10.0.0.1/24".into();
-    a.cpus = 2;
-    a.extra_args = stream_link(&to_a, false);
-    let a_log = Log::boot_scripted_within(
-        "board A",
-        &a,
         &[
             ("pattern: round 3 ok", "migrate pattern 10.0.0.2\r"),
             ("failed:", "migrate pattern 10.0.0.2\r"),
             ("pattern: migrated to", "poweroff\r"),
         ],
-        BOARD_TIMEOUT,
     );
-    let b_log = b_run.join().expect("board B");
     b_log
         .has("incoming instance refused: the stream broke off before its end; nothing started")
         .in_order("nothing started", "pattern: received")
@@ -324,7 +304,4 @@ fn a_link_cut_in_the_first_round_keeps_the_instance_running_and_a_second_attempt
         "the guest's rounds continue on B from where they stopped on A, each one checked intact",
     );
     assert_eq!(relay.stats.cuts.load(Ordering::Relaxed), 1);
-    for path in [&bundle, &empty, &to_a, &to_b] {
-        let _ = std::fs::remove_file(path);
-    }
 }
