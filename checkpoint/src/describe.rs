@@ -80,13 +80,15 @@ pub fn describe(section: &Section) -> String {
             u.rx.len(),
             u.line.len()
         ),
-        Section::Paravirt(p) => match p.notice_intid {
-            Some(intid) => format!(
-                "paravirt: notice intid={intid} paused_ticks={}",
-                p.paused_ticks
-            ),
-            None => format!("paravirt: no notice intid paused_ticks={}", p.paused_ticks),
-        },
+        Section::Paravirt(p) => format!(
+            "paravirt: {} paused_ticks={} notices_raised={}",
+            match p.notice_intid {
+                Some(intid) => format!("notice intid={intid}"),
+                None => "no notice intid".into(),
+            },
+            p.paused_ticks,
+            p.notices_raised
+        ),
         Section::End(e) => format!("end: {} sections, {} pages", e.sections, e.pages),
     }
 }

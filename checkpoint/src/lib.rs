@@ -53,7 +53,7 @@ pub const MAGIC: [u8; 8] = *b"HVCKPT\0\0";
 
 /// The format version this build writes and the only one it reads. Any change to the header,
 /// the frame or any section body bumps it.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Length of the stream header: magic, version `u16`, flags `u16`, reserved `u32`.
 pub const HEADER_LEN: usize = 16;

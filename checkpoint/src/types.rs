@@ -352,6 +352,8 @@ pub struct ParavirtState {
     pub notice_intid: Option<u32>,
     /// Counter ticks the instance has spent paused so far.
     pub paused_ticks: u64,
+    /// Migration notices raised so far (the guest reads the count with each notice).
+    pub notices_raised: u64,
 }
 
 /// The last section: how many sections and pages came before it. The reader checks both.

@@ -135,7 +135,9 @@ fn wrong_version_and_header_fields() {
         }
     );
     assert!(
-        error.to_string().contains("version 2 is not supported"),
+        error
+            .to_string()
+            .contains(&format!("version {} is not supported", VERSION + 1)),
         "{error}"
     );
 

@@ -69,7 +69,7 @@ fn page_encodings_all_appear_in_the_sample() {
 fn header_layout_is_as_documented() {
     let bytes = small_stream();
     assert_eq!(&bytes[..8], b"HVCKPT\0\0");
-    assert_eq!(&bytes[8..16], &[1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&bytes[8..16], &[2, 0, 0, 0, 0, 0, 0, 0]);
     // First frame: config, reserved 0, length, CRC of the body.
     assert_eq!(&bytes[16..20], &[1, 0, 0, 0]);
     let len = u32::from_le_bytes(bytes[20..24].try_into().unwrap()) as usize;
@@ -201,7 +201,7 @@ fn describe_says_what_is_inside() {
     assert!(lines[5].starts_with("pl011: cr=0x301"), "{}", lines[5]);
     assert_eq!(
         lines[6],
-        "paravirt: notice intid=40 paused_ticks=1099511627776"
+        "paravirt: notice intid=40 paused_ticks=1099511627776 notices_raised=3"
     );
     assert_eq!(lines[7], "end: 7 sections, 3 pages");
 }

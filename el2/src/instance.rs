@@ -1261,9 +1261,11 @@ impl Instance {
 
     /// The paravirtual channel's state, for a checkpoint.
     pub fn save_paravirt(&self, paused_ticks: u64) -> checkpoint::ParavirtState {
+        let notices = self.shared.lock().notices;
         checkpoint::ParavirtState {
-            notice_intid: self.shared.lock().notices.intid,
+            notice_intid: notices.intid,
             paused_ticks,
+            notices_raised: notices.count,
         }
     }
 
@@ -1271,6 +1273,7 @@ impl Instance {
     pub fn restore_paravirt(&self, saved: &checkpoint::ParavirtState) {
         let mut shared = self.shared.lock();
         shared.notices.intid = saved.notice_intid;
+        shared.notices.count = saved.notices_raised;
     }
 
     fn cpu_on(&self, target: u64, entry: u64, context_id: u64) -> i64 {

@@ -217,8 +217,6 @@ pub struct Sender {
     page: Box<[u8; PAGE_SIZE]>,
     /// Dirty pages taken at the end of the last running round, sent in the paused one.
     carried: Vec<u64>,
-    /// Pages the last running round sent (after the first), to see whether rounds converge.
-    last_round_pages: Option<u64>,
 }
 
 impl Sender {
@@ -238,7 +236,6 @@ impl Sender {
             answer: Vec::new(),
             page: Box::new([0; PAGE_SIZE]),
             carried: Vec::new(),
-            last_round_pages: None,
         }
     }
 
@@ -252,8 +249,8 @@ impl Sender {
         self.report.bytes
     }
 
-    /// True once the instance is paused for the final copy (it stays paused until the move
-    /// fails or the receiver has it).
+    /// True once the instance was paused for the final copy (it stays paused until the move
+    /// fails or the receiver has it; this stays true after a failure, to say where it failed).
     pub fn is_paused(&self) -> bool {
         self.paused_at_ms.is_some()
     }
@@ -407,13 +404,10 @@ impl Sender {
         dirty.sort_unstable();
         dirty.dedup();
         let left_ms = dirty.len() as u64 * bytes_per_page / bytes_per_ms;
-        // The guest dirties pages about as fast as they go: more rounds would not shrink the
-        // pause, only make the move longer.
-        let dirty_pages = dirty.len() as u64;
-        let converging = self
-            .last_round_pages
-            .is_none_or(|previous| dirty_pages < previous - previous / 10);
-        self.last_round_pages = Some(dirty_pages);
+        // A round that leaves nearly as many pages dirty as it sent: the guest dirties pages
+        // about as fast as they go, and more rounds would not shrink the pause, only make the
+        // move longer.
+        let converging = (dirty.len() as u64) < self.round.pages - self.round.pages / 10;
         if left_ms <= self.limits.downtime_ms
             || self.rounds >= self.limits.max_rounds
             || !converging

@@ -909,8 +909,9 @@ mod tests {
         assert_eq!(
             lines[0],
             format!(
-                "checkpoint stream of {} bytes, format version 1",
-                bytes.len()
+                "checkpoint stream of {} bytes, format version {}",
+                bytes.len(),
+                checkpoint::VERSION
             )
         );
         assert!(lines[1].starts_with("config: name=web ram=256 KiB at 0x40000000 vcpus=1"));
@@ -962,9 +963,9 @@ mod tests {
             )
         );
 
-        let error = inspect(b"HVCKPT\0\0\x02\0\0\0\0\0\0\0").unwrap_err();
+        let error = inspect(b"HVCKPT\0\0\x09\0\0\0\0\0\0\0").unwrap_err();
         assert!(
-            error.contains("version 2") && error.ends_with("(at byte 0 of 16)"),
+            error.contains("version 9") && error.ends_with("(at byte 0 of 16)"),
             "{error}"
         );
         assert!(inspect(b"").unwrap_err().contains("truncated"));

@@ -2,7 +2,8 @@
 //! `-netdev stream` to one of the relay's Unix sockets, and the relay forwards Ethernet frames
 //! between them (QEMU's stream framing: a 4-byte big-endian length, then the frame). It can drop
 //! and corrupt frames at random, and cut the link for a while once a given number of bytes has
-//! gone from the first board to the second.
+//! gone from the first board to the second (counted from the start, or from the end of the cut
+//! before).
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -12,18 +13,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the relay does to frames.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Impairments {
     /// Frames dropped, per thousand.
     pub drop_per_mille: u32,
     /// Frames with one byte flipped inside their IPv4 packet, per thousand (what a real wire's
     /// frame check would let through only from a broken switch; IP and TCP checksums catch it).
     pub corrupt_per_mille: u32,
-    /// Once this many bytes of frames have gone from the first board to the second, nothing
-    /// passes either way for [`Impairments::cut_for`].
-    pub cut_after: Option<u64>,
-    /// How long a cut lasts.
-    pub cut_for: Duration,
+    /// Cuts of the link, one after the other.
+    pub cuts: Vec<Cut>,
+}
+
+/// A time when nothing passes either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// Bytes of frames from the first board to the second before the cut, counted from the
+    /// relay's start or from the end of the cut before.
+    pub after: u64,
+    /// How long it lasts.
+    pub lasting: Duration,
 }
 
 /// How many frames the relay passed, dropped and corrupted, and whether it cut the link.
@@ -45,12 +53,13 @@ struct State {
     impairments: Impairments,
     /// While set and in the future, nothing passes.
     cut_until: Option<Instant>,
+    /// Bytes from the first board to the second since the start or the last cut's end.
+    since_cut: u64,
     rng: u64,
 }
 
 /// A running relay; it forwards until the process ends or both boards hang up.
 pub struct Relay {
-    state: Arc<Mutex<State>>,
     /// The relay's counters.
     pub stats: Arc<RelayStats>,
 }
@@ -65,10 +74,11 @@ impl Relay {
         let state = Arc::new(Mutex::new(State {
             impairments,
             cut_until: None,
+            since_cut: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
         }));
         let stats = Arc::new(RelayStats::default());
-        let (thread_state, thread_stats) = (state.clone(), stats.clone());
+        let thread_stats = stats.clone();
         std::thread::spawn(move || {
             let [first, second] = listeners;
             let (Ok((a, _)), Ok((b, _))) = (first.accept(), second.accept()) else {
@@ -78,20 +88,11 @@ impl Relay {
                 (Ok(a2), Ok(b2)) => (a2, b2),
                 _ => return,
             };
-            let (state, stats) = (thread_state.clone(), thread_stats.clone());
-            std::thread::spawn(move || forward(b2, a2, true, &state, &stats));
-            forward(a, b, false, &thread_state, &thread_stats);
+            let (reverse_state, reverse_stats) = (state.clone(), thread_stats.clone());
+            std::thread::spawn(move || forward(b2, a2, true, &reverse_state, &reverse_stats));
+            forward(a, b, false, &state, &thread_stats);
         });
-        Ok(Self { state, stats })
-    }
-
-    /// Changes what the relay does to frames from now on.
-    pub fn set(&self, impairments: Impairments) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.impairments = impairments;
+        Ok(Self { stats })
     }
 }
 
@@ -128,29 +129,36 @@ fn forward(
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let now = Instant::now();
-            let impairments = state.impairments;
-            if !reverse
-                && state.cut_until.is_none()
-                && impairments.cut_after.is_some_and(|after| {
-                    stats.bytes_first_to_second.load(Ordering::Relaxed) >= after
-                })
-            {
-                state.cut_until = Some(now + impairments.cut_for);
-                state.impairments.cut_after = None;
-                stats.cuts.fetch_add(1, Ordering::Relaxed);
+            if state.cut_until.is_some_and(|until| now >= until) {
+                state.cut_until = None;
+                state.since_cut = 0;
             }
-            let cut = state.cut_until.is_some_and(|until| now < until);
-            if cut || state.roll() < impairments.drop_per_mille {
+            if !reverse && state.cut_until.is_none() {
+                let next = state.impairments.cuts.first().copied();
+                if let Some(cut) = next.filter(|cut| state.since_cut >= cut.after) {
+                    state.impairments.cuts.remove(0);
+                    state.cut_until = Some(now + cut.lasting);
+                    stats.cuts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let (drop_per_mille, corrupt_per_mille) = (
+                state.impairments.drop_per_mille,
+                state.impairments.corrupt_per_mille,
+            );
+            if state.cut_until.is_some() || state.roll() < drop_per_mille {
                 false
             } else {
                 // Corrupt only IPv4 packets, past the Ethernet header.
-                if state.roll() < impairments.corrupt_per_mille
+                if state.roll() < corrupt_per_mille
                     && frame.len() > 34
                     && frame[12..14] == [0x08, 0x00]
                 {
                     let at = 14 + state.roll() as usize * (frame.len() - 14) / 1000;
                     frame[at] ^= 0x20;
                     stats.corrupted.fetch_add(1, Ordering::Relaxed);
+                }
+                if !reverse {
+                    state.since_cut += frame.len() as u64;
                 }
                 true
             }

@@ -155,6 +155,7 @@ pub fn paravirt() -> ParavirtState {
     ParavirtState {
         notice_intid: Some(40),
         paused_ticks: 1 << 40,
+        notices_raised: 3,
     }
 }
 

@@ -428,8 +428,13 @@ impl BoardLink {
             Err(why) => {
                 self.link.abort(out.connection, now);
                 let what = if out.snapshot { "save" } else { "migration" };
+                let when = if out.sender.is_paused() {
+                    "in the final copy".into()
+                } else {
+                    alloc::format!("in round {}", out.sender.rounds() + 1)
+                };
                 alloc::format!(
-                    "{name}: {what} to {} failed: {why}; it keeps running here",
+                    "{name}: {what} to {} failed {when}: {why}; it keeps running here",
                     out.destination
                 )
             }

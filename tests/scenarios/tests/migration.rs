@@ -11,7 +11,7 @@ use xtask::build;
 use xtask::bundle::{BundleSpec, write_bundle_file};
 use xtask::checkpoint;
 use xtask::qemu::{stream_link, user_link};
-use xtask::relay::{Impairments, Relay};
+use xtask::relay::{Cut, Impairments, Relay};
 
 /// How long each board of a move may run: two boards share the host's CPUs with the other
 /// scenarios, and every move copies the guest's whole memory at least once.
@@ -63,15 +63,16 @@ fn listening_board(stem: &str, bootargs: &str, link: Vec<String>) -> xtask::qemu
     board
 }
 
-/// Two boards joined through a relay that does `impairments` to their frames: B (10.0.0.2) has
-/// no instance of its own, waits on the link and powers off once the instance that arrives has
-/// finished; A (10.0.0.1) runs the pattern guest for `rounds` rounds while `script` is typed on
-/// its console. Both boards' logs, and the relay for its counters.
+/// Two boards joined through a relay that does `impairments` to their frames, both listening
+/// for instances: A (10.0.0.1) starts the pattern guest (2 vCPUs) for `rounds` rounds, B
+/// (10.0.0.2) has no instance of its own. Each board's console gets its script typed. Both
+/// boards' logs, and the relay for its counters.
 fn linked_boards(
     stem: &str,
     rounds: u32,
     impairments: Impairments,
-    script: &[(&str, &str)],
+    a_script: &[(&str, &str)],
+    b_script: &'static [(&'static str, &'static str)],
 ) -> (Log, Log, Relay) {
     let (to_a, to_b) = (
         temp(&format!("{stem}-a.sock")),
@@ -80,13 +81,14 @@ fn linked_boards(
     let relay = Relay::start(&to_a, &to_b, impairments).expect("relay");
     let bundle = pattern_bundle(stem, 2, rounds);
     let b = listening_board(stem, "net.addr=10.0.0.2/24", stream_link(&to_b, false));
-    let b_run =
-        std::thread::spawn(move || Log::boot_scripted_within("board B", &b, &[], BOARD_TIMEOUT));
+    let b_run = std::thread::spawn(move || {
+        Log::boot_scripted_within("board B", &b, b_script, BOARD_TIMEOUT)
+    });
     let mut a = board_with_image(bundle.clone(), "pattern");
-    a.bootargs = "log=info net.addr=10.0.0.1/24".into();
+    a.bootargs = "log=info net.addr=10.0.0.1/24 net.listen".into();
     a.cpus = 2;
     a.extra_args = stream_link(&to_a, false);
-    let a_log = Log::boot_scripted_within("board A", &a, script, BOARD_TIMEOUT);
+    let a_log = Log::boot_scripted_within("board A", &a, a_script, BOARD_TIMEOUT);
     let b_log = b_run.join().expect("board B");
     for path in [&bundle, &to_a, &to_b] {
         let _ = std::fs::remove_file(path);
@@ -94,12 +96,39 @@ fn linked_boards(
     (a_log, b_log, relay)
 }
 
-/// The round numbers the pattern guest reported intact, in order.
-fn rounds(serial: &str) -> Vec<u32> {
+/// The round numbers that the pattern guest's CPU `cpu` reported intact, in order.
+fn rounds(serial: &str, cpu: usize) -> Vec<u32> {
+    let marker = if cpu == 0 {
+        "pattern: round ".to_string()
+    } else {
+        format!("pattern: cpu {cpu} round ")
+    };
     serial
         .lines()
-        .filter_map(|line| line.split("pattern: round ").nth(1))
+        .filter_map(|line| line.split(marker.as_str()).nth(1))
         .filter(|rest| rest.contains(" ok "))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// True if each leg has rounds and together they count up by one from the first.
+fn continues(legs: &[&[u32]]) -> bool {
+    let all: Vec<u32> = legs.concat();
+    legs.iter().all(|leg| !leg.is_empty()) && all.windows(2).all(|pair| pair[1] == pair[0] + 1)
+}
+
+/// `serial` split where the line containing `marker` starts (all of it before if none does).
+fn split_at<'a>(serial: &'a str, marker: &str) -> (&'a str, &'a str) {
+    let at = serial.find(marker).unwrap_or(serial.len());
+    let at = serial[..at].rfind('\n').map_or(0, |newline| newline + 1);
+    serial.split_at(at)
+}
+
+/// The pause each `resumed after <ms> ms` notice in `serial` reported, in milliseconds.
+fn pauses(serial: &str) -> Vec<u64> {
+    serial
+        .split("resumed after ")
+        .skip(1)
         .filter_map(|rest| rest.split(' ').next()?.parse().ok())
         .collect()
 }
@@ -151,7 +180,7 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
         .expect("receiver thread")
         .unwrap_or_else(|why| panic!("the host's receiver: {why}"));
     assert_eq!(summary.name, "pattern");
-    let saved_at = rounds(a_log.serial())
+    let saved_at = rounds(a_log.serial(), 0)
         .into_iter()
         .filter(|round| *round >= 3)
         .min()
@@ -185,21 +214,26 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
         answers[0]
     );
     assert_eq!(answers[1].as_deref(), Ok("OK"), "{}", b_log.serial());
-    let restored = rounds(b_log.serial());
+    let restored = rounds(b_log.serial(), 0);
     b_log.check(
         restored.first().is_some_and(|first| *first >= saved_at)
             && restored.windows(2).all(|pair| pair[1] == pair[0] + 1)
             && restored.last() == Some(&(PATTERN_ROUNDS - 1)),
         "the restored guest continues its rounds where it was saved, each one checked intact",
     );
+    b_log.check(
+        continues(&[&rounds(b_log.serial(), 1)]),
+        "its second CPU continues its rounds too",
+    );
     let _ = std::fs::remove_file(&saved);
     let _ = std::fs::remove_file(&bundle);
 }
 
 #[test]
-fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
+fn an_instance_migrates_to_another_board_and_back_while_it_runs_and_arrives_intact() {
     // The boards' link drops and corrupts a few frames (inside IPv4 packets, where the IP and
-    // TCP checksums must catch it): TCP absorbs both. A moves its guest to B while it runs.
+    // TCP checksums must catch it): TCP absorbs both. A moves its guest to B while it runs; once
+    // both of its CPUs have run rounds on B, B moves it back, and it finishes on A.
     let (a_log, b_log, relay) = linked_boards(
         "migrate",
         PATTERN_ROUNDS,
@@ -208,47 +242,69 @@ fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
             corrupt_per_mille: 2,
             ..Impairments::default()
         },
+        &[("pattern: round 3 ok", "migrate pattern 10.0.0.2\r")],
         &[
-            ("pattern: round 3 ok", "migrate pattern 10.0.0.2\r"),
+            ("notice 2: resumed after", ""),
+            ("pattern: cpu 1 round", ""),
+            ("pattern: round", "migrate pattern 10.0.0.1\r"),
             ("pattern: migrated to", "poweroff\r"),
         ],
     );
     a_log
         .has("pattern: migrating to 10.0.0.2:7070")
-        .has("pattern: migration notice 1: pausing")
         .in_order(
             "pattern: migration notice 1: pausing",
             "pattern: migrated to 10.0.0.2:7070",
         )
-        .has("pattern: stopped: moved to 10.0.0.2:7070")
-        .lacks("PASS: pattern rounds")
-        .lacks("FAIL");
-    b_log
-        .has("listening on 10.0.0.2:7070")
-        .has("pattern: received")
-        .has(": resumed after ")
+        .in_order(
+            "pattern: stopped: moved to 10.0.0.2:7070",
+            "pattern: received",
+        )
+        .in_order(
+            "pattern: received",
+            "pattern: migration notice 4: resumed after",
+        )
         .has("PASS: pattern rounds")
         .has("PASS: pattern counter")
         .lacks("FAIL")
         .powered_off();
-    // The pause it was told of is plausible: more than nothing, well under the scenario's time.
-    let paused_ms: Option<u64> = b_log
-        .serial()
-        .split("resumed after ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next()?.parse().ok());
+    b_log
+        .has("listening on 10.0.0.2:7070")
+        .in_order(
+            "pattern: received",
+            "pattern: migration notice 2: resumed after",
+        )
+        .in_order(
+            "pattern: migration notice 3: pausing",
+            "pattern: migrated to 10.0.0.1:7070",
+        )
+        .has("pattern: stopped: moved to 10.0.0.1:7070")
+        .lacks("PASS: pattern rounds")
+        .lacks("FAIL")
+        .powered_off();
+    // The pauses it was told of are plausible: more than nothing, well under the scenario's.
+    let told = [pauses(b_log.serial()), pauses(a_log.serial())].concat();
     b_log.check(
-        paused_ms.is_some_and(|ms| ms < 30_000),
-        "the resumed notice says how long the instance was paused",
+        told.len() == 2 && told.iter().all(|ms| *ms < 30_000),
+        &format!("a resumed notice on each arrival says how long it was paused: {told:?}"),
     );
-    let (on_a, on_b) = (rounds(a_log.serial()), rounds(b_log.serial()));
-    b_log.check(
-        on_a.last()
-            .zip(on_b.first())
-            .is_some_and(|(a, b)| *b == a + 1)
-            && on_b.windows(2).all(|pair| pair[1] == pair[0] + 1)
-            && on_b.last() == Some(&(PATTERN_ROUNDS - 1)),
-        "the guest's rounds continue on B from where they stopped on A, each one checked intact",
+    // Every round of both CPUs read back intact (a FAIL line otherwise), and they continue
+    // from board to board: A, then B, then A again.
+    let (a_before, a_after) = split_at(a_log.serial(), "pattern: received");
+    for cpu in [0, 1] {
+        let legs = [
+            rounds(a_before, cpu),
+            rounds(b_log.serial(), cpu),
+            rounds(a_after, cpu),
+        ];
+        a_log.check(
+            continues(&[&legs[0], &legs[1], &legs[2]]),
+            &format!("CPU {cpu}'s rounds continue on B from A, then on A from B: {legs:?}"),
+        );
+    }
+    a_log.check(
+        rounds(a_after, 0).last() == Some(&(PATTERN_ROUNDS - 1)),
+        "the guest finishes its rounds on A",
     );
     assert!(
         relay.stats.dropped.load(Ordering::Relaxed) > 0
@@ -258,50 +314,82 @@ fn an_instance_migrates_to_another_board_while_it_runs_and_arrives_intact() {
 }
 
 #[test]
-fn a_link_cut_in_the_first_round_keeps_the_instance_running_and_a_second_attempt_gets_through() {
-    // Long enough for the first attempt's timeout, the second attempt and the rest on B.
-    const ROUNDS: u32 = 600;
-    // After 4 MB towards B (inside the first round of 32 MiB) the link goes dark for 15 s.
+fn link_cuts_in_the_first_round_and_in_the_final_copy_keep_the_instance_running_until_an_attempt_gets_through()
+ {
+    // Long enough for two failed attempts, the third and the rest on B.
+    const ROUNDS: u32 = 900;
+    // After 4 MB towards B (inside the first round of 32 MiB) the link goes dark for 15 s; then,
+    // 40 MB into the second attempt (past its first round, inside the final copy), again.
+    let cut = |after| Cut {
+        after,
+        lasting: Duration::from_secs(15),
+    };
     let (a_log, b_log, relay) = linked_boards(
         "cut",
         ROUNDS,
         Impairments {
-            cut_after: Some(4 << 20),
-            cut_for: Duration::from_secs(15),
+            cuts: vec![cut(4 << 20), cut(40 << 20)],
             ..Impairments::default()
         },
         &[
             ("pattern: round 3 ok", "migrate pattern 10.0.0.2\r"),
-            ("failed:", "migrate pattern 10.0.0.2\r"),
+            ("failed in round 1:", "migrate pattern 10.0.0.2\r"),
+            ("failed in the final copy:", "migrate pattern 10.0.0.2\r"),
             ("pattern: migrated to", "poweroff\r"),
         ],
+        &[],
     );
     b_log
-        .has("incoming instance refused: the stream broke off before its end; nothing started")
+        .check(
+            b_log.count(
+                "incoming instance refused: the stream broke off before its end; nothing started",
+            ) == 2,
+            "B refuses both broken streams",
+        )
         .in_order("nothing started", "pattern: received")
         .has("PASS: pattern rounds")
+        .has("PASS: pattern counter")
         .lacks("FAIL")
         .powered_off();
+    let failure = |when: &str| {
+        format!(
+            "pattern: migration to 10.0.0.2:7070 failed {when}: the connection closed or timed out; it keeps running here"
+        )
+    };
     a_log
-        .has("pattern: migration to 10.0.0.2:7070 failed: the connection closed or timed out; it keeps running here")
-        .in_order("it keeps running here", "pattern: migrated to 10.0.0.2:7070")
+        .in_order(&failure("in round 1"), &failure("in the final copy"))
+        .in_order(
+            &failure("in the final copy"),
+            "pattern: migrated to 10.0.0.2:7070",
+        )
+        // Paused for the final copy, told so, and told it resumed when that failed.
+        .in_order(
+            "pattern: migration notice 1: pausing",
+            &failure("in the final copy"),
+        )
+        .in_order(
+            &failure("in the final copy"),
+            "pattern: migration notice 2: resumed after",
+        )
         .lacks("FAIL");
-    // The guest ran on at A between the failed attempt and the one that got through.
-    let on_a = rounds(a_log.serial());
-    let failed_at = a_log.serial().find("it keeps running here").unwrap_or(0);
-    let after_failure = rounds(&a_log.serial()[failed_at..]);
-    a_log.check(
-        !after_failure.is_empty(),
-        "the instance kept running on A after the failed attempt",
-    );
-    let on_b = rounds(b_log.serial());
+    // The guest ran on at A after each failed attempt, and its rounds continue on B.
+    let (_, after_first) = split_at(a_log.serial(), &failure("in round 1"));
+    let (between, after_second) = split_at(after_first, &failure("in the final copy"));
+    let on_b = rounds(b_log.serial(), 0);
+    for cpu in [0, 1] {
+        let legs = [
+            rounds(between, cpu),
+            rounds(after_second, cpu),
+            rounds(b_log.serial(), cpu),
+        ];
+        a_log.check(
+            continues(&[&legs[0], &legs[1], &legs[2]]),
+            &format!("CPU {cpu} ran rounds on A after each failure, continued on B: {legs:?}"),
+        );
+    }
     b_log.check(
-        on_a.last()
-            .zip(on_b.first())
-            .is_some_and(|(a, b)| *b == a + 1)
-            && on_b.windows(2).all(|pair| pair[1] == pair[0] + 1)
-            && on_b.last() == Some(&(ROUNDS - 1)),
-        "the guest's rounds continue on B from where they stopped on A, each one checked intact",
+        on_b.last() == Some(&(ROUNDS - 1)),
+        "the guest finishes its rounds on B",
     );
-    assert_eq!(relay.stats.cuts.load(Ordering::Relaxed), 1);
+    assert_eq!(relay.stats.cuts.load(Ordering::Relaxed), 2);
 }

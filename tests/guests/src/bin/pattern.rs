@@ -22,11 +22,13 @@ fn main() {
 #[cfg(target_os = "none")]
 mod guest {
     use core::ptr::{read_volatile, write_volatile};
+    use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
     use test_guests::{
         check, dt, entry, fail, finish, gic, image_end, irq, println,
         report::Text,
         smccc,
+        smp::{self, IrqLock, MAX_CPUS},
         timer::{self, CTL_ENABLE, CTL_ISTATUS, VIRT_INTID},
     };
 
@@ -142,6 +144,125 @@ mod guest {
         timer::set_cntv_ctl(0);
     }
 
+    /// RAM to write, as up to two address ranges (below and above the DT).
+    type Ranges = [(usize, usize); 2];
+
+    /// What every CPU works with: its share of RAM is its slice of `ranges`.
+    #[derive(Clone, Copy)]
+    struct Plan {
+        ranges: Ranges,
+        cpus: usize,
+        seed: u64,
+    }
+
+    static PLAN: IrqLock<Plan> = IrqLock::new(Plan {
+        ranges: [(0, 0); 2],
+        cpus: 1,
+        seed: 0,
+    });
+    /// CPU 0 is done: the others stop after their current round.
+    static STOP: AtomicBool = AtomicBool::new(false);
+    /// Secondary CPUs that have stopped, and their rounds, failed rounds and counter steps back.
+    static STOPPED: AtomicUsize = AtomicUsize::new(0);
+    static SECONDARY_ROUNDS: AtomicU64 = AtomicU64::new(0);
+    static SECONDARY_FAILED: AtomicU64 = AtomicU64::new(0);
+    static SECONDARY_BACKWARDS: AtomicU64 = AtomicU64::new(0);
+
+    /// CPU `cpu`'s slice (a page-aligned `cpu`/`cpus` share) of `ranges`.
+    fn share(ranges: &Ranges, cpu: usize, cpus: usize) -> Ranges {
+        let pages: usize = ranges
+            .iter()
+            .map(|&(lo, hi)| hi.saturating_sub(lo) / PAGE)
+            .sum();
+        let (from, to) = (pages * cpu / cpus * PAGE, pages * (cpu + 1) / cpus * PAGE);
+        let mut slice = [(0, 0); 2];
+        let mut offset = 0;
+        for (part, &(lo, hi)) in slice.iter_mut().zip(ranges) {
+            let len = hi.saturating_sub(lo);
+            let clip = |at: usize| at.clamp(offset, offset + len) - offset;
+            *part = (lo + clip(from), lo + clip(to));
+            offset += len;
+        }
+        slice
+    }
+
+    /// How one CPU's rounds went.
+    #[derive(Default)]
+    struct Tally {
+        rounds: u64,
+        failed: u64,
+        backwards: u64,
+        /// Counter ticks spent writing and reading.
+        busy: u64,
+    }
+
+    /// Rounds over `ranges` on CPU `cpu`, each with its own key, until `stop(rounds done)`;
+    /// sleeps between rounds.
+    fn work(cpu: usize, ranges: &Ranges, seed: u64, stop: impl Fn(u64) -> bool) -> Tally {
+        let freq = timer::frequency();
+        let mut tally = Tally::default();
+        let mut last_counter = timer::counter();
+        let who = if cpu == 0 {
+            Text::<16>::format(format_args!(""))
+        } else {
+            Text::<16>::format(format_args!("cpu {cpu} "))
+        };
+        loop {
+            let done = tally.rounds;
+            let key = scramble(seed ^ done ^ ((cpu as u64) << 48));
+            let round_start = timer::counter();
+            if round_start < last_counter {
+                tally.backwards += 1;
+                println!(
+                    "pattern: {}the counter went back from {last_counter} to {round_start}",
+                    who.as_str()
+                );
+            }
+            last_counter = round_start;
+            let result = round(ranges, key);
+            tally.busy += timer::counter() - round_start;
+            match result {
+                Ok(checksum) => {
+                    println!("pattern: {}round {done} ok {checksum:#018x}", who.as_str())
+                }
+                Err(m) => {
+                    tally.failed += 1;
+                    fail(
+                        Text::<32>::format(format_args!("pattern {}round {done}", who.as_str()))
+                            .as_str(),
+                        format_args!(
+                            "first bad address {:#x}: read {:#018x}, expected {:#018x} ({} bad words)",
+                            m.addr, m.got, m.want, m.bad
+                        ),
+                    );
+                }
+            }
+            tally.rounds += 1;
+            if stop(tally.rounds) {
+                return tally;
+            }
+            sleep(SLEEP_MS * freq / 1000);
+        }
+    }
+
+    /// A secondary CPU: rounds over its share until CPU 0 is done, then reports and parks.
+    fn secondary(cpu: usize) -> ! {
+        gic::init_cpu();
+        gic::enable(VIRT_INTID, 0x80);
+        let plan = *PLAN.lock();
+        let tally = work(cpu, &share(&plan.ranges, cpu, plan.cpus), plan.seed, |_| {
+            STOP.load(Ordering::Acquire)
+        });
+        SECONDARY_ROUNDS.fetch_add(tally.rounds, Ordering::SeqCst);
+        SECONDARY_FAILED.fetch_add(tally.failed, Ordering::SeqCst);
+        SECONDARY_BACKWARDS.fetch_add(tally.backwards, Ordering::SeqCst);
+        STOPPED.fetch_add(1, Ordering::SeqCst);
+        irq::mask();
+        loop {
+            aarch64_cpu::asm::wfi();
+        }
+    }
+
     fn run(dtb: usize) -> ! {
         irq::mask();
         // Everything needed from the DT is read before any RAM is written (the DT stays out of
@@ -189,50 +310,53 @@ mod guest {
             finish()
         }
 
+        let cpus = smp::cpus_from_dt(dtb).min(MAX_CPUS);
+        *PLAN.lock() = Plan { ranges, cpus, seed };
+        for cpu in 1..cpus {
+            if let Err(error) = smp::start_secondary(cpu, secondary) {
+                fail(
+                    "pattern rounds",
+                    format_args!("CPU_ON({cpu}) returned {error}"),
+                );
+                finish()
+            }
+        }
+
         let limit = boot + seconds * freq;
-        let (mut done, mut failed) = (0u64, 0u64);
-        let mut busy = 0u64;
-        let (mut last_counter, mut backwards) = (boot, 0u64);
-        while done < rounds {
-            let key = scramble(seed ^ done);
-            let round_start = timer::counter();
-            if round_start < last_counter {
-                backwards += 1;
-                println!("pattern: the counter went back from {last_counter} to {round_start}");
-            }
-            last_counter = round_start;
-            let result = round(&ranges, key);
-            busy += timer::counter() - round_start;
-            match result {
-                Ok(checksum) => println!("pattern: round {done} ok {checksum:#018x}"),
-                Err(m) => {
-                    failed += 1;
-                    fail(
-                        Text::<32>::format(format_args!("pattern round {done}")).as_str(),
-                        format_args!(
-                            "first bad address {:#x}: read {:#018x}, expected {:#018x} ({} bad words)",
-                            m.addr, m.got, m.want, m.bad
-                        ),
-                    );
-                }
-            }
-            done += 1;
-            if done == rounds || timer::counter() >= limit {
-                break;
-            }
+        let tally = work(0, &share(&ranges, 0, cpus), seed, |done| {
+            done == rounds || timer::counter() >= limit
+        });
+        STOP.store(true, Ordering::Release);
+        // The others finish the round they are in (a round takes well under a second).
+        let give_up = timer::counter() + 10 * freq;
+        while STOPPED.load(Ordering::SeqCst) < cpus - 1 && timer::counter() < give_up {
             sleep(SLEEP_MS * freq / 1000);
         }
+        let stopped = STOPPED.load(Ordering::SeqCst);
         let elapsed_ms = (timer::counter() - boot) * 1000 / freq;
+        let others = SECONDARY_ROUNDS.load(Ordering::SeqCst);
         println!(
-            "pattern: {done} rounds of {} MiB in {elapsed_ms} ms of guest time ({} ms per round on average)",
-            bytes >> 20,
-            busy * 1000 / freq / done.max(1)
+            "pattern: {} rounds of {} MiB on CPU 0 and {others} on {} other CPUs in {elapsed_ms} ms \
+             of guest time ({} ms per round on average on CPU 0)",
+            tally.rounds,
+            share(&ranges, 0, cpus)
+                .iter()
+                .map(|&(lo, hi)| hi - lo)
+                .sum::<usize>()
+                >> 20,
+            cpus - 1,
+            tally.busy * 1000 / freq / tally.rounds.max(1)
         );
+        let failed = tally.failed + SECONDARY_FAILED.load(Ordering::SeqCst);
         check(
             "pattern rounds",
-            failed == 0 && done > 0,
-            format_args!("{failed} of {done} rounds read back wrong"),
+            failed == 0 && tally.rounds > 0 && stopped == cpus - 1 && others >= stopped as u64,
+            format_args!(
+                "{failed} rounds read back wrong; {stopped} of {} other CPUs stopped after {others} rounds",
+                cpus - 1
+            ),
         );
+        let backwards = tally.backwards + SECONDARY_BACKWARDS.load(Ordering::SeqCst);
         check(
             "pattern counter",
             backwards == 0,
