@@ -79,6 +79,12 @@ impl TrapSyndrome {
         self.ec() == EC_DATA_ABORT_LOWER
     }
 
+    /// True for an instruction abort taken from the guest (EC 0x20).
+    pub fn is_instruction_abort(&self) -> bool {
+        const EC_INSTRUCTION_ABORT_LOWER: u8 = 0x20;
+        self.ec() == EC_INSTRUCTION_ABORT_LOWER
+    }
+
     /// True for a data abort whose IPA [`TrapSyndrome::fault_ipa`] cannot give: the
     /// architecture leaves `HPFAR_EL2` UNKNOWN for a stage-2 permission fault (DFSC `0b0011xx`)
     /// that was not on a stage-1 table walk (S1PTW clear), so the IPA must come from
@@ -253,6 +259,19 @@ mod ipa_tests {
             hpfar: 0,
         };
         assert!(!hvc.ipa_needs_translation());
+    }
+
+    #[test]
+    fn instruction_aborts_are_told_from_data_aborts() {
+        let fetch = TrapSyndrome {
+            esr: 0x20 << 26 | 0x07,
+            far: 0x41_dc60,
+            hpfar: 0x426b1 << 4,
+        };
+        assert!(fetch.is_instruction_abort() && !fetch.is_data_abort());
+        assert!(!fetch.ipa_needs_translation());
+        assert_eq!(fetch.fault_ipa(), 0x426b_1c60);
+        assert!(!abort(0x47).is_instruction_abort());
     }
 }
 

@@ -123,10 +123,10 @@ impl fmt::Display for MigrationError {
 pub struct RoundReport {
     /// Pages sent.
     pub pages: u64,
+    /// Pages sent that were not all zero.
+    pub nonzero_pages: u64,
     /// Bytes of stream.
     pub bytes: u64,
-    /// Milliseconds it took.
-    pub ms: u64,
 }
 
 /// Figures of a finished move.
@@ -333,6 +333,7 @@ impl Sender {
                         let page = checkpoint::encode_page(index, &self.page);
                         if page.data != checkpoint::PageData::Zero {
                             self.report.nonzero_pages += 1;
+                            self.round.nonzero_pages += 1;
                         }
                         chunk.pages.push(page);
                     }
@@ -394,10 +395,12 @@ impl Sender {
         self.rounds += 1;
         let ms = now_ms.saturating_sub(self.round_start_ms).max(1);
         let bytes_per_ms = (self.round.bytes / ms).max(1);
-        let bytes_per_page = if self.round.pages == 0 {
+        // Pages written since are hardly ever all zero: priced as the round's non-zero ones
+        // (the zero pages' few bytes counted in), not as its average page.
+        let bytes_per_page = if self.round.nonzero_pages == 0 {
             PAGE_SIZE as u64
         } else {
-            self.round.bytes.div_ceil(self.round.pages)
+            self.round.bytes.div_ceil(self.round.nonzero_pages)
         };
         let mut dirty = Vec::new();
         source.take_dirty(&mut dirty);

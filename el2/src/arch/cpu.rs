@@ -151,16 +151,22 @@ impl PerCpu {
             }
             management::resume_console_input(vm);
             let syndrome = sysregs::trap_syndrome();
-            // A write that dirty tracking caught: logged, writable again; the guest retries.
+            // A write that dirty tracking caught (logged, writable again), or an access that
+            // raced with a block split: the guest retries.
             if kind == ExitKind::Synchronous && syndrome.is_data_abort() {
                 let ipa = if syndrome.ipa_needs_translation() {
                     sysregs::guest_ipa_of(syndrome.far).unwrap_or(syndrome.fault_ipa())
                 } else {
                     syndrome.fault_ipa()
                 };
-                if vm.ram_fault(ipa) {
+                if vm.ram_fault(ipa, false) {
                     continue;
                 }
+            } else if kind == ExitKind::Synchronous
+                && syndrome.is_instruction_abort()
+                && vm.ram_fault(syndrome.fault_ipa(), true)
+            {
+                continue;
             }
             let next = vm.instance.handle_exit(
                 &mut vcpu,

@@ -314,20 +314,27 @@ impl Vm {
         self.vcpus.iter().all(|vcpu| !vcpu.is_locked())
     }
 
-    /// A data abort at `ipa` inside the instance's RAM: true if the guest should simply retry
-    /// it, because it was a write that dirty tracking caught (now logged and writable again)
-    /// or it raced with a block split or the end of tracking.
+    /// A stage-2 abort at `ipa` inside the instance's RAM, on a data access or (`fetch`) an
+    /// instruction fetch: true if the guest should simply retry it, because it was a write that
+    /// dirty tracking caught (now logged and writable again) or it raced with a block split
+    /// (whose break-before-make leaves the block unmapped for a moment) or the end of tracking.
     #[inline]
-    pub fn ram_fault(&self, ipa: u64) -> bool {
+    pub fn ram_fault(&self, ipa: u64, fetch: bool) -> bool {
         // Every MMIO exit asks: the range check stays on the fast side.
         let ram = self.ram_range;
-        ipa.wrapping_sub(RAM_BASE) < ram.size() && self.resolve_ram_fault(ipa)
+        ipa.wrapping_sub(RAM_BASE) < ram.size() && self.resolve_ram_fault(ipa, fetch)
     }
 
     /// [`Vm::ram_fault`] for an IPA inside the instance's RAM.
     #[cold]
-    fn resolve_ram_fault(&self, ipa: u64) -> bool {
+    fn resolve_ram_fault(&self, ipa: u64, fetch: bool) -> bool {
         let mut stage2 = self.stage2.lock();
+        if fetch {
+            // Tracking never takes execute permission away: only a split's window can fault.
+            return stage2
+                .translate(ipa)
+                .is_some_and(|translation| translation.perms.execute);
+        }
         match stage2.handle_dirty_fault(ipa) {
             Ok(true) => true,
             // Out of table memory for a split: the page stays protected; the retried write

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use scenarios::{Log, board_with_image};
+use scenarios::{Log, board_with_image, board_with_instances, instance};
 use xtask::build;
 use xtask::bundle::{BundleSpec, write_bundle_file};
 use xtask::checkpoint;
-use xtask::qemu::{stream_link, user_link};
+use xtask::linux_guest;
+use xtask::qemu::{Board, stream_link, user_link};
 use xtask::relay::{Cut, Impairments, Relay};
 
 /// How long each board of a move may run: two boards share the host's CPUs with the other
@@ -63,14 +64,23 @@ fn listening_board(stem: &str, bootargs: &str, link: Vec<String>) -> xtask::qemu
     board
 }
 
-/// Two boards joined through a relay that does `impairments` to their frames, both listening
-/// for instances: A (10.0.0.1) starts the pattern guest (2 vCPUs) for `rounds` rounds, B
-/// (10.0.0.2) has no instance of its own. Each board's console gets its script typed. Both
-/// boards' logs, and the relay for its counters.
+/// Board A of a move: the pattern guest (2 vCPUs) for `rounds` rounds, and its bundle (delete
+/// it when done).
+fn pattern_board(stem: &str, rounds: u32) -> (Board, PathBuf) {
+    let bundle = pattern_bundle(stem, 2, rounds);
+    let mut board = board_with_image(bundle.clone(), "pattern");
+    board.bootargs = "log=info".into();
+    board.cpus = 2;
+    (board, bundle)
+}
+
+/// Boards `a` (10.0.0.1) and B (10.0.0.2, no instance of its own) joined through a relay that
+/// does `impairments` to their frames, both listening for instances. Each board's console gets
+/// its script typed. Both boards' logs, and the relay for its counters.
 fn linked_boards(
     stem: &str,
-    rounds: u32,
     impairments: Impairments,
+    mut a: Board,
     a_script: &[(&str, &str)],
     b_script: &'static [(&'static str, &'static str)],
 ) -> (Log, Log, Relay) {
@@ -79,18 +89,15 @@ fn linked_boards(
         temp(&format!("{stem}-b.sock")),
     );
     let relay = Relay::start(&to_a, &to_b, impairments).expect("relay");
-    let bundle = pattern_bundle(stem, 2, rounds);
     let b = listening_board(stem, "net.addr=10.0.0.2/24", stream_link(&to_b, false));
     let b_run = std::thread::spawn(move || {
         Log::boot_scripted_within("board B", &b, b_script, BOARD_TIMEOUT)
     });
-    let mut a = board_with_image(bundle.clone(), "pattern");
-    a.bootargs = "log=info net.addr=10.0.0.1/24 net.listen".into();
-    a.cpus = 2;
-    a.extra_args = stream_link(&to_a, false);
+    a.bootargs.push_str(" net.addr=10.0.0.1/24 net.listen");
+    a.extra_args.extend(stream_link(&to_a, false));
     let a_log = Log::boot_scripted_within("board A", &a, a_script, BOARD_TIMEOUT);
     let b_log = b_run.join().expect("board B");
-    for path in [&bundle, &to_a, &to_b] {
+    for path in [&to_a, &to_b] {
         let _ = std::fs::remove_file(path);
     }
     (a_log, b_log, relay)
@@ -234,14 +241,15 @@ fn an_instance_migrates_to_another_board_and_back_while_it_runs_and_arrives_inta
     // The boards' link drops and corrupts a few frames (inside IPv4 packets, where the IP and
     // TCP checksums must catch it): TCP absorbs both. A moves its guest to B while it runs; once
     // both of its CPUs have run rounds on B, B moves it back, and it finishes on A.
+    let (a, bundle) = pattern_board("migrate", PATTERN_ROUNDS);
     let (a_log, b_log, relay) = linked_boards(
         "migrate",
-        PATTERN_ROUNDS,
         Impairments {
             drop_per_mille: 2,
             corrupt_per_mille: 2,
             ..Impairments::default()
         },
+        a,
         &[("pattern: round 3 ok", "migrate pattern 10.0.0.2\r")],
         &[
             ("notice 2: resumed after", ""),
@@ -250,6 +258,7 @@ fn an_instance_migrates_to_another_board_and_back_while_it_runs_and_arrives_inta
             ("pattern: migrated to", "poweroff\r"),
         ],
     );
+    let _ = std::fs::remove_file(&bundle);
     a_log
         .has("pattern: migrating to 10.0.0.2:7070")
         .in_order(
@@ -324,13 +333,14 @@ fn link_cuts_in_the_first_round_and_in_the_final_copy_keep_the_instance_running_
         after,
         lasting: Duration::from_secs(15),
     };
+    let (a, bundle) = pattern_board("cut", ROUNDS);
     let (a_log, b_log, relay) = linked_boards(
         "cut",
-        ROUNDS,
         Impairments {
             cuts: vec![cut(4 << 20), cut(40 << 20)],
             ..Impairments::default()
         },
+        a,
         &[
             ("pattern: round 3 ok", "migrate pattern 10.0.0.2\r"),
             ("failed in round 1:", "migrate pattern 10.0.0.2\r"),
@@ -339,6 +349,7 @@ fn link_cuts_in_the_first_round_and_in_the_final_copy_keep_the_instance_running_
         ],
         &[],
     );
+    let _ = std::fs::remove_file(&bundle);
     b_log
         .check(
             b_log.count(
@@ -392,4 +403,124 @@ fn link_cuts_in_the_first_round_and_in_the_final_copy_keep_the_instance_running_
         "the guest finishes its rounds on B",
     );
     assert_eq!(relay.stats.cuts.load(Ordering::Relaxed), 2);
+}
+
+/// The guest's workload for the Linux move, one shell line: every second a 4 MiB file of
+/// random bytes in a tmpfs is checked against the checksum taken when it was written, then
+/// rewritten with a new checksum, and `tick <n> <date +%s>` printed; it stops (after a whole
+/// iteration) once `/tmp/stop` exists. The markers are split in quotes so that the echo of the
+/// typed line cannot be taken for them.
+const LINUX_WORKLOAD: &str = "mount -t tmpfs tmpfs /tmp && (i=0; while [ ! -e /tmp/stop ]; do \
+    i=$((i+1)); if [ -e /tmp/f.sum ] && ! sha256sum -c -s /tmp/f.sum; then echo \"FILE\"\"-BAD $i\"; fi; \
+    dd if=/dev/urandom of=/tmp/f bs=64k count=64 2>/dev/null; sha256sum /tmp/f > /tmp/f.sum; \
+    echo \"tick $i $(date +%s)\"; sleep 1; done; echo \"LOOP\"\"-STOPPED\") &\r";
+
+/// The workload's ticks in `serial`: (n, the guest's date in seconds), in order.
+fn ticks(serial: &str) -> Vec<(u64, u64)> {
+    serial
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split("tick ").nth(1)?.split_whitespace();
+            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_linux_instance_migrates_while_it_works_and_its_neighbour_runs_on() {
+    let kernel = linux_guest::kernel_image();
+    let initramfs = linux_guest::initramfs_image();
+    for path in [&kernel, &initramfs] {
+        assert!(
+            path.exists(),
+            "{} is missing: run the scenarios with `cargo xtask test`",
+            path.display()
+        );
+    }
+    // A: the Linux instance (2 vCPUs) and a neighbour that keeps checking its memory.
+    let mut neighbour = instance("pattern", build::guest_image("pattern"), None, 32, 1, true);
+    neighbour.spec.bootargs = "pattern.rounds=100000 pattern.seconds=100000".into();
+    let (mut a, bundle) = board_with_instances(
+        "linux-move",
+        &[
+            instance("linux", kernel, Some(initramfs), 256, 2, true),
+            neighbour,
+        ],
+        2,
+    );
+    a.memory_mib = 1024;
+    let (a_log, b_log, _) = linked_boards(
+        "linux-move",
+        Impairments::default(),
+        a,
+        &[
+            // The keyboard to Linux, the workload started, then back to the shell to move it.
+            (linux_guest::INIT_MARKER, "\x1d"),
+            ("keyboard to linux", LINUX_WORKLOAD),
+            ("tick 3 ", "\x1c"),
+            ("keyboard to the shell", "migrate linux 10.0.0.2\r"),
+            // The neighbour runs on once Linux has left.
+            ("linux: migrated to", ""),
+            ("[pattern] pattern: round", ""),
+            ("[pattern] pattern: round", "poweroff\r"),
+        ],
+        &[
+            // Linux arrives and ticks on; then on its console: stop the workload, check the
+            // file, ask the date, power off.
+            ("linux: received", ""),
+            ("] tick ", ""),
+            ("] tick ", "\x1d"),
+            ("keyboard to linux", "touch /tmp/stop\r"),
+            (
+                "LOOP-STOPPED",
+                "sha256sum -c /tmp/f.sum && echo FILE-OK-$((40+2))\r",
+            ),
+            ("FILE-OK-42", "echo DATE-$(date +%s)\r"),
+            ("\nDATE-", "poweroff -f\r"),
+        ],
+    );
+    let _ = std::fs::remove_file(&bundle);
+    a_log
+        .has("linux: migrating to 10.0.0.2:7070")
+        .in_order(
+            "linux: migrated to 10.0.0.2:7070",
+            "linux: stopped: moved to",
+        )
+        .lacks("FILE-BAD")
+        .lacks("[pattern] FAIL")
+        .lacks("PANIC")
+        .powered_off();
+    b_log
+        .has("linux: received")
+        .in_order("LOOP-STOPPED", "FILE-OK-42")
+        .in_order("FILE-OK-42", "linux: stopped: the guest called SYSTEM_OFF")
+        .lacks(linux_guest::INIT_MARKER)
+        .lacks("FILE-BAD")
+        .lacks("PANIC")
+        .powered_off();
+    // The neighbour kept running on A while Linux left, its memory intact.
+    let (_, after_move) = split_at(a_log.serial(), "linux: migrated to");
+    a_log.check(
+        after_move.matches("[pattern] pattern: round").count() >= 2,
+        "the neighbour ran rounds after Linux left",
+    );
+    // The ticks continue on B without a restart, and the guest's clock never went back.
+    let (on_a, on_b) = (ticks(a_log.serial()), ticks(b_log.serial()));
+    let numbers: Vec<u32> = on_a.iter().chain(&on_b).map(|(n, _)| *n as u32).collect();
+    let (a_ticks, b_ticks) = numbers.split_at(on_a.len());
+    b_log.check(
+        continues(&[a_ticks, b_ticks]),
+        &format!("the guest's ticks continue on B from A: {on_a:?} then {on_b:?}"),
+    );
+    let date: Option<u64> = b_log
+        .serial()
+        .split("\nDATE-")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+    let dates: Vec<u64> = on_a.iter().chain(&on_b).map(|(_, date)| *date).collect();
+    b_log.check(
+        date.is_some_and(|date| dates.iter().all(|tick| *tick <= date))
+            && dates.windows(2).all(|pair| pair[0] <= pair[1]),
+        &format!("the guest's date never went back: ticks at {dates:?}, then {date:?}"),
+    );
 }
