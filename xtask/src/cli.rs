@@ -36,7 +36,7 @@ struct CommandHelp {
     options: &'static str,
 }
 
-const COMMANDS: [CommandHelp; 9] = [
+const COMMANDS: [CommandHelp; 10] = [
     CommandHelp {
         name: "build",
         arguments: "",
@@ -131,6 +131,15 @@ const COMMANDS: [CommandHelp; 9] = [
                   end; it writes FILE.partial until the stream is verified.",
     },
     CommandHelp {
+        name: "migrate-demo",
+        arguments: "",
+        alternative: "",
+        summary: "two QEMU virt boards joined by a board link: A boots Debian's Linux (2 vCPUs) and\n\
+                  moves it to B while it runs; this terminal is B's console (serial logs in\n\
+                  target/migrate-demo-a.log and -b.log)",
+        options: "",
+    },
+    CommandHelp {
         name: "linux-guest",
         arguments: "[--vcpus N]",
         alternative: "",
@@ -215,6 +224,8 @@ pub enum Invocation {
     Checkpoint(CheckpointCommand),
     /// `linux-guest` with this many vCPUs.
     LinuxGuest(u32),
+    /// `migrate-demo`.
+    MigrateDemo,
     /// `bench`.
     Bench(Selection),
 }
@@ -273,6 +284,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
         "inspect" => parse_inspect(rest),
         "checkpoint" => parse_checkpoint(rest),
         "linux-guest" => parse_linux_guest(rest),
+        "migrate-demo" => no_options("migrate-demo", rest, Invocation::MigrateDemo),
         "bench" => parse_bench(rest),
         other => Err(format!("unknown command {other:?}\n\n{}", usage())),
     }

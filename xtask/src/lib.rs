@@ -9,5 +9,6 @@ pub mod checkpoint;
 pub mod cli;
 pub mod cpio;
 pub mod linux_guest;
+pub mod migrate_demo;
 pub mod qemu;
 pub mod relay;

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Invocation::Inspect(file) => inspect(&file),
         Invocation::Checkpoint(command) => xtask::checkpoint::run(&command),
         Invocation::LinuxGuest(vcpus) => linux(vcpus),
+        Invocation::MigrateDemo => xtask::migrate_demo::migrate_demo(),
         Invocation::Bench(selection) => xtask::bench::bench(selection),
     };
     match result {

@@ -4,12 +4,16 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 /// The CPU model every run uses: `max` without SVE, SME and pointer authentication, which the
 /// hypervisor does not yet switch per guest.
 pub const CPU: &str = "max,sve=off,sme=off,pauth=off";
+
+/// How often a scripted run looks at its stop flag while no output comes.
+const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// The QEMU version the project is tested with; older ones lack what the scenarios rely on.
 pub const MIN_QEMU_MAJOR: u32 = 10;
@@ -139,6 +143,17 @@ impl Board {
     /// `(expect, input)`, once `expect` has appeared in the serial output after what the previous
     /// step matched, `input` is typed.
     pub fn run_scripted(&self, timeout: Duration, script: &[(&str, &str)]) -> Result<Run, String> {
+        self.run_scripted_until(timeout, script, &AtomicBool::new(false))
+    }
+
+    /// [`Board::run_scripted`] that also ends (killing QEMU, as at the timeout) once `stop` is
+    /// set, for a board run beside another that may end first.
+    pub fn run_scripted_until(
+        &self,
+        timeout: Duration,
+        script: &[(&str, &str)],
+        stop: &AtomicBool,
+    ) -> Result<Run, String> {
         let mut child = self
             .command()
             .stdin(Stdio::piped())
@@ -163,10 +178,13 @@ impl Board {
         let mut step = steps.next();
         let timed_out = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match received.recv_timeout(left) {
+            if left.is_zero() || stop.load(Ordering::Relaxed) {
+                break true;
+            }
+            match received.recv_timeout(left.min(STOP_POLL)) {
                 Ok(chunk) => serial.extend_from_slice(&chunk),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break false,
-                Err(mpsc::RecvTimeoutError::Timeout) => break true,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
             }
             while let Some((expect, input)) = step {
                 let Some(at) = find(&serial[searched..], expect.as_bytes()) else {
@@ -226,7 +244,7 @@ pub struct Run {
     pub serial: String,
     /// QEMU's own error output.
     pub stderr: String,
-    /// The run was killed at its timeout.
+    /// The run was killed at its timeout (or when its stop flag was set).
     pub timed_out: bool,
     /// QEMU exited with status 0.
     pub success: bool,
