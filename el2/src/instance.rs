@@ -44,6 +44,9 @@ const FAULT_STREAK_LIMIT: u32 = 1000;
 /// waits, or interrupts the physical CPU it runs on.
 pub type Kick = fn(slot: usize, vcpu: usize);
 
+/// Starts taking the checkpoint of the instance in a slot (see [`BoardServices::checkpoint`]).
+pub type Checkpoint = fn(slot: usize) -> Result<(), (i64, String)>;
+
 /// What the board provides each instance.
 #[derive(Clone, Debug)]
 pub struct BoardServices {
@@ -51,6 +54,10 @@ pub struct BoardServices {
     pub console: LineSink,
     /// Reaches a vCPU wherever it is.
     pub kick: Kick,
+    /// Starts taking the checkpoint of the instance in a slot for the management side
+    /// (HV_CHECKPOINT); else the status for the guest (NOT_SUPPORTED: no board link; DENIED:
+    /// a move is on) and why.
+    pub checkpoint: Checkpoint,
     /// Counter ticks per second (`CNTFRQ_EL0`).
     pub counter_hz: u64,
     /// The CPU ID registers as guests see them.
@@ -488,6 +495,7 @@ pub struct Instance {
     mpidrs: Vec<u64>,
     shared: Mutex<Shared>,
     kick: Kick,
+    checkpoint: Checkpoint,
     /// Counter ticks per second (`CNTFRQ_EL0`), for the log budget.
     counter_hz: u64,
     /// What trapped ID register reads answer.
@@ -536,6 +544,7 @@ impl Instance {
             slot,
             mpidrs,
             kick: board.kick,
+            checkpoint: board.checkpoint,
             counter_hz: board.counter_hz.max(1),
             id_registers: board.id_registers,
             log_budget: Mutex::new(LogBudget::new(0)),
@@ -1196,6 +1205,20 @@ impl Instance {
                 return Next::Reset;
             }
             SmcccCall::MigrationNotices { intid } => self.register_notices(intid),
+            SmcccCall::Checkpoint => match (self.checkpoint)(self.slot) {
+                Ok(()) => {
+                    self.guest_log(Level::Info, now, format_args!("asks for its checkpoint"));
+                    status::SUCCESS
+                }
+                Err((refusal, why)) => {
+                    self.guest_log(
+                        Level::Warn,
+                        now,
+                        format_args!("asks for its checkpoint: {why}"),
+                    );
+                    refusal
+                }
+            },
             SmcccCall::MigrationStatus => {
                 let notices = {
                     let mut shared = self.shared.lock();
@@ -1329,10 +1352,16 @@ mod tests {
 
     /// An instance with `n` vCPUs whose vCPU 0 has started.
     fn instance(n: u64) -> (Instance, Vcpu) {
+        instance_with_checkpoint(n, |_| Ok(()))
+    }
+
+    /// [`instance`] on a board whose HV_CHECKPOINT answers as `checkpoint` does.
+    fn instance_with_checkpoint(n: u64, checkpoint: Checkpoint) -> (Instance, Vcpu) {
         let affinities: Vec<u64> = (0..n).collect();
         let board = BoardServices {
             console: discard,
             kick: record_kick,
+            checkpoint,
             counter_hz: HZ,
             id_registers: GuestIdRegisters::from_hardware(|crm, op2| u64::from(crm) << op2),
         };
@@ -1368,6 +1397,17 @@ mod tests {
             },
         )
         .0
+    }
+
+    #[test]
+    fn hv_checkpoint_asks_the_board_and_passes_its_refusal_on() {
+        let (guest, mut vcpu) = instance(1);
+        call(&guest, &mut vcpu, HVC, [0xC600_0012, 0, 0, 0]);
+        assert_eq!(vcpu.regs.x[0], 0);
+        let (guest, mut vcpu) =
+            instance_with_checkpoint(1, |_| Err((status::DENIED, "a move is on".into())));
+        call(&guest, &mut vcpu, HVC, [0xC600_0012, 0, 0, 0]);
+        assert_eq!(vcpu.regs.x[0] as i64, status::DENIED);
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod status {
     pub const NOT_SUPPORTED: i64 = -1;
     /// An argument is invalid.
     pub const INVALID_PARAMETERS: i64 = -2;
+    /// The call cannot be done now.
+    pub const DENIED: i64 = -3;
     /// The CPU is already on.
     pub const ALREADY_ON: i64 = -4;
     /// CPU_ON for a CPU whose earlier CPU_ON has not completed.
@@ -51,6 +53,8 @@ pub mod fid {
     pub const HV_MIGRATION_NOTICES: u32 = 0xC600_0010;
     /// The project's own: the last migration notice (event, paused ticks, how many so far).
     pub const HV_MIGRATION_STATUS: u32 = 0xC600_0011;
+    /// The project's own: take the instance's checkpoint for the management side now.
+    pub const HV_CHECKPOINT: u32 = 0xC600_0012;
 }
 
 /// PSCI 1.1, as `major << 16 | minor`.
@@ -98,6 +102,8 @@ pub enum SmcccCall {
     MigrationNotices { intid: u64 },
     /// HV_MIGRATION_STATUS.
     MigrationStatus,
+    /// HV_CHECKPOINT.
+    Checkpoint,
     /// Anything else: answered with NOT_SUPPORTED.
     Unknown(u32),
 }
@@ -138,6 +144,7 @@ pub fn decode(regs: [u64; 4]) -> SmcccCall {
         fid::SMCCC_ARCH_FEATURES => SmcccCall::ArchFeatures(arg(1) as u32),
         fid::HV_MIGRATION_NOTICES => SmcccCall::MigrationNotices { intid: arg(1) },
         fid::HV_MIGRATION_STATUS => SmcccCall::MigrationStatus,
+        fid::HV_CHECKPOINT => SmcccCall::Checkpoint,
         other => SmcccCall::Unknown(other),
     }
 }
@@ -185,9 +192,10 @@ mod tests {
             SmcccCall::MigrationNotices { intid: 20 }
         );
         assert_eq!(decode([0xC600_0011, 0, 0, 0]), SmcccCall::MigrationStatus);
+        assert_eq!(decode([0xC600_0012, 0, 0, 0]), SmcccCall::Checkpoint);
         assert_eq!(
-            decode([0xC600_0012, 0, 0, 0]),
-            SmcccCall::Unknown(0xC600_0012)
+            decode([0xC600_0013, 0, 0, 0]),
+            SmcccCall::Unknown(0xC600_0013)
         );
     }
 

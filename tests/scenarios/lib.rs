@@ -115,6 +115,8 @@ pub fn board_with_instances(stem: &str, instances: &[InstanceSpec], cpus: u32) -
 pub struct Log {
     run: Run,
     name: String,
+    /// Logs of other boards of the same scenario, shown too when an assertion fails.
+    peers: Vec<(String, String)>,
 }
 
 impl Log {
@@ -126,6 +128,7 @@ impl Log {
         Self {
             run,
             name: name.into(),
+            peers: Vec::new(),
         }
     }
 
@@ -147,6 +150,7 @@ impl Log {
         Self {
             run,
             name: name.into(),
+            peers: Vec::new(),
         }
     }
 
@@ -172,9 +176,22 @@ impl Log {
         &self.run.serial
     }
 
+    /// Shows `peer`'s serial log too when an assertion on this one fails (boards that work
+    /// together: the cause may be on the other).
+    pub fn with_peer(mut self, peer: &Log) -> Self {
+        self.peers
+            .push((peer.name.clone(), peer.run.serial.clone()));
+        self
+    }
+
     fn fail(&self, what: &str) -> ! {
+        let peers: String = self
+            .peers
+            .iter()
+            .map(|(name, serial)| format!("----- {name}'s serial log -----\n{serial}\n"))
+            .collect();
         panic!(
-            "scenario {}: {what}\n----- serial log -----\n{}\n----- QEMU stderr -----\n{}\n-----",
+            "scenario {}: {what}\n----- serial log -----\n{}\n----- QEMU stderr -----\n{}\n{peers}-----",
             self.name, self.run.serial, self.run.stderr
         );
     }

@@ -42,6 +42,8 @@ pub struct Board {
 /// The address QEMU user networking forwards to the host's checkpoint receiver: where a
 /// board's `save` sends (the hypervisor's `SAVE_DESTINATION`).
 pub const SAVE_FORWARD: &str = "10.0.2.100:7071";
+/// How soon the save forward connects to the host's receiver again after a save.
+const SAVE_RECONNECT_MS: u32 = 100;
 /// The port a board accepts instances on (`listen`, `restore`).
 pub const BOARD_PORT: u16 = 7070;
 
@@ -64,7 +66,11 @@ fn link_device(netdev: String) -> Vec<String> {
 pub fn user_link(save_port: Option<u16>, board_port: Option<u16>) -> Vec<String> {
     let mut netdev = String::from("user,id=link");
     if let Some(port) = save_port {
-        netdev += &format!(",guestfwd=tcp:{SAVE_FORWARD}-tcp:127.0.0.1:{port}");
+        // The forward is a chardev that connects once, at QEMU's start: after each save the
+        // receiver closes it, and it must connect again for the next (`,,` escapes the comma).
+        netdev += &format!(
+            ",guestfwd=tcp:{SAVE_FORWARD}-tcp:127.0.0.1:{port},,reconnect-ms={SAVE_RECONNECT_MS}"
+        );
     }
     if let Some(port) = board_port {
         netdev += &format!(",hostfwd=tcp:127.0.0.1:{port}-10.0.2.15:{BOARD_PORT}");
@@ -230,8 +236,11 @@ fn serial_chardev(log: &Path) -> OsString {
     option
 }
 
-/// Where `needle` first occurs in `haystack`.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first occurs in `haystack` (at once if it is empty).
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
     haystack
         .windows(needle.len())
         .position(|window| window == needle)

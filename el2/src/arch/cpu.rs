@@ -215,8 +215,12 @@ impl PerCpu {
         self.save(vm, &mut vcpu);
         match end {
             SliceEnd::Waiting { wake_at: None } => {
-                // An idle guest may be waiting for input after a prompt: show the prompt.
-                vm.instance.flush_console();
+                // An idle guest may be waiting for input after a prompt: show the prompt. Not
+                // when a move holds it: its half-written line goes with it, to be finished on
+                // the other board.
+                if !vm.is_held() {
+                    vm.instance.flush_console();
+                }
                 SliceEnd::Waiting {
                     wake_at: vcpu.wake_deadline(vm.instance.counter_offset(), sysregs::counter()),
                 }

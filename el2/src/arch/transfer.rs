@@ -22,6 +22,7 @@ use crate::arch::guest::{InstanceConfig, Vm};
 use crate::arch::nic::Nic;
 use crate::arch::sysregs;
 use crate::instance::{Notice, Power};
+use crate::psci::status;
 use checkpoint::answer_line;
 
 use crate::migration::{
@@ -195,6 +196,20 @@ pub fn send(vm: Arc<Vm>, destination: &str, snapshot: bool) -> Result<String, St
     });
     PENDING.store(true, Ordering::Release);
     Ok(alloc::format!("{name}: {what} to {destination}"))
+}
+
+/// HV_CHECKPOINT from the instance in `slot`: its checkpoint goes to the host's receiver, as
+/// `save NAME` on the shell sends it. On refusal, the PSCI status for the guest and why.
+pub fn checkpoint_for_guest(slot: usize) -> Result<(), (i64, String)> {
+    let vm = board()
+        .instance(slot)
+        .ok_or((status::DENIED, "the instance is going".into()))?;
+    if LINK.lock().is_none() {
+        return Err((status::NOT_SUPPORTED, no_link()));
+    }
+    send(vm, SAVE_DESTINATION, true)
+        .map(drop)
+        .map_err(|why| (status::DENIED, why))
 }
 
 /// Accepts instances on [`LISTEN_PORT`]: every stream (`keep_listening`) or one.
@@ -433,8 +448,13 @@ impl BoardLink {
                 } else {
                     alloc::format!("in round {}", out.sender.rounds() + 1)
                 };
+                let here = if out.vm.instance.stopped().is_some() {
+                    ""
+                } else {
+                    "; it keeps running here"
+                };
                 alloc::format!(
-                    "{name}: {what} to {} failed {when}: {why}; it keeps running here",
+                    "{name}: {what} to {} failed {when}: {why}{here}",
                     out.destination
                 )
             }

@@ -50,6 +50,8 @@ pub fn hvc_call(fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
 pub const HV_MIGRATION_NOTICES: u64 = 0xC600_0010;
 /// HV_MIGRATION_STATUS: the last notice in x0, paused ticks in x1, notices so far in x2.
 pub const HV_MIGRATION_STATUS: u64 = 0xC600_0011;
+/// HV_CHECKPOINT: the management side takes the instance's checkpoint now (0, or -1 / -3).
+pub const HV_CHECKPOINT: u64 = 0xC600_0012;
 
 /// SMCCC call over HVC with no arguments that answers in x0..x2.
 #[inline(never)]

@@ -52,7 +52,11 @@ mod guest {
     /// own calls (`PROJECT_CALLS`, docs/HYPERCALLS.md) are implemented there.
     const UNKNOWN_FID_BASE: u64 = 0xC600_0000;
     /// The project's own calls in that range, which the sweep leaves out.
-    const PROJECT_CALLS: [u64; 2] = [smccc::HV_MIGRATION_NOTICES, smccc::HV_MIGRATION_STATUS];
+    const PROJECT_CALLS: [u64; 3] = [
+        smccc::HV_MIGRATION_NOTICES,
+        smccc::HV_MIGRATION_STATUS,
+        smccc::HV_CHECKPOINT,
+    ];
     /// EC of a data abort taken without a change in exception level.
     const EC_DABT_CUR: u64 = 0x25;
     /// DFSC of a synchronous external abort.

@@ -1,14 +1,19 @@
 //! Test guest `pattern`: a memory isolation probe for instances that share a board. It owns all
 //! RAM above its image (minus the device tree) and, round after round, writes a pattern derived
 //! from the round, the address and a seed of its own (the instance name from the DT `model` and
-//! the counter at boot), reads every word back and prints a checksum of what it read. Between
-//! rounds it sleeps 20 ms of guest time in WFI (virtual timer), so other instances run. It stops
-//! after 30 rounds or once 6 s of guest time have passed, whichever comes first
-//! (`pattern.rounds=N` and `pattern.seconds=N` in `/chosen/bootargs` change both).
+//! the counter at boot), reads every word back and prints a checksum of what it read. With
+//! several CPUs in its DT, each CPU does that over its own share of the RAM, in rounds of its
+//! own. Between rounds a CPU sleeps 20 ms of guest time in WFI (virtual timer), so other
+//! instances run. CPU 0 stops after 30 rounds or once 6 s of guest time have passed, whichever
+//! comes first, and the others after the round they are in (`pattern.rounds=N`,
+//! `pattern.seconds=N` and `pattern.sleep_ms=N` in `/chosen/bootargs` change the three). With
+//! `pattern.checkpoint_at=N`, CPU 0 asks for the instance's checkpoint (HV_CHECKPOINT) after its
+//! round N and prints the answer.
 //!
-//! Prints `pattern: round <r> ok <checksum as 0x + 16 hex digits>` for a round read back intact,
-//! else `FAIL: pattern round <r>: first bad address ...`, and passes "pattern rounds" if every
-//! round was, and "pattern counter" if its virtual counter never went backwards (it moves between
+//! Prints `pattern: round <r> ok <checksum as 0x + 16 hex digits>` for a round of CPU 0 read back
+//! intact (`pattern: cpu <n> round <r> ok ...` for CPU n), else `FAIL: pattern round <r>: first
+//! bad address ...`, and passes "pattern rounds" if every round of every CPU was, and "pattern
+//! counter" if no CPU's virtual counter ever went backwards (it moves between
 //! boards in the migration scenarios). With `pattern.notices=1` it registers for the hypervisor's
 //! migration notices (HV_MIGRATION_NOTICES, docs/HYPERCALLS.md) as PPI 20 and prints each one:
 //! `pattern: migration notice <n>: pausing` / `... resumed after <ms> ms`.
@@ -36,8 +41,8 @@ mod guest {
 
     const DEFAULT_ROUNDS: u64 = 30;
     const DEFAULT_SECONDS: u64 = 6;
-    /// Sleep between rounds, in milliseconds of guest time.
-    const SLEEP_MS: u64 = 20;
+    /// Sleep between rounds, in milliseconds of guest time (`pattern.sleep_ms=N`).
+    const DEFAULT_SLEEP_MS: u64 = 20;
     /// The PPI migration notices arrive as.
     const NOTICE_INTID: u32 = 20;
     const PAGE: usize = 4096;
@@ -153,12 +158,18 @@ mod guest {
         ranges: Ranges,
         cpus: usize,
         seed: u64,
+        /// Counter ticks to sleep between rounds.
+        pause: u64,
+        /// After this round, CPU 0 asks for the instance's checkpoint (HV_CHECKPOINT).
+        checkpoint_at: Option<u64>,
     }
 
     static PLAN: IrqLock<Plan> = IrqLock::new(Plan {
         ranges: [(0, 0); 2],
         cpus: 1,
         seed: 0,
+        pause: 0,
+        checkpoint_at: None,
     });
     /// CPU 0 is done: the others stop after their current round.
     static STOP: AtomicBool = AtomicBool::new(false);
@@ -196,10 +207,10 @@ mod guest {
         busy: u64,
     }
 
-    /// Rounds over `ranges` on CPU `cpu`, each with its own key, until `stop(rounds done)`;
-    /// sleeps between rounds.
-    fn work(cpu: usize, ranges: &Ranges, seed: u64, stop: impl Fn(u64) -> bool) -> Tally {
-        let freq = timer::frequency();
+    /// Rounds over `plan`'s share of CPU `cpu`, each with its own key, until `stop(rounds
+    /// done)`; sleeps between rounds.
+    fn work(cpu: usize, plan: &Plan, stop: impl Fn(u64) -> bool) -> Tally {
+        let (ranges, seed) = (&share(&plan.ranges, cpu, plan.cpus), plan.seed);
         let mut tally = Tally::default();
         let mut last_counter = timer::counter();
         let who = if cpu == 0 {
@@ -237,11 +248,15 @@ mod guest {
                     );
                 }
             }
+            if cpu == 0 && plan.checkpoint_at == Some(done) {
+                let answer = smccc::hvc_call(smccc::HV_CHECKPOINT, 0, 0, 0) as i64;
+                println!("pattern: asked for a checkpoint after round {done}: {answer}");
+            }
             tally.rounds += 1;
             if stop(tally.rounds) {
                 return tally;
             }
-            sleep(SLEEP_MS * freq / 1000);
+            sleep(plan.pause);
         }
     }
 
@@ -250,9 +265,7 @@ mod guest {
         gic::init_cpu();
         gic::enable(VIRT_INTID, 0x80);
         let plan = *PLAN.lock();
-        let tally = work(cpu, &share(&plan.ranges, cpu, plan.cpus), plan.seed, |_| {
-            STOP.load(Ordering::Acquire)
-        });
+        let tally = work(cpu, &plan, |_| STOP.load(Ordering::Acquire));
         SECONDARY_ROUNDS.fetch_add(tally.rounds, Ordering::SeqCst);
         SECONDARY_FAILED.fetch_add(tally.failed, Ordering::SeqCst);
         SECONDARY_BACKWARDS.fetch_add(tally.backwards, Ordering::SeqCst);
@@ -273,6 +286,7 @@ mod guest {
         };
         let dtb_size = dt::total_size(dtb);
         let rounds = dt::bootarg_u64(dtb, "pattern.rounds").unwrap_or(DEFAULT_ROUNDS);
+        let sleep_ms = dt::bootarg_u64(dtb, "pattern.sleep_ms").unwrap_or(DEFAULT_SLEEP_MS);
         let seconds = dt::bootarg_u64(dtb, "pattern.seconds").unwrap_or(DEFAULT_SECONDS);
         let freq = timer::frequency();
         let boot = timer::counter();
@@ -311,7 +325,14 @@ mod guest {
         }
 
         let cpus = smp::cpus_from_dt(dtb).min(MAX_CPUS);
-        *PLAN.lock() = Plan { ranges, cpus, seed };
+        let plan = Plan {
+            ranges,
+            cpus,
+            seed,
+            pause: sleep_ms * freq / 1000,
+            checkpoint_at: dt::bootarg_u64(dtb, "pattern.checkpoint_at"),
+        };
+        *PLAN.lock() = plan;
         for cpu in 1..cpus {
             if let Err(error) = smp::start_secondary(cpu, secondary) {
                 fail(
@@ -323,14 +344,12 @@ mod guest {
         }
 
         let limit = boot + seconds * freq;
-        let tally = work(0, &share(&ranges, 0, cpus), seed, |done| {
-            done == rounds || timer::counter() >= limit
-        });
+        let tally = work(0, &plan, |done| done == rounds || timer::counter() >= limit);
         STOP.store(true, Ordering::Release);
-        // The others finish the round they are in (a round takes well under a second).
-        let give_up = timer::counter() + 10 * freq;
+        // The others finish their sleep and the round they are in (well under a second).
+        let give_up = timer::counter() + plan.pause + 10 * freq;
         while STOPPED.load(Ordering::SeqCst) < cpus - 1 && timer::counter() < give_up {
-            sleep(SLEEP_MS * freq / 1000);
+            sleep(DEFAULT_SLEEP_MS * freq / 1000);
         }
         let stopped = STOPPED.load(Ordering::SeqCst);
         let elapsed_ms = (timer::counter() - boot) * 1000 / freq;
