@@ -239,6 +239,8 @@ pub struct Selection {
     pub micro: bool,
     /// Linux boot to /init.
     pub linux: bool,
+    /// Live migration (`crate::migrate_bench`).
+    pub migrate: bool,
 }
 
 /// `cargo xtask bench`: runs the selected parts, prints the table and writes the JSON.
@@ -257,11 +259,16 @@ pub fn bench(selection: Selection) -> Result<(), String> {
         .strip_prefix("QEMU emulator version ")
         .unwrap_or(&version)
         .to_string();
-    print!("{}", table(&figures));
-    let json = json_path();
-    std::fs::write(&json, to_json(&version, &figures))
-        .map_err(|error| format!("cannot write {}: {error}", json.display()))?;
-    eprintln!("xtask: bench: wrote {} (QEMU {version})", json.display());
+    if selection.micro || selection.linux {
+        print!("{}", table(&figures));
+        let json = json_path();
+        std::fs::write(&json, to_json(&version, &figures))
+            .map_err(|error| format!("cannot write {}: {error}", json.display()))?;
+        eprintln!("xtask: bench: wrote {} (QEMU {version})", json.display());
+    }
+    if selection.migrate {
+        crate::migrate_bench::bench_migrate(&version)?;
+    }
     Ok(())
 }
 
@@ -949,7 +956,7 @@ fn wait_briefly(child: &mut Child) -> Result<Option<std::process::ExitStatus>, S
 
 /// The table printed on stdout.
 pub fn table(figures: &[Figure]) -> String {
-    let mut rows = vec![[
+    let mut rows = vec![vec![
         "benchmark".to_string(),
         "hypervisor".into(),
         "bare board".into(),
@@ -977,7 +984,7 @@ pub fn table(figures: &[Figure]) -> String {
             (Some(text), Some(false)) => format!("{text}: MISSED"),
             _ => "-".into(),
         };
-        rows.push([
+        rows.push(vec![
             figure.name.clone(),
             with_unit(figure.hypervisor),
             bare,
@@ -985,8 +992,27 @@ pub fn table(figures: &[Figure]) -> String {
             aim,
         ]);
     }
-    let mut widths = [0usize; 5];
-    for row in &rows {
+    // Names and aims left-aligned, figures right-aligned.
+    let mut text = render_table(&rows, &[0, 4]);
+    text.push_str(
+        "(micro-benchmarks in instructions per operation; under icount one counter tick is one \
+         instruction)\n",
+    );
+    if figures.iter().any(|figure| figure.alone.is_some()) {
+        text.push_str(&format!(
+            "(*{BUSY_SUFFIX}: beside a CPU-bound instance on one CPU, overhead against the same \
+             figure alone on it)\n"
+        ));
+    }
+    text
+}
+
+/// `rows` (the first is the header) as a text table: columns padded to their widest cell,
+/// right-aligned except `left_columns`, a rule under the header.
+pub fn render_table(rows: &[Vec<String>], left_columns: &[usize]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -995,11 +1021,10 @@ pub fn table(figures: &[Figure]) -> String {
     for (index, row) in rows.iter().enumerate() {
         let cells: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .enumerate()
-            .map(|(column, (cell, width))| {
-                // Names and aims left-aligned, figures right-aligned.
-                if column == 0 || column == 4 {
+            .map(|(column, (cell, &width))| {
+                if left_columns.contains(&column) {
                     format!("{cell:<width$}")
                 } else {
                     format!("{cell:>width$}")
@@ -1013,16 +1038,6 @@ pub fn table(figures: &[Figure]) -> String {
             text.push_str(&rule.join("-|-"));
             text.push('\n');
         }
-    }
-    text.push_str(
-        "(micro-benchmarks in instructions per operation; under icount one counter tick is one \
-         instruction)\n",
-    );
-    if figures.iter().any(|figure| figure.alone.is_some()) {
-        text.push_str(&format!(
-            "(*{BUSY_SUFFIX}: beside a CPU-bound instance on one CPU, overhead against the same \
-             figure alone on it)\n"
-        ));
     }
     text
 }
@@ -1062,7 +1077,7 @@ pub fn to_json(qemu_version: &str, figures: &[Figure]) -> String {
 }
 
 /// A JSON string literal.
-fn json_string(text: &str) -> String {
+pub fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

@@ -149,12 +149,14 @@ const COMMANDS: [CommandHelp; 10] = [
     },
     CommandHelp {
         name: "bench",
-        arguments: "[--only micro|linux]",
-        alternative: "",
+        arguments: "[--only micro|linux|migrate]",
+        alternative: "migrate",
         summary: "micro-benchmarks (bench guest) and Linux boot to /init under -icount\n\
                   shift=0,sleep=off, with the hypervisor and on the bare board: table on stdout,\n\
-                  figures in target/bench.json",
-        options: "  --only micro|linux  only the micro-benchmarks, or only the Linux boot",
+                  figures in target/bench.json; then live migration between two boards beside\n\
+                  QEMU's own (host time): table on stdout, target/bench-migrate.json",
+        options: "  --only micro|linux|migrate  only the micro-benchmarks, only the Linux boot, or\n                              \
+                  only the migrations (`bench migrate` too)",
     },
     CommandHelp {
         name: "help",
@@ -749,6 +751,14 @@ fn parse_linux_guest(args: &[String]) -> Result<Invocation, String> {
 }
 
 fn parse_bench(args: &[String]) -> Result<Invocation, String> {
+    // `bench migrate` is `bench --only migrate`.
+    if let [what, rest @ ..] = args
+        && what == "migrate"
+    {
+        let mut words = vec!["--only".to_string(), what.clone()];
+        words.extend_from_slice(rest);
+        return parse_bench(&words);
+    }
     let mut only = None;
     let mut options = Options::new("bench", args);
     while let Some(option) = options.next() {
@@ -758,13 +768,22 @@ fn parse_bench(args: &[String]) -> Result<Invocation, String> {
             other => return Err(options.unknown(other)),
         }
     }
-    let (micro, linux) = match only {
-        None => (true, true),
-        Some("micro") => (true, false),
-        Some("linux") => (false, true),
-        Some(other) => return Err(format!("--only takes micro or linux, not {other:?}")),
+    let (micro, linux, migrate) = match only {
+        None => (true, true, true),
+        Some("micro") => (true, false, false),
+        Some("linux") => (false, true, false),
+        Some("migrate") => (false, false, true),
+        Some(other) => {
+            return Err(format!(
+                "--only takes micro, linux or migrate, not {other:?}"
+            ));
+        }
     };
-    Ok(Invocation::Bench(Selection { micro, linux }))
+    Ok(Invocation::Bench(Selection {
+        micro,
+        linux,
+        migrate,
+    }))
 }
 
 #[cfg(test)]
@@ -1055,28 +1074,29 @@ mod tests {
         assert!(error("linux-guest --vcpus 0").contains("at least 1 vCPU"));
         assert!(error("linux-guest --vcpus 9").contains("at most 8 vCPUs"));
         assert!(error("linux-guest 4").contains("no option"));
-        assert_eq!(
-            parse_words("bench"),
+        let selection = |micro, linux, migrate| {
             Ok(Invocation::Bench(Selection {
-                micro: true,
-                linux: true
+                micro,
+                linux,
+                migrate,
             }))
-        );
+        };
+        assert_eq!(parse_words("bench"), selection(true, true, true));
         assert_eq!(
             parse_words("bench --only micro"),
-            Ok(Invocation::Bench(Selection {
-                micro: true,
-                linux: false
-            }))
+            selection(true, false, false)
         );
         assert_eq!(
             parse_words("bench --only linux"),
-            Ok(Invocation::Bench(Selection {
-                micro: false,
-                linux: true
-            }))
+            selection(false, true, false)
         );
-        assert!(error("bench --only both").contains("micro or linux"));
+        assert_eq!(
+            parse_words("bench --only migrate"),
+            selection(false, false, true)
+        );
+        assert_eq!(parse_words("bench migrate"), selection(false, false, true));
+        assert!(error("bench --only both").contains("micro, linux or migrate"));
+        assert!(error("bench migrate --only micro").contains("given twice"));
         assert!(error("bench --only micro --only linux").contains("given twice"));
         assert!(error("bench --only").contains("needs a value"));
         assert!(error("bench --fast").contains("no option"));

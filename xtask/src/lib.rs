@@ -9,6 +9,8 @@ pub mod checkpoint;
 pub mod cli;
 pub mod cpio;
 pub mod linux_guest;
+pub mod migrate_bench;
 pub mod migrate_demo;
 pub mod qemu;
+pub mod qemu_migration;
 pub mod relay;
