@@ -85,6 +85,13 @@ impl TrapSyndrome {
         self.ec() == EC_INSTRUCTION_ABORT_LOWER
     }
 
+    /// True for a data or an instruction abort taken from the guest (EC 0x24 or 0x20: one
+    /// compare, on every exit).
+    #[inline]
+    pub fn is_abort(&self) -> bool {
+        self.ec() & !0x04 == 0x20
+    }
+
     /// True for a data abort whose IPA [`TrapSyndrome::fault_ipa`] cannot give: the
     /// architecture leaves `HPFAR_EL2` UNKNOWN for a stage-2 permission fault (DFSC `0b0011xx`)
     /// that was not on a stage-1 table walk (S1PTW clear), so the IPA must come from
@@ -268,7 +275,14 @@ mod ipa_tests {
             far: 0x41_dc60,
             hpfar: 0x426b1 << 4,
         };
-        assert!(fetch.is_instruction_abort() && !fetch.is_data_abort());
+        assert!(fetch.is_instruction_abort() && !fetch.is_data_abort() && fetch.is_abort());
+        assert!(abort(0x47).is_abort());
+        let hvc = TrapSyndrome {
+            esr: 0x16 << 26,
+            far: 0,
+            hpfar: 0,
+        };
+        assert!(!hvc.is_abort());
         assert!(!fetch.ipa_needs_translation());
         assert_eq!(fetch.fault_ipa(), 0x426b_1c60);
         assert!(!abort(0x47).is_instruction_abort());

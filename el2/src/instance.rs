@@ -1205,20 +1205,7 @@ impl Instance {
                 return Next::Reset;
             }
             SmcccCall::MigrationNotices { intid } => self.register_notices(intid),
-            SmcccCall::Checkpoint => match (self.checkpoint)(self.slot) {
-                Ok(()) => {
-                    self.guest_log(Level::Info, now, format_args!("asks for its checkpoint"));
-                    status::SUCCESS
-                }
-                Err((refusal, why)) => {
-                    self.guest_log(
-                        Level::Warn,
-                        now,
-                        format_args!("asks for its checkpoint: {why}"),
-                    );
-                    refusal
-                }
-            },
+            SmcccCall::Checkpoint => self.checkpoint_call(now),
             SmcccCall::MigrationStatus => {
                 let notices = {
                     let mut shared = self.shared.lock();
@@ -1243,6 +1230,27 @@ impl Instance {
         };
         vcpu.regs.x[0] = result as u64;
         Next::Resume
+    }
+
+    /// HV_CHECKPOINT: asks the board, logs the outcome within the budget. Out of line: the
+    /// hypercall path stays small for the calls that are frequent.
+    #[cold]
+    #[inline(never)]
+    fn checkpoint_call(&self, now: u64) -> i64 {
+        match (self.checkpoint)(self.slot) {
+            Ok(()) => {
+                self.guest_log(Level::Info, now, format_args!("asks for its checkpoint"));
+                status::SUCCESS
+            }
+            Err((refusal, why)) => {
+                self.guest_log(
+                    Level::Warn,
+                    now,
+                    format_args!("asks for its checkpoint: {why}"),
+                );
+                refusal
+            }
+        }
     }
 
     /// HV_MIGRATION_NOTICES: a free PPI (16..=23) or one of the instance's SPIs other than its

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use crate::arch::board::{Board, board, kick};
 use crate::arch::guest::Vm;
 use crate::arch::{gic, management, sysregs, transfer, vectors};
-use crate::exit::ExitKind;
+use crate::exit::{ExitKind, TrapSyndrome};
 use crate::instance::{Next, Vcpu, VcpuStatus};
 use crate::sched::VcpuId;
 
@@ -19,6 +19,18 @@ struct LoadedInterrupts {
     epoch: u64,
     /// False until filled for the vCPU now loaded.
     valid: bool,
+}
+
+/// A stage-2 abort that [`Vm::ram_fault`] resolves: the guest retries the access. Out of the
+/// run loop, which every exit goes through, to keep that loop small.
+#[inline(never)]
+fn retry_ram_abort(vm: &Vm, syndrome: &TrapSyndrome) -> bool {
+    let ipa = if syndrome.ipa_needs_translation() {
+        sysregs::guest_ipa_of(syndrome.far).unwrap_or(syndrome.fault_ipa())
+    } else {
+        syndrome.fault_ipa()
+    };
+    vm.ram_fault(ipa, syndrome.is_instruction_abort())
 }
 
 impl LoadedInterrupts {
@@ -153,18 +165,9 @@ impl PerCpu {
             let syndrome = sysregs::trap_syndrome();
             // A write that dirty tracking caught (logged, writable again), or an access that
             // raced with a block split: the guest retries.
-            if kind == ExitKind::Synchronous && syndrome.is_data_abort() {
-                let ipa = if syndrome.ipa_needs_translation() {
-                    sysregs::guest_ipa_of(syndrome.far).unwrap_or(syndrome.fault_ipa())
-                } else {
-                    syndrome.fault_ipa()
-                };
-                if vm.ram_fault(ipa, false) {
-                    continue;
-                }
-            } else if kind == ExitKind::Synchronous
-                && syndrome.is_instruction_abort()
-                && vm.ram_fault(syndrome.fault_ipa(), true)
+            if kind == ExitKind::Synchronous
+                && syndrome.is_abort()
+                && retry_ram_abort(vm, &syndrome)
             {
                 continue;
             }
