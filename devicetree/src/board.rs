@@ -204,6 +204,8 @@ pub fn dtb_total_size(header: &[u8]) -> Result<usize, DtError> {
 
 /// Parses a host DTB into a [`Board`].
 pub fn parse_board(dtb: &[u8]) -> Result<Board, DtError> {
+    let stripped = without_nops(dtb);
+    let dtb = stripped.as_deref().unwrap_or(dtb);
     check_header(dtb)?;
     let fdt = Fdt::new(dtb).map_err(|_| DtError::BadHeader("rejected by the fdt parser"))?;
     let tree = Tree::new(&fdt)?;
@@ -238,6 +240,73 @@ pub fn parse_board(dtb: &[u8]) -> Result<Board, DtError> {
         chosen: chosen.map(parse_chosen).transpose()?.unwrap_or_default(),
         virtio_mmio: virtio_mmio(&tree)?,
     })
+}
+
+/// The `/chosen/bootargs` of `dtb`, read on their own: for the early console when the rest of
+/// the device tree cannot be made into a [`Board`]. `None` if the DTB is unreadable or has none.
+pub fn raw_bootargs(dtb: &[u8]) -> Option<&str> {
+    check_header(dtb).ok()?;
+    let fdt = Fdt::new(dtb).ok()?;
+    fdt.find_node("/chosen")?.property("bootargs")?.as_str()
+}
+
+/// The PL011 base of an `earlycon=pl011,[mmio32,]<address>` in `bootargs` (Linux's syntax).
+pub fn earlycon_pl011(bootargs: &str) -> Option<u64> {
+    let options = bootargs
+        .split_ascii_whitespace()
+        .find_map(|word| word.strip_prefix("earlycon=pl011,"))?;
+    let address = options.rsplit(',').next()?;
+    let hex = address
+        .strip_prefix("0x")
+        .or_else(|| address.strip_prefix("0X"))?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// A copy of `dtb` with the NOP tokens taken out of its structure block, or `None` if it has
+/// none (or is malformed: [`check_header`] then says how). libfdt leaves NOPs wherever it
+/// deleted or shrank something (QEMU's and U-Boot's edits of a board's DTB do), and the `fdt`
+/// crate misreads them anywhere but right before the end of a node.
+fn without_nops(dtb: &[u8]) -> Option<Vec<u8>> {
+    let field = |i: usize| be_u32(dtb, i * 4).map(|value| value as usize);
+    let (off_struct, size_struct) = (field(2)?, field(9)?);
+    let block = dtb.get(off_struct..off_struct.checked_add(size_struct)?)?;
+    let mut kept = Vec::with_capacity(block.len());
+    let (mut pos, mut stripped) = (0usize, false);
+    loop {
+        let length = match be_u32(block, pos)? {
+            FDT_BEGIN_NODE => {
+                let name = block.get(pos + 4..)?.iter().position(|&b| b == 0)?;
+                4 + (name + 1).next_multiple_of(4)
+            }
+            FDT_PROP => 12 + (be_u32(block, pos + 4)? as usize).next_multiple_of(4),
+            FDT_END_NODE | FDT_END => 4,
+            FDT_NOP => {
+                stripped = true;
+                pos += 4;
+                continue;
+            }
+            _ => return None,
+        };
+        kept.extend_from_slice(block.get(pos..pos.checked_add(length)?)?);
+        if be_u32(block, pos) == Some(FDT_END) {
+            break;
+        }
+        pos += length;
+    }
+    if !stripped {
+        return None;
+    }
+    // Up to the end of the last block only: loaders pad DTBs (QEMU's to 1 MiB), and this copy
+    // is made on the hypervisor's small boot heap.
+    let (off_strings, size_strings, off_rsvmap) = (field(3)?, field(8)?, field(4)?);
+    let end = (off_struct + size_struct)
+        .max(off_strings.checked_add(size_strings)?)
+        .max(off_rsvmap.checked_add(16)?);
+    let mut copy = dtb.get(..end)?.to_vec();
+    copy[off_struct..off_struct + kept.len()].copy_from_slice(&kept);
+    copy[4..8].copy_from_slice(&(end as u32).to_be_bytes());
+    copy[36..40].copy_from_slice(&(kept.len() as u32).to_be_bytes());
+    Some(copy)
 }
 
 /// Checks the header fields the `fdt` crate would otherwise trust (it slices with them).

@@ -16,7 +16,7 @@ use core::fmt;
 
 pub use board::{
     Board, Chosen, Cpu, EnableMethod, GicDescription, Psci, PsciMethod, TimerPpis, Uart, UartKind,
-    VirtioMmio, dtb_total_size, parse_board,
+    VirtioMmio, dtb_total_size, earlycon_pl011, parse_board, raw_bootargs,
 };
 
 /// A physical address range `[base, base + size)`.

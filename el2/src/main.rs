@@ -24,7 +24,7 @@ mod board {
     use el2::bootargs::BootArgs;
     use el2::memory::{PhysAllocator, PhysRange};
     use log::{error, info, warn};
-    use platforms::{Platform, PsciConduit, SecondaryStart};
+    use platforms::{Platform, PlatformError, PsciConduit, SecondaryStart};
     use spin::Once;
 
     /// Bytes of board memory added to the heap once the memory map is known.
@@ -66,28 +66,35 @@ mod board {
     extern "C" fn boot_at_wrong_level(dtb: usize, level: u64) -> ! {
         heap::init_boot_heap();
         // SAFETY: `dtb` is what the loader passed in x0.
-        let board = devicetree::parse_board(unsafe { dtb_bytes(dtb) });
-        let Ok(board) = board else { park() };
-        if let Some(uart) = board
-            .uart
-            .as_ref()
-            .filter(|uart| uart.kind == UartKind::Pl011)
-        {
-            console::init(uart.base, log::LevelFilter::Info);
-            error!(
-                "cannot boot: entered at EL{level}, but the hypervisor runs at EL2 (QEMU: -M virt,virtualization=on)"
-            );
-        }
-        match board.psci {
-            Some(psci) => psci::system_off(psci.method.into()),
-            None => park(),
-        }
+        let dtb = unsafe { dtb_bytes(dtb) };
+        let board = devicetree::parse_board(dtb).ok();
+        refuse_early(
+            dtb,
+            board.as_ref(),
+            format_args!(
+                "entered at EL{level}, but the hypervisor runs at EL2 (QEMU: -M virt,virtualization=on)"
+            ),
+        )
     }
 
-    fn park() -> ! {
-        loop {
-            aarch64_cpu::asm::wfe();
-        }
+    /// Refuses to boot before the platform is known: the reason on the early console (the
+    /// device tree's PL011, else `earlycon=pl011,ADDRESS` in its boot arguments, else
+    /// [`platforms::FALLBACK_CONSOLE`]), then power off through the device tree's PSCI method
+    /// (SMC if it names none).
+    fn refuse_early(dtb: &[u8], board: Option<&Board>, why: core::fmt::Arguments) -> ! {
+        let uart = board
+            .and_then(|board| board.uart.as_ref())
+            .filter(|uart| uart.kind == UartKind::Pl011)
+            .map(|uart| uart.base);
+        let base = uart
+            .or_else(|| devicetree::raw_bootargs(dtb).and_then(devicetree::earlycon_pl011))
+            .unwrap_or(platforms::FALLBACK_CONSOLE);
+        console::init(base, log::LevelFilter::Info);
+        error!("cannot boot: {why}");
+        let conduit = board
+            .and_then(|board| board.psci.as_ref())
+            .map_or(PsciConduit::Smc, |psci| psci.method.into());
+        psci::system_off(conduit)
     }
 
     /// Refuses to boot for a reason that is the user's to fix: one line, then power off.
@@ -102,13 +109,26 @@ mod board {
         heap::init_boot_heap();
         // SAFETY: `dtb` is what the loader passed in x0; it is reserved below.
         let dtb_bytes = unsafe { dtb_bytes(dtb) };
-        // Without a board description there is no console to complain on: just stop.
-        let Ok(host) = devicetree::parse_board(dtb_bytes) else {
-            psci::system_off(PsciConduit::Smc)
-        };
-        let Ok(platform) = platforms::detect(&host) else {
-            psci::system_off(PsciConduit::Smc)
-        };
+        let host = devicetree::parse_board(dtb_bytes).unwrap_or_else(|why| {
+            refuse_early(
+                dtb_bytes,
+                None,
+                format_args!("the board's device tree cannot be used: {why}"),
+            )
+        });
+        let platform = platforms::detect(&host).unwrap_or_else(|why| match why {
+            PlatformError::UnknownBoard => refuse_early(
+                dtb_bytes,
+                Some(&host),
+                format_args!(
+                    "{why}: the device tree's root is compatible with \"{}\"",
+                    host.compatible.join("\", \"")
+                ),
+            ),
+            PlatformError::Missing(_) => {
+                refuse_early(dtb_bytes, Some(&host), format_args!("{why}"))
+            }
+        });
         CONDUIT.call_once(|| platform.psci);
         let args = BootArgs::parse(host.chosen.bootargs.as_deref().unwrap_or(""));
         let level = args

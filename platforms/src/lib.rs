@@ -8,6 +8,11 @@ mod qemu_virt;
 
 use devicetree::Board;
 
+/// Where the early console is when neither the device tree nor an `earlycon=pl011,ADDRESS` boot
+/// argument says: the PL011 of QEMU virt, the one board so far. Only a refusal to boot is
+/// written there.
+pub const FALLBACK_CONSOLE: u64 = 0x0900_0000;
+
 /// How the hypervisor reaches the board's PSCI firmware.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PsciConduit {

@@ -1,7 +1,8 @@
 //! Hostile images and hostile guests: an image whose header would place anything outside the
 //! instance's RAM is refused before a byte is copied; a guest that floods the hypervisor's log
 //! is rate-limited and one that faults forever is stopped; names cannot forge console lines;
-//! PSCI answers as the specification says; user errors at boot are one line, never a panic.
+//! PSCI answers as the specification says; user errors at boot are one line, never a panic, and
+//! a device tree the hypervisor cannot use is named on the early console.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -240,6 +241,54 @@ fn boot_refused(name: &str, adjust: impl FnOnce(&mut xtask::qemu::Board), reason
         .check(log.count("cannot boot") == 1, "one line of reason")
         .lacks("[basic]")
         .lacks("PANIC");
+}
+
+/// Gives `board` QEMU virt's own device tree for it (dumped by QEMU with the same options),
+/// written to `file` with every `from` replaced by `to` (of the same length).
+fn with_patched_dtb(board: &mut xtask::qemu::Board, file: &TempFile, from: &[u8], to: &[u8]) {
+    let status = board
+        .command()
+        .args(["-machine", &format!("dumpdtb={}", file.0.display())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("QEMU dumps its device tree");
+    assert!(status.success(), "dumpdtb: {status}");
+    let mut dtb = std::fs::read(&file.0).expect("the dumped device tree");
+    let places: Vec<usize> = (0..dtb.len().saturating_sub(from.len()))
+        .filter(|&at| dtb[at..].starts_with(from))
+        .collect();
+    assert!(!places.is_empty(), "the text to replace");
+    for at in places {
+        dtb[at..at + to.len()].copy_from_slice(to);
+    }
+    std::fs::write(&file.0, dtb).expect("the patched device tree");
+    board
+        .extra_args
+        .extend(["-dtb".to_string(), file.0.display().to_string()]);
+}
+
+#[test]
+fn a_device_tree_the_hypervisor_cannot_use_is_named_on_the_early_console() {
+    // A board no platform module knows: said on the PL011 its device tree names.
+    let unknown = TempFile::new("unknown-board.dtb");
+    boot_refused(
+        "unknown board",
+        |board| with_patched_dtb(board, &unknown, b"linux,dummy-virt", b"acme,unknown-brd"),
+        "unsupported board (root compatible not recognised): the device tree's root is \
+         compatible with \"acme,unknown-brd\"",
+    );
+    // A device tree that is no board description (its GIC unknown): said on the early console
+    // that `earlycon=` names.
+    let no_gic = TempFile::new("no-gic.dtb");
+    boot_refused(
+        "unusable device tree",
+        |board| {
+            board.bootargs.push_str(" earlycon=pl011,0x09000000");
+            with_patched_dtb(board, &no_gic, b"arm,gic-v3\0", b"arm,gic-v9\0");
+        },
+        "the board's device tree cannot be used: no GIC node",
+    );
 }
 
 #[test]
