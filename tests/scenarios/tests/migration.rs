@@ -285,8 +285,9 @@ fn an_instance_migrates_to_another_board_and_back_while_it_runs_and_arrives_inta
             "pattern: stopped: moved to 10.0.0.2:7070",
             "pattern: received",
         )
+        // (The guest's first line back may come before the hypervisor's line that started it.)
         .in_order(
-            "pattern: received",
+            "pattern: stopped: moved to 10.0.0.2:7070",
             "pattern: migration notice 4: resumed after",
         )
         .has("PASS: pattern rounds")
@@ -294,11 +295,11 @@ fn an_instance_migrates_to_another_board_and_back_while_it_runs_and_arrives_inta
         .lacks("FAIL")
         .powered_off();
     b_log
-        .has("listening on 10.0.0.2:7070")
         .in_order(
-            "pattern: received",
+            "listening on 10.0.0.2:7070",
             "pattern: migration notice 2: resumed after",
         )
+        .has("pattern: received")
         .has("pattern: stopped: moved to 10.0.0.1:7070")
         .lacks("PASS: pattern rounds")
         .lacks("FAIL")
@@ -319,7 +320,7 @@ fn an_instance_migrates_to_another_board_and_back_while_it_runs_and_arrives_inta
     );
     // Every round of both CPUs read back intact (a FAIL line otherwise), and they continue
     // from board to board: A, then B, then A again.
-    let (a_before, a_after) = split_at(a_log.serial(), "pattern: received");
+    let (a_before, a_after) = split_at(a_log.serial(), "pattern: stopped: moved to");
     for cpu in [0, 1] {
         let legs = [
             rounds(a_before, cpu),
@@ -393,13 +394,10 @@ fn link_cuts_in_the_first_round_and_in_the_final_copy_keep_the_instance_running_
             &failure("in the final copy"),
             "pattern: migrated to 10.0.0.2:7070",
         )
-        // Paused for the final copy, told so, and told it resumed when that failed.
+        // Paused for the final copy, told so, and told it resumed when that failed (the guest's
+        // lines and the hypervisor's come from different CPUs: their order is not fixed).
         .in_order(
             "pattern: migration notice 1: pausing",
-            &failure("in the final copy"),
-        )
-        .in_order(
-            &failure("in the final copy"),
             "pattern: migration notice 2: resumed after",
         )
         .lacks("FAIL");
