@@ -215,19 +215,12 @@ fn hypervisor_move(case: Case, linux_bundle: &std::path::Path) -> Result<MoveRep
         ],
     };
 
-    let empty = images_dir().join("empty.img");
-    std::fs::write(&empty, b"")
-        .map_err(|error| format!("cannot write {}: {error}", empty.display()))?;
-    let mut b = Board::new(build::hypervisor_image(), empty, "listener");
-    b.bootargs = "log=info net.addr=10.0.0.2/24 net.listen".into();
-    b.extra_args = stream_link(&socket, true);
+    let b = Board::listener("net.addr=10.0.0.2/24", stream_link(&socket, true))?;
     let mut a = Board::new(build::hypervisor_image(), image, name);
     a.bootargs = "log=info net.addr=10.0.0.1/24".into();
     a.extra_args = stream_link(&socket, false);
-    for board in [&mut a, &mut b] {
-        board.cpus = VCPUS;
-        board.memory_mib = 1024;
-    }
+    a.cpus = b.cpus;
+    a.memory_mib = b.memory_mib;
     let (a_run, b_run) = std::thread::scope(|scope| {
         let b_run = scope.spawn(|| b.run_scripted(TIMEOUT, &b_script));
         let a_run = a.run_scripted(TIMEOUT, &a_script);

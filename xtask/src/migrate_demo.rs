@@ -7,15 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::build::{self, images_dir, workspace_root};
+use crate::build::{self, workspace_root};
 use crate::linux_guest;
 use crate::qemu::{self, Board, stream_link};
 
 /// The moving instance's vCPUs.
 const VCPUS: u32 = 2;
-/// Host CPUs and RAM (MiB) of each board.
-const BOARD_CPUS: u32 = 2;
-const BOARD_MIB: u32 = 1024;
 /// Board A's and board B's addresses on their link.
 const ADDRESS_A: &str = "10.0.0.1/24";
 const ADDRESS_B: &str = "10.0.0.2";
@@ -39,21 +36,17 @@ pub fn migrate_demo() -> Result<(), String> {
     let _ = std::fs::remove_file(&socket);
 
     // B: no instance of its own, listening; its console is this terminal.
-    let empty = images_dir().join("empty.img");
-    std::fs::write(&empty, b"")
-        .map_err(|error| format!("cannot write {}: {error}", empty.display()))?;
-    let mut b = Board::new(build::hypervisor_image(), empty, "listener");
-    b.bootargs = format!("log=info net.addr={ADDRESS_B}/24 net.listen");
-    b.cpus = BOARD_CPUS;
-    b.memory_mib = BOARD_MIB;
-    b.extra_args = stream_link(&socket, true);
+    let mut b = Board::listener(
+        &format!("net.addr={ADDRESS_B}/24"),
+        stream_link(&socket, true),
+    )?;
     b.serial_log = Some(b_log.clone());
 
     // A: Linux, moved to B as soon as its shell is up, then A powers off.
     let mut a = Board::new(build::hypervisor_image(), bundle, "linux");
     a.bootargs = format!("log=info net.addr={ADDRESS_A}");
-    a.cpus = BOARD_CPUS;
-    a.memory_mib = BOARD_MIB;
+    a.cpus = b.cpus;
+    a.memory_mib = b.memory_mib;
     a.extra_args = stream_link(&socket, false);
 
     eprintln!(

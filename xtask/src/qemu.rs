@@ -110,6 +110,21 @@ impl Board {
         }
     }
 
+    /// A board with no instance of its own that waits for instances on its board `link`
+    /// (`net.listen`, and `bootargs` such as `net.addr=`): 2 CPUs, 1 GiB. Its boot module is an
+    /// empty file, `target/images/empty.img`.
+    pub fn listener(bootargs: &str, link: Vec<String>) -> Result<Self, String> {
+        let empty = crate::build::images_dir().join("empty.img");
+        std::fs::write(&empty, b"")
+            .map_err(|error| format!("cannot write {}: {error}", empty.display()))?;
+        let mut board = Self::new(crate::build::hypervisor_image(), empty, "listener");
+        board.bootargs = format!("log=info net.listen {bootargs}").trim_end().into();
+        board.cpus = 2;
+        board.memory_mib = 1024;
+        board.extra_args = link;
+        Ok(board)
+    }
+
     /// The QEMU command line, serial on stdio (and logged to [`Board::serial_log`] if set).
     pub fn command(&self) -> Command {
         let mut command = Command::new("qemu-system-aarch64");

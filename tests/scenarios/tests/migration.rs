@@ -57,18 +57,6 @@ fn pattern_bundle(stem: &str, vcpus: u32, rounds: u32, more: &str) -> PathBuf {
     bundle
 }
 
-/// A board with no instance of its own, waiting for one on its link; the host reaches it at
-/// `port`.
-fn listening_board(stem: &str, bootargs: &str, link: Vec<String>) -> xtask::qemu::Board {
-    let empty = temp(&format!("{stem}-empty.img"));
-    std::fs::write(&empty, b"").expect("empty initrd");
-    let mut board = board_with_image(empty, "listener");
-    board.bootargs = format!("log=info net.listen {bootargs}");
-    board.cpus = 2;
-    board.extra_args = link;
-    board
-}
-
 /// Board A of a move: the pattern guest (2 vCPUs) for `rounds` rounds, and its bundle (delete
 /// it when done).
 fn pattern_board(stem: &str, rounds: u32) -> (Board, PathBuf) {
@@ -94,7 +82,7 @@ fn linked_boards(
         temp(&format!("{stem}-b.sock")),
     );
     let relay = Relay::start(&to_a, &to_b, impairments).expect("relay");
-    let b = listening_board(stem, "net.addr=10.0.0.2/24", stream_link(&to_b, false));
+    let b = Board::listener("net.addr=10.0.0.2/24", stream_link(&to_b, false)).expect("board B");
     let b_run = std::thread::spawn(move || {
         Log::boot_scripted_within("board B", &b, b_script, BOARD_TIMEOUT)
     });
@@ -219,7 +207,7 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
     let middle = corrupted.len() / 2;
     corrupted[middle] ^= 0x40;
     let port = free_port();
-    let b = listening_board("restore", "", user_link(None, Some(port)));
+    let b = Board::listener("", user_link(None, Some(port))).expect("board B");
     let sender = send_in_background(vec![corrupted, good], port);
     let b_log = Log::boot_scripted_within("restore", &b, &[], BOARD_TIMEOUT);
     let answers = sender.join().expect("sender thread");
