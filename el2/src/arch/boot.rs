@@ -1,5 +1,12 @@
-//! The image's first instructions: the arm64 Image header, then primary-CPU setup (stack, BSS,
-//! vectors) before the first Rust code runs.
+//! The image's first instructions: the arm64 Image header, the relocation pass, then primary-CPU
+//! setup (stack, BSS, vectors) before the first Rust code runs.
+//!
+//! The image is a position-independent executable linked at address 0 and runs wherever the
+//! board's loader put it (QEMU virt at 0x4020_0000, the Raspberry Pi firmware at 0x8_0000,
+//! U-Boot at any 2 MiB boundary). Code reaches everything PC-relative; the only absolute
+//! addresses are the pointers in `.rodata`/`.data` that the linker lists in `.rela.dyn`, and the
+//! entry code adds the load address to each before anything reads them. The EL2 map is an
+//! identity map, so the relocated addresses stay right after the MMU is on.
 
 core::arch::global_asm!(
     r#"
@@ -12,7 +19,7 @@ _start:
     .long   0                       // code1
     .quad   0                       // text_offset: loaded at a 2 MiB-aligned base
     .quad   __image_size            // image_size, including BSS and stacks
-    .quad   0x2                     // flags: little-endian, 4 KiB pages, base near start of RAM
+    .quad   0xa                     // flags: little-endian, 4 KiB pages, anywhere in RAM
     .quad   0, 0, 0                 // res2..res4
     .ascii  "ARM\x64"               // magic
     .long   0                       // res5
@@ -20,6 +27,23 @@ _start:
 primary_entry:
     msr     daifset, #0xf
     mov     x19, x0                 // the board's DTB
+    // Relocate: linked at 0, so the load address is the offset to add. A static PIE has
+    // only R_AARCH64_RELATIVE entries (no symbols to look up): *(base + offset) = base + addend.
+    adr     x20, _start
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+5:  cmp     x1, x2
+    b.hs    6f
+    ldp     x3, x4, [x1], #16       // r_offset, r_info
+    ldr     x5, [x1], #8            // r_addend
+    cmp     x4, #1027               // R_AARCH64_RELATIVE, symbol 0
+    b.ne    1f                      // the linker made something this pass cannot apply: stop
+    add     x5, x5, x20
+    str     x5, [x3, x20]
+    b       5b
+6:
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
     ldr     x2, =__stack_size
