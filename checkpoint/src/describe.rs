@@ -65,10 +65,11 @@ pub fn describe(section: &Section) -> String {
             let active = g.spis.iter().filter(|s| s.irq.active).count();
             format!(
                 "vgic: ctlr={:#x} spis={} ({enabled} enabled, {pending} pending, {active} active) \
-                 redistributors={}",
+                 redistributors={} gic=v{}",
                 g.ctlr,
                 g.spis.len(),
-                g.redistributors.len()
+                g.redistributors.len(),
+                g.gic_version
             )
         }
         Section::Pl011(u) => format!(

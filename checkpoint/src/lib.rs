@@ -53,7 +53,7 @@ pub const MAGIC: [u8; 8] = *b"HVCKPT\0\0";
 
 /// The format version this build writes and the only one it reads. Any change to the header,
 /// the frame or any section body bumps it.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// Length of the stream header: magic, version `u16`, flags `u16`, reserved `u32`.
 pub const HEADER_LEN: usize = 16;
@@ -73,6 +73,9 @@ pub const MAX_PAGES_PER_CHUNK: usize = 64;
 
 /// The most vCPUs an instance in a checkpoint may have.
 pub const MAX_VCPUS: u16 = 64;
+
+/// The most vCPUs of an instance whose vGIC is a GICv2 (8 CPU interfaces).
+pub const MAX_GICV2_VCPUS: u16 = 8;
 
 /// The longest instance name, in bytes (the name is ASCII `[A-Za-z0-9._-]`).
 pub const MAX_NAME_LEN: usize = 32;

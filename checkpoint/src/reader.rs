@@ -12,8 +12,8 @@ use crate::types::{
     SectionKind, VcpuState, VgicState,
 };
 use crate::{
-    FRAME_HEADER_LEN, HEADER_LEN, MAGIC, MAX_BODY, MAX_NAME_LEN, MAX_PL011_LINE, MAX_PL011_RX,
-    MAX_SPIS, MAX_VCPUS, PAGE_SIZE, PRIVATE_IRQS, VERSION,
+    FRAME_HEADER_LEN, HEADER_LEN, MAGIC, MAX_BODY, MAX_GICV2_VCPUS, MAX_NAME_LEN, MAX_PL011_LINE,
+    MAX_PL011_RX, MAX_SPIS, MAX_VCPUS, PAGE_SIZE, PRIVATE_IRQS, VERSION,
 };
 
 /// [`PAGE_SIZE`] as the type of RAM sizes.
@@ -468,6 +468,21 @@ fn check_config(config: &InstanceConfig) -> Result<(), Error> {
 
 fn check_vgic(vgic: &VgicState, config: &InstanceConfig) -> Result<(), Error> {
     let kind = SectionKind::Vgic;
+    if !matches!(vgic.gic_version, 2 | 3) {
+        return Err(invalid(
+            kind,
+            format!("GIC version {}, expected 2 or 3", vgic.gic_version),
+        ));
+    }
+    if vgic.gic_version != config.gic_version {
+        return Err(invalid(
+            kind,
+            format!(
+                "a GICv{}, but the instance has a GICv{}",
+                vgic.gic_version, config.gic_version
+            ),
+        ));
+    }
     if u32::try_from(vgic.spis.len()).ok() != Some(config.spis) {
         return Err(invalid(
             kind,
@@ -488,7 +503,54 @@ fn check_vgic(vgic: &VgicState, config: &InstanceConfig) -> Result<(), Error> {
             ),
         ));
     }
+    let v2 = vgic.gic_version == 2;
+    if v2 && config.vcpus > MAX_GICV2_VCPUS {
+        return Err(invalid(
+            kind,
+            format!(
+                "a GICv2 for {} vcpus, at most {MAX_GICV2_VCPUS}",
+                config.vcpus
+            ),
+        ));
+    }
+    // A GICv2 target mask names existing vCPUs only (at most 8, checked above).
+    let cpus = (0..config.vcpus.min(MAX_GICV2_VCPUS)).fold(0u8, |mask, i| {
+        mask | 1u8.checked_shl(u32::from(i)).unwrap_or(0)
+    });
+    for (index, spi) in vgic.spis.iter().enumerate() {
+        let intid = index.saturating_add(32);
+        if v2 && spi.route != 0 {
+            return Err(invalid(
+                kind,
+                format!("SPI {intid} of a GICv2 has a GICv3 route {:#x}", spi.route),
+            ));
+        }
+        if !v2 && spi.targets != 0 {
+            return Err(invalid(
+                kind,
+                format!(
+                    "SPI {intid} of a GICv3 has GICv2 targets {:#04x}",
+                    spi.targets
+                ),
+            ));
+        }
+        if spi.targets & !cpus != 0 {
+            return Err(invalid(
+                kind,
+                format!(
+                    "SPI {intid} targets {:#04x}, but the instance has {} vcpus",
+                    spi.targets, config.vcpus
+                ),
+            ));
+        }
+    }
     for (position, redistributor) in vgic.redistributors.iter().enumerate() {
+        if v2 && redistributor.asleep {
+            return Err(invalid(
+                kind,
+                format!("vcpu {position} of a GICv2 has an asleep redistributor (it has none)"),
+            ));
+        }
         if usize::from(redistributor.vcpu) != position {
             return Err(invalid(
                 kind,

@@ -268,9 +268,13 @@ pub struct GicCpuState {
     pub active_priorities: [u64; 2],
 }
 
-/// The virtual GIC: distributor and one redistributor per vCPU.
+/// The virtual GIC: distributor and one redistributor (GICv3) or bank of private interrupts
+/// (GICv2) per vCPU.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct VgicState {
+    /// The GIC architecture version the vGIC presents: 3 or 2, as
+    /// [`InstanceConfig::gic_version`].
+    pub gic_version: u8,
     /// `GICD_CTLR`.
     pub ctlr: u32,
     /// The SPIs, INTID 32 first; exactly [`InstanceConfig::spis`] of them.
@@ -303,16 +307,18 @@ pub struct IrqState {
 pub struct SpiState {
     /// Its state.
     pub irq: IrqState,
-    /// The `GICD_IROUTER` value, or the GICv2 target CPU mask.
+    /// GICv3: the `GICD_IROUTER` value; 0 on a GICv2.
     pub route: u64,
+    /// GICv2: the `GICD_ITARGETSR` byte (bit `i` = vCPU `i`); 0 on a GICv3.
+    pub targets: u8,
 }
 
-/// One redistributor (the private interrupts of one vCPU).
+/// One redistributor (the private interrupts of one vCPU; on a GICv2 its banked SGIs and PPIs).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RedistributorState {
     /// The vCPU it belongs to.
     pub vcpu: u16,
-    /// `GICR_WAKER.ProcessorSleep`.
+    /// `GICR_WAKER.ProcessorSleep` (GICv3; false on a GICv2).
     pub asleep: bool,
     /// Exactly 32: SGIs 0-15 and PPIs 16-31.
     pub private: Vec<IrqState>,

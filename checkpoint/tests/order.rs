@@ -317,6 +317,100 @@ fn bad_vgic() {
     }
 }
 
+/// The GICv2 form of the sample vGIC: target masks instead of routes, no sleeping
+/// redistributors.
+fn vgic_v2() -> checkpoint::VgicState {
+    let mut vgic = vgic();
+    vgic.gic_version = 2;
+    for (n, spi) in vgic.spis.iter_mut().enumerate() {
+        spi.route = 0;
+        spi.targets = (n % 4) as u8;
+    }
+    for redistributor in &mut vgic.redistributors {
+        redistributor.asleep = false;
+    }
+    vgic
+}
+
+fn config_v2() -> InstanceConfig {
+    InstanceConfig {
+        gic_version: 2,
+        ..config()
+    }
+}
+
+#[test]
+fn a_gicv2_vgic_is_read_back() {
+    let sections = [Section::Config(config_v2()), Section::Vgic(vgic_v2())];
+    let read = read_all(&with_end(&sections)).unwrap();
+    assert_eq!(read[1], Section::Vgic(vgic_v2()));
+    let eight = InstanceConfig {
+        vcpus: 8,
+        ..config_v2()
+    };
+    let mut vgic = vgic_v2();
+    vgic.redistributors = (0..8)
+        .map(|vcpu| checkpoint::RedistributorState {
+            vcpu,
+            asleep: false,
+            private: vgic.redistributors[0].private.clone(),
+        })
+        .collect();
+    vgic.spis[0].targets = 0x80;
+    let sections = [Section::Config(eight), Section::Vgic(vgic)];
+    assert!(read_all(&with_end(&sections)).is_ok());
+}
+
+#[test]
+fn bad_vgic_shape() {
+    let mut version = vgic();
+    version.gic_version = 4;
+    let mut v3_targets = vgic();
+    v3_targets.spis[3].targets = 1;
+    for (bad, needle) in [
+        (version.clone(), "GIC version 4, expected 2 or 3"),
+        (vgic_v2(), "a GICv2, but the instance has a GICv3"),
+        (v3_targets, "SPI 35 of a GICv3 has GICv2 targets 0x01"),
+    ] {
+        let sections = [Section::Config(config()), Section::Vgic(bad)];
+        invalid(read_all(&with_end(&sections)), SectionKind::Vgic, needle);
+    }
+    let mut route = vgic_v2();
+    route.spis[1].route = 1;
+    let mut wide = vgic_v2();
+    wide.spis[2].targets = 0b101;
+    let mut asleep = vgic_v2();
+    asleep.redistributors[1].asleep = true;
+    for (bad, needle) in [
+        (version, "GIC version 4"),
+        (vgic(), "a GICv3, but the instance has a GICv2"),
+        (route, "SPI 33 of a GICv2 has a GICv3 route 0x1"),
+        (wide, "SPI 34 targets 0x05, but the instance has 2 vcpus"),
+        (asleep, "vcpu 1 of a GICv2 has an asleep redistributor"),
+    ] {
+        let sections = [Section::Config(config_v2()), Section::Vgic(bad)];
+        invalid(read_all(&with_end(&sections)), SectionKind::Vgic, needle);
+    }
+    let nine = InstanceConfig {
+        vcpus: 9,
+        ..config_v2()
+    };
+    let mut vgic = vgic_v2();
+    vgic.redistributors = (0..9)
+        .map(|vcpu| checkpoint::RedistributorState {
+            vcpu,
+            asleep: false,
+            private: vgic.redistributors[0].private.clone(),
+        })
+        .collect();
+    let sections = [Section::Config(nine), Section::Vgic(vgic)];
+    invalid(
+        read_all(&with_end(&sections)),
+        SectionKind::Vgic,
+        "a GICv2 for 9 vcpus, at most 8",
+    );
+}
+
 #[test]
 fn bad_pl011_and_paravirt() {
     let mut rx = pl011();

@@ -69,7 +69,7 @@ fn page_encodings_all_appear_in_the_sample() {
 fn header_layout_is_as_documented() {
     let bytes = small_stream();
     assert_eq!(&bytes[..8], b"HVCKPT\0\0");
-    assert_eq!(&bytes[8..16], &[2, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&bytes[8..16], &[3, 0, 0, 0, 0, 0, 0, 0]);
     // First frame: config, reserved 0, length, CRC of the body.
     assert_eq!(&bytes[16..20], &[1, 0, 0, 0]);
     let len = u32::from_le_bytes(bytes[20..24].try_into().unwrap()) as usize;
@@ -195,6 +195,11 @@ fn describe_says_what_is_inside() {
     );
     assert!(
         lines[4].starts_with("vgic: ctlr=0x12 spis=32 (16 enabled"),
+        "{}",
+        lines[4]
+    );
+    assert!(
+        lines[4].ends_with("redistributors=2 gic=v3"),
         "{}",
         lines[4]
     );

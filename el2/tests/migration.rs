@@ -95,6 +95,7 @@ fn final_state(config: &InstanceConfig) -> FinalState {
     FinalState {
         vcpus,
         vgic: VgicState {
+            gic_version: 3,
             ctlr: 0x12,
             spis: (0..config.spis)
                 .map(|i| SpiState {
@@ -103,6 +104,7 @@ fn final_state(config: &InstanceConfig) -> FinalState {
                         ..IrqState::default()
                     },
                     route: u64::from(i),
+                    targets: 0,
                 })
                 .collect(),
             redistributors: (0..config.vcpus)

@@ -81,6 +81,8 @@ mod tests {
         /// A 32-bit register of a redistributor's SGI frame.
         Redist(usize, u64, u64),
         Waker(usize, bool),
+        /// A GICv2 distributor write by a vCPU (offset, size, value).
+        V2(usize, u64, u8, u64),
         HwMap(usize, u32, Option<u32>),
         /// Flush, then the guest rewrites the state of each LR (bits 0..1 of each nibble).
         Run(usize, u32),
@@ -122,8 +124,41 @@ mod tests {
         ]
     }
 
-    /// Flushes `v` and, independently, a copy whose bitmaps mark every interrupt (the full
-    /// scan); both must load the same LRs and leave the same state.
+    /// Operations on a GICv2: its distributor frame instead of the GICv3 frontends.
+    fn op_v2() -> impl Strategy<Value = Op> {
+        let vcpu = 0..VCPUS;
+        let intid = 0..32 + SPIS;
+        // Per-interrupt words of INTIDs 0..95, ITARGETSR (bytes and words), CTLR, SGIR,
+        // C/SPENDSGIR.
+        let write = prop_oneof![
+            6 => (prop_oneof![Just(0x080u64), Just(0x100), Just(0x180), Just(0x200), Just(0x280),
+                Just(0x300), Just(0x380)], 0..3u64).prop_map(|(r, w)| (r + 4 * w, 4u8)),
+            1 => (0..6u64).prop_map(|w| (0xc00 + 4 * w, 4)),
+            1 => (0..24u64).prop_map(|w| (0x400 + 4 * w, 4)),
+            3 => (0..96u64).prop_map(|i| (0x800 + i, 1)),
+            1 => (8..24u64).prop_map(|w| (0x800 + 4 * w, 4)),
+            1 => Just((0u64, 4)),
+            3 => Just((0xf00, 4)),
+            2 => (0xf10..0xf30u64).prop_map(|o| (o, 1)),
+        ];
+        prop_oneof![
+            4 => (vcpu.clone(), 16..32 + SPIS, any::<bool>()).prop_map(|(v, i, h)| Op::SetLine(v, i, h)),
+            4 => (vcpu.clone(), intid).prop_map(|(v, i)| Op::Pulse(v, i)),
+            10 => (vcpu.clone(), write, any::<u64>()).prop_map(|(v, (o, s), val)| {
+                // Keep SGIR's filter mostly to lists and CTLR's enables mostly on.
+                let val = match o {
+                    0 if val & 0x10 == 0 => val | 3,
+                    0xf00 => val & !(2 << 24),
+                    _ => val,
+                };
+                Op::V2(v, o, s, val)
+            }),
+            1 => (vcpu.clone(), 16..32 + SPIS, proptest::option::of(16..64u32)).prop_map(|(v, i, p)| Op::HwMap(v, i, p)),
+            6 => (vcpu.clone(), any::<u32>()).prop_map(|(v, g)| Op::Run(v, g)),
+            2 => vcpu.prop_map(Op::Sync),
+        ]
+    }
+
     /// `has_pending` (bitmaps) agrees with the full scan for every vCPU.
     fn check_has_pending(v: &Vgic) {
         for vcpu in 0..v.num_vcpus() {
@@ -135,6 +170,8 @@ mod tests {
         }
     }
 
+    /// Flushes `v` and, independently, a copy whose bitmaps mark every interrupt (the full
+    /// scan); both must load the same LRs and leave the same state.
     fn checked_flush(v: &mut Vgic, vcpu: usize, lrs: &mut [u64; 4]) {
         let mut full = v.clone();
         for c in &mut full.cands {
@@ -152,6 +189,63 @@ mod tests {
         assert_eq!(*v, full);
     }
 
+    /// Runs `ops` on `v`, checking the bitmaps, `has_pending` and a full-scan flush all along.
+    fn check_ops(mut v: Vgic, ops: &[Op]) {
+        let mut lrs: Vec<[u64; 4]> = vec![[0; 4]; VCPUS];
+        for op in ops {
+            match *op {
+                Op::SetLine(c, i, h) => {
+                    v.set_line(c, i, h);
+                }
+                Op::Pulse(c, i) => {
+                    v.pulse(c, i);
+                }
+                Op::SendSgi(c, val) => {
+                    v.send_sgi(c, val);
+                }
+                Op::Dist(offset, val) => v.distributor_write(offset, 4, val),
+                Op::Ctlr(val) => v.distributor_write(0, 4, val),
+                Op::Irouter(s, val) => v.distributor_write(0x6000 + (32 + s) * 8, 8, val),
+                Op::Redist(c, offset, val) => v.redistributor_write(c, 0x1_0000 + offset, 4, val),
+                Op::Waker(c, sleep) => v.redistributor_write(c, 0x14, 4, u64::from(sleep) << 1),
+                Op::V2(c, offset, size, val) => {
+                    let kicked = v.distributor_v2_write(c, offset, size, val);
+                    // SGIR kicks the targets it latched, forwardable or not.
+                    let cause = if offset == 0xf00 {
+                        (0..VCPUS)
+                            .filter(|&t| v.irq(t, (val & 0xf) as u32).unwrap().latch)
+                            .fold(0, |mask, t| mask | 1 << t)
+                    } else {
+                        v.pending_targets()
+                    };
+                    assert_eq!(kicked & !cause, 0, "kicked without cause");
+                }
+                Op::HwMap(c, i, p) => v.set_hw_mapping(c, i, p),
+                Op::Run(c, guest) => {
+                    checked_flush(&mut v, c, &mut lrs[c]);
+                    v.check_candidates();
+                    check_has_pending(&v);
+                    for (n, value) in lrs[c].iter_mut().enumerate() {
+                        if lr::state(*value) != LrState::Invalid && guest & 1 << (8 + n) != 0 {
+                            let bits = guest >> (2 * n);
+                            *value = lr::with_state(
+                                *value,
+                                LrState::from_bits(bits & 1 != 0, bits & 2 != 0),
+                            );
+                        }
+                    }
+                }
+                Op::Sync(c) => v.sync_from_lrs(c, &lrs[c]),
+            }
+            v.check_candidates();
+            check_has_pending(&v);
+        }
+        for (c, lrs) in lrs.iter_mut().enumerate() {
+            checked_flush(&mut v, c, lrs);
+            v.check_candidates();
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]
 
@@ -159,38 +253,17 @@ mod tests {
         fn bitmaps_cover_every_candidate(ops in proptest::collection::vec(op(), 1..80)) {
             let mut v = Vgic::new(VCPUS, vec![0, 1, 0x100], SPIS);
             v.distributor_write(0x0, 4, 3);
-            let mut lrs: Vec<[u64; 4]> = vec![[0; 4]; VCPUS];
-            for op in &ops {
-                match *op {
-                    Op::SetLine(c, i, h) => { v.set_line(c, i, h); }
-                    Op::Pulse(c, i) => { v.pulse(c, i); }
-                    Op::SendSgi(c, val) => { v.send_sgi(c, val); }
-                    Op::Dist(offset, val) => v.distributor_write(offset, 4, val),
-                    Op::Ctlr(val) => v.distributor_write(0, 4, val),
-                    Op::Irouter(s, val) => v.distributor_write(0x6000 + (32 + s) * 8, 8, val),
-                    Op::Redist(c, offset, val) => v.redistributor_write(c, 0x1_0000 + offset, 4, val),
-                    Op::Waker(c, sleep) => v.redistributor_write(c, 0x14, 4, u64::from(sleep) << 1),
-                    Op::HwMap(c, i, p) => v.set_hw_mapping(c, i, p),
-                    Op::Run(c, guest) => {
-                        checked_flush(&mut v, c, &mut lrs[c]);
-                        v.check_candidates();
-                        check_has_pending(&v);
-                        for (n, value) in lrs[c].iter_mut().enumerate() {
-                            if lr::state(*value) != LrState::Invalid && guest & 1 << (8 + n) != 0 {
-                                let bits = guest >> (2 * n);
-                                *value = lr::with_state(*value, LrState::from_bits(bits & 1 != 0, bits & 2 != 0));
-                            }
-                        }
-                    }
-                    Op::Sync(c) => v.sync_from_lrs(c, &lrs[c]),
-                }
-                v.check_candidates();
-                check_has_pending(&v);
+            check_ops(v, &ops);
+        }
+
+        #[test]
+        fn bitmaps_cover_every_candidate_v2(ops in proptest::collection::vec(op_v2(), 1..80)) {
+            let mut v = Vgic::new_v2(VCPUS, SPIS);
+            v.distributor_v2_write(0, 0x0, 4, 3);
+            for intid in 32..32 + SPIS as u64 {
+                v.distributor_v2_write(0, 0x800 + intid, 1, 1 << (intid % 3));
             }
-            for (c, lrs) in lrs.iter_mut().enumerate() {
-                checked_flush(&mut v, c, lrs);
-                v.check_candidates();
-            }
+            check_ops(v, &ops);
         }
     }
 }

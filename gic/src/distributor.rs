@@ -1,7 +1,7 @@
-//! The distributor register frame (64 KiB, `GICD_*`).
+//! The GICv3 distributor register frame (64 KiB, `GICD_*`).
 
 use crate::regs;
-use crate::{AFFINITY_MASK, Bank, CTLR_ENABLE_GRP0, CTLR_ENABLE_GRP1, IROUTER_IRM, Vgic};
+use crate::{AFFINITY_MASK, Bank, CTLR_ENABLE_GRP0, CTLR_ENABLE_GRP1, IROUTER_IRM, Shape, Vgic};
 
 const GICD_CTLR: u64 = 0x0;
 const GICD_TYPER: u64 = 0x4;
@@ -31,20 +31,24 @@ const GICD_IDS: [u8; 12] = [
     0x44, 0x00, 0x00, 0x00, 0x92, 0xb4, 0x3b, 0x00, 0x0d, 0xf0, 0x05, 0xb1,
 ];
 
-/// One identification register (`offset` in 0xFFD0..0xFFFF) from a table of 12.
+/// One identification register from a table of 12 (PIDR4..7, PIDR0..3, CIDR0..3); `offset` is
+/// the register's offset from `PIDR4`.
 pub(crate) fn id_reg(ids: &[u8; 12], offset: u64, size: u8) -> u64 {
     if size != 4 || !offset.is_multiple_of(4) {
         return 0;
     }
-    ids.get(((offset - ID_REGS) / 4) as usize)
-        .map_or(0, |&b| u64::from(b))
+    ids.get((offset / 4) as usize).map_or(0, |&b| u64::from(b))
 }
 
 impl Vgic {
-    /// A guest read of `size` bytes at `offset` in the distributor frame. Word registers take
-    /// 32-bit accesses, `IPRIORITYR` also bytes, `IROUTER` 64-bit or 32-bit halves; anything
-    /// else (and any reserved or out-of-range register) reads as zero.
+    /// A guest read of `size` bytes at `offset` in the GICv3 distributor frame. Word registers
+    /// take 32-bit accesses, `IPRIORITYR` also bytes, `IROUTER` 64-bit or 32-bit halves; anything
+    /// else (and any reserved or out-of-range register, and every register of a GICv2) reads as
+    /// zero.
     pub fn distributor_read(&self, offset: u64, size: u8) -> u64 {
+        if self.shape != Shape::V3 {
+            return 0;
+        }
         if (GICD_IROUTER..GICD_IROUTER_END).contains(&offset) {
             return match self.irouter_access(offset, size) {
                 Some((spi, None)) => self.spis[spi].irouter,
@@ -58,7 +62,7 @@ impl Vgic {
             return self.irq_regs_read(Bank::Dist, offset, size);
         }
         if offset >= ID_REGS {
-            return id_reg(&GICD_IDS, offset, size);
+            return id_reg(&GICD_IDS, offset - ID_REGS, size);
         }
         if size != 4 || !offset.is_multiple_of(4) {
             return 0;
@@ -71,9 +75,13 @@ impl Vgic {
         })
     }
 
-    /// A guest write of `size` bytes at `offset` in the distributor frame, with the access
-    /// rules of [`Vgic::distributor_read`]; read-only and reserved registers ignore it.
+    /// A guest write of `size` bytes at `offset` in the GICv3 distributor frame, with the access
+    /// rules of [`Vgic::distributor_read`]; read-only and reserved registers (and a GICv2)
+    /// ignore it.
     pub fn distributor_write(&mut self, offset: u64, size: u8, value: u64) {
+        if self.shape != Shape::V3 {
+            return;
+        }
         if (GICD_IROUTER..GICD_IROUTER_END).contains(&offset) {
             let Some((spi, half)) = self.irouter_access(offset, size) else {
                 return;

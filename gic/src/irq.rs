@@ -53,7 +53,8 @@ pub struct IrqState {
 }
 
 impl IrqState {
-    /// Reset state: disabled, idle, priority 0, Group 1 (as KVM's GICv3 model), given trigger.
+    /// Reset state: disabled, idle, priority 0, Group 1 (as KVM's GICv3 model; a GICv2 resets
+    /// to Group 0), given trigger.
     pub(crate) const fn new(trigger: Trigger) -> Self {
         Self {
             enabled: false,

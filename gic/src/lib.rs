@@ -1,15 +1,30 @@
-//! The virtual GICv3: distributor and redistributor register models, per-interrupt state and
-//! list-register scheduling for a hardware virtual CPU interface (`ICH_*_EL2`).
+//! The virtual GIC: per-interrupt state, list-register scheduling for a hardware virtual CPU
+//! interface, and the register frames a guest sees, in one of two [`Shape`]s.
 //!
-//! The model never touches hardware. The hypervisor traps guest accesses to the distributor
-//! (`distributor_read`/`_write`) and the redistributors (`redistributor_read`/`_write`), feeds
-//! device lines and SGIs in (`set_line`, `pulse`, `send_sgi`), and around every run of a vCPU
-//! calls [`Vgic::sync_from_lrs`] after the exit and [`Vgic::flush_to_lrs`] before the entry with
-//! the values of `ICH_LR<n>_EL2`.
+//! One model (pending latches and lines, enables, groups, priorities, level/edge, active state,
+//! LR candidates and scheduling) serves both shapes; a shape is only a register frontend, a
+//! reset state and a way to route SPIs:
 //!
-//! Only affinity routing (`GICD_CTLR.ARE` reads 1) and a single security state (`DS` = 1) are
-//! modelled; no LPIs, no ITS, no extended SPI/PPI ranges. The group enables of `GICD_CTLR` gate
-//! every interrupt, SGIs and PPIs included (as QEMU's and KVM's GICv3 do).
+//! - **GICv3** ([`Vgic::new`]): a distributor (`distributor_read`/`_write`, SPIs routed by
+//!   `GICD_IROUTER`) and one redistributor per vCPU (`redistributor_read`/`_write`, its SGIs and
+//!   PPIs); SGIs come from `ICC_SGI1R_EL1` writes ([`Vgic::send_sgi`]). Only affinity routing
+//!   (`GICD_CTLR.ARE` reads 1) and a single security state (`DS` = 1) are modelled; no LPIs, no
+//!   ITS, no extended SPI/PPI ranges. Interrupts reset to Group 1.
+//! - **GICv2** ([`Vgic::new_v2`], at most [`MAX_V2_VCPUS`] vCPUs): one 4 KiB distributor frame
+//!   (`distributor_v2_read`/`_write`) in which INTIDs 0..31 are banked to the accessing vCPU,
+//!   SPIs are routed by `GICD_ITARGETSR` target masks and SGIs come from `GICD_SGIR` writes. No
+//!   security extensions. Interrupts reset to Group 0 and SPIs to no target.
+//!
+//! A frontend of the other shape reads as zero and ignores writes. The group enables of
+//! `GICD_CTLR` (EnableGrp0 bit 0, EnableGrp1 bit 1 in both shapes) gate every interrupt, SGIs and
+//! PPIs included (as QEMU's and KVM's GICs do).
+//!
+//! The model never touches hardware. The hypervisor traps guest accesses to the register frames,
+//! feeds device lines and SGIs in (`set_line`, `pulse`, `send_sgi`), and around every run of a
+//! vCPU calls [`Vgic::sync_from_lrs`] after the exit and [`Vgic::flush_to_lrs`] before the entry
+//! with the values of its list registers in the `ICH_LR<n>_EL2` encoding, the model's canonical
+//! one in both shapes ([`lr::to_gich`] and [`lr::from_gich`] convert to and from a GICv2
+//! hypervisor interface's `GICH_LR<n>`).
 //!
 //! In-flight interrupts: an interrupt loaded into an LR carries an [`InFlight`] record; its
 //! pending latch (edge, software-pended) and active state move into the LR, and sync gives back
@@ -23,6 +38,7 @@ extern crate alloc;
 
 mod candidates;
 mod distributor;
+mod distributor_v2;
 mod irq;
 pub mod lr;
 mod redistributor;
@@ -37,10 +53,13 @@ use candidates::Candidates;
 pub use irq::{InFlight, IrqState, Trigger};
 pub use snapshot::RestoreError;
 
-/// Most list registers a GICv3 CPU interface has (`ICH_VTR_EL2.ListRegs` + 1 ≤ 16).
+/// Most list registers the model fills (a GICv3 CPU interface has `ICH_VTR_EL2.ListRegs` + 1 ≤
+/// 16; a GICv2 one may have up to 64, of which the model uses the first 16).
 pub const MAX_LRS: usize = 16;
 /// Most vCPUs per instance (target masks are `u64`).
 pub const MAX_VCPUS: usize = 64;
+/// Most vCPUs of a GICv2 (CPU interfaces 0..7: `GICD_ITARGETSR` masks are 8 bits).
+pub const MAX_V2_VCPUS: usize = 8;
 /// Most SPIs (INTIDs 32..991; the next block of 32 would reach the special INTIDs 1020..1023).
 pub const MAX_SPIS: u32 = 960;
 /// Implemented priority bits (5, as the virtual CPU interface on QEMU): the rest read as zero.
@@ -51,23 +70,46 @@ const AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 /// `GICD_IROUTER.Interrupt_Routing_Mode`: 1-of-N.
 const IROUTER_IRM: u64 = 1 << 31;
 
+/// The architecture a vGIC presents to its guest: which register frames, reset state and SPI
+/// routing it has. Scheduling and interrupt state are the same in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// GICv3: distributor with `GICD_IROUTER` routing, one redistributor per vCPU.
+    V3,
+    /// GICv2: one distributor frame with banked INTIDs 0..31 and `GICD_ITARGETSR` routing.
+    V2,
+}
+
+impl Shape {
+    /// The GIC architecture version: 3 or 2 (as a checkpoint's `gic_version`).
+    pub const fn version(self) -> u8 {
+        match self {
+            Self::V3 => 3,
+            Self::V2 => 2,
+        }
+    }
+}
+
 /// An SPI: its interrupt state and routing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Spi {
     irq: IrqState,
-    /// `GICD_IROUTER<n>` (affinity and IRM bits only).
+    /// GICv3: `GICD_IROUTER<n>` (affinity and IRM bits only); 0 on a GICv2.
     irouter: u64,
-    /// The vCPU that `irouter` selects, if any.
+    /// GICv2: `GICD_ITARGETSR` byte (existing vCPUs only); 0 on a GICv3.
+    targets: u8,
+    /// The vCPU that `irouter` (v3) or `targets` (v2) selects, if any.
     target: Option<u16>,
 }
 
-/// One vCPU's redistributor and list-register record.
+/// One vCPU's redistributor (v3) or banked distributor state (v2) and list-register record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct VcpuState {
+    /// The MPIDR (v3); the CPU interface number (v2).
     mpidr: u64,
     /// SGIs 0..15 and PPIs 16..31.
     private: [IrqState; 32],
-    /// `GICR_WAKER.ProcessorSleep`.
+    /// `GICR_WAKER.ProcessorSleep` (v3; always false on a GICv2).
     sleep: bool,
     /// The INTID loaded into each list register by the last flush (None: LR left empty).
     lrs: [Option<u32>; MAX_LRS],
@@ -80,12 +122,15 @@ enum Bank {
     Dist,
     /// A vCPU's redistributor SGI frame: its SGIs and PPIs.
     Redist(usize),
+    /// The GICv2 distributor as a vCPU sees it: its SGIs and PPIs (banked), and the SPIs.
+    V2(usize),
 }
 
-/// The virtual GICv3 of one instance: distributor, one redistributor per vCPU, and the record of
-/// what each vCPU's list registers hold.
+/// The virtual GIC of one instance (a GICv3 or a GICv2, see [`Shape`]): distributor, each vCPU's
+/// private interrupts, and the record of what each vCPU's list registers hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vgic {
+    shape: Shape,
     /// `GICD_CTLR` group enables (bits 0 and 1).
     ctlr: u32,
     num_spis: u32,
@@ -96,8 +141,9 @@ pub struct Vgic {
 }
 
 impl Vgic {
-    /// A vGIC in its reset state for `num_vcpus` vCPUs with the given MPIDRs and `num_spis` SPIs
-    /// (INTIDs 32..32 + `num_spis`).
+    /// A GICv3 in its reset state for `num_vcpus` vCPUs with the given MPIDRs and `num_spis`
+    /// SPIs (INTIDs 32..32 + `num_spis`): every interrupt disabled, Group 1, priority 0, SGIs
+    /// edge-triggered and the rest level, SPIs routed to affinity 0, redistributors asleep.
     ///
     /// # Panics
     /// If `vcpu_mpidrs.len() != num_vcpus`, `num_vcpus` is 0 or above [`MAX_VCPUS`], or
@@ -105,39 +151,74 @@ impl Vgic {
     pub fn new(num_vcpus: usize, vcpu_mpidrs: Vec<u64>, num_spis: u32) -> Self {
         assert!((1..=MAX_VCPUS).contains(&num_vcpus), "vGIC: bad vCPU count");
         assert_eq!(vcpu_mpidrs.len(), num_vcpus, "vGIC: one MPIDR per vCPU");
+        let mut vgic = Self::reset(Shape::V3, vcpu_mpidrs, num_spis);
+        let target = vgic.resolve_route(0);
+        for spi in &mut vgic.spis {
+            spi.target = target;
+        }
+        vgic
+    }
+
+    /// A GICv2 in its reset state for `num_vcpus` vCPUs (vCPU `i` is CPU interface `i`) and
+    /// `num_spis` SPIs: every interrupt disabled, Group 0, priority 0, SGIs edge-triggered and
+    /// the rest level, SPI target masks 0 (not forwarded until the guest writes `ITARGETSR`).
+    ///
+    /// # Panics
+    /// If `num_vcpus` is 0 or above [`MAX_V2_VCPUS`], or `num_spis` is not a multiple of 32 or
+    /// above [`MAX_SPIS`].
+    pub fn new_v2(num_vcpus: usize, num_spis: u32) -> Self {
+        assert!(
+            (1..=MAX_V2_VCPUS).contains(&num_vcpus),
+            "vGIC: bad vCPU count for a GICv2"
+        );
+        Self::reset(Shape::V2, (0..num_vcpus as u64).collect(), num_spis)
+    }
+
+    /// The reset state common to both shapes; SPIs have no target.
+    fn reset(shape: Shape, vcpu_mpidrs: Vec<u64>, num_spis: u32) -> Self {
         assert!(
             num_spis.is_multiple_of(32) && num_spis <= MAX_SPIS,
             "vGIC: bad SPI count"
         );
-        let mut private = [IrqState::new(Trigger::Level); 32];
+        let v3 = shape == Shape::V3;
+        let irq = |trigger| IrqState {
+            group1: v3,
+            ..IrqState::new(trigger)
+        };
+        let mut private = [irq(Trigger::Level); 32];
         for sgi in &mut private[..16] {
             sgi.trigger = Trigger::Edge;
         }
+        let num_vcpus = vcpu_mpidrs.len();
         let vcpus = vcpu_mpidrs
             .into_iter()
             .map(|mpidr| VcpuState {
                 mpidr,
                 private,
-                sleep: true,
+                sleep: v3,
                 lrs: [None; MAX_LRS],
             })
             .collect();
-        let mut vgic = Self {
+        Self {
+            shape,
             ctlr: 0,
             num_spis,
-            spis: Vec::new(),
+            spis: (0..num_spis)
+                .map(|_| Spi {
+                    irq: irq(Trigger::Level),
+                    irouter: 0,
+                    targets: 0,
+                    target: None,
+                })
+                .collect(),
             vcpus,
             cands: (0..num_vcpus).map(|_| Candidates::default()).collect(),
-        };
-        let target = vgic.resolve_route(0);
-        vgic.spis = (0..num_spis)
-            .map(|_| Spi {
-                irq: IrqState::new(Trigger::Level),
-                irouter: 0,
-                target,
-            })
-            .collect();
-        vgic
+        }
+    }
+
+    /// Which architecture this vGIC presents.
+    pub fn shape(&self) -> Shape {
+        self.shape
     }
 
     /// Number of vCPUs.
@@ -174,6 +255,7 @@ impl Vgic {
         match bank {
             Bank::Dist if intid >= 32 => self.irq(0, intid),
             Bank::Redist(vcpu) if intid < 32 => self.irq(vcpu, intid),
+            Bank::V2(vcpu) => self.irq(vcpu, intid),
             _ => None,
         }
     }
@@ -182,14 +264,18 @@ impl Vgic {
         match bank {
             Bank::Dist if intid >= 32 => self.irq_mut(0, intid),
             Bank::Redist(vcpu) if intid < 32 => self.irq_mut(vcpu, intid),
+            Bank::V2(vcpu) => self.irq_mut(vcpu, intid),
             _ => None,
         }
     }
 
-    /// The vCPU that `GICD_IROUTER<n>` of an SPI currently selects: the vCPU whose MPIDR
-    /// affinity matches, or none (the SPI is then not forwarded). The vCPU index of an SPI
-    /// routed 1-of-N (IRM = 1) is the lowest-numbered vCPU whose redistributor is awake
-    /// (`GICR_WAKER.ProcessorSleep` = 0), or vCPU 0 when all sleep.
+    /// The vCPU an SPI is routed to, or none (the SPI is then not forwarded).
+    ///
+    /// GICv3: the vCPU whose MPIDR affinity matches `GICD_IROUTER<n>`; an SPI routed 1-of-N
+    /// (IRM = 1) goes to the lowest-numbered vCPU whose redistributor is awake
+    /// (`GICR_WAKER.ProcessorSleep` = 0), or vCPU 0 when all sleep. GICv2: the lowest-numbered
+    /// vCPU in its `GICD_ITARGETSR` mask (a GICv2 would make it pending on every CPU in the mask
+    /// for the first to take; the model picks one), none when the mask is 0.
     pub fn spi_target(&self, intid: u32) -> Option<usize> {
         let spi = self.spis.get(intid.checked_sub(32)? as usize)?;
         spi.target.map(usize::from)
@@ -204,6 +290,16 @@ impl Vgic {
                 .position(|v| v.mpidr & AFFINITY_MASK == irouter & AFFINITY_MASK)
         };
         index.map(|i| i as u16)
+    }
+
+    /// The vCPU a GICv2 target mask selects: the lowest-numbered one in it.
+    fn v2_target(targets: u8) -> Option<u16> {
+        (targets != 0).then(|| targets.trailing_zeros() as u16)
+    }
+
+    /// The `GICD_ITARGETSR` bits of the vCPUs that exist.
+    fn v2_cpu_mask(&self) -> u8 {
+        (0..self.vcpus.len().min(MAX_V2_VCPUS)).fold(0, |mask, i| mask | 1 << i)
     }
 
     /// Recomputes the target of every SPI routed 1-of-N (after a `GICR_WAKER` change).
@@ -375,35 +471,52 @@ impl Vgic {
         self.kick_target(vcpu, intid)
     }
 
-    /// A write by vCPU `sender` to `ICC_SGI1R_EL1`: TargetList \[15:0\], Aff1 \[23:16\],
-    /// INTID \[27:24\], Aff2 \[39:32\], IRM \[40\] (all vCPUs but the sender), RS \[47:44\]
-    /// (Aff0 = RS * 16 + bit), Aff3 \[55:48\]. Only targets that configure the SGI as Group 1
-    /// receive it. Returns the bitmask of vCPUs whose SGI latch was newly set (to kick).
+    /// A write by vCPU `sender` to `ICC_SGI1R_EL1` (GICv3 only; 0 on a GICv2): TargetList
+    /// \[15:0\], Aff1 \[23:16\], INTID \[27:24\], Aff2 \[39:32\], IRM \[40\] (all vCPUs but the
+    /// sender), RS \[47:44\] (Aff0 = RS * 16 + bit), Aff3 \[55:48\]. Only targets that configure
+    /// the SGI as Group 1 receive it. Returns the bitmask of vCPUs whose SGI latch was newly set
+    /// (to kick).
     pub fn send_sgi(&mut self, sender: usize, icc_sgi1r: u64) -> u64 {
+        if self.shape != Shape::V3 {
+            return 0;
+        }
         let intid = ((icc_sgi1r >> 24) & 0xf) as usize;
         let broadcast = icc_sgi1r & (1 << 40) != 0;
         let aff321 = ((icc_sgi1r >> 16) & 0xff)
             | (((icc_sgi1r >> 32) & 0xff) << 8)
             | (((icc_sgi1r >> 48) & 0xff) << 16);
         let rs = (icc_sgi1r >> 44) & 0xf;
-        let mut kicked = 0;
+        let targets = self
+            .vcpus
+            .iter()
+            .enumerate()
+            .filter(|&(index, vcpu)| {
+                if broadcast {
+                    index != sender
+                } else {
+                    let mpidr = vcpu.mpidr;
+                    let aff0 = mpidr & 0xff;
+                    let mpidr321 = ((mpidr >> 8) & 0xffff) | ((mpidr >> 16) & 0xff_0000);
+                    mpidr321 == aff321 && aff0 >> 4 == rs && icc_sgi1r & (1 << (aff0 & 0xf)) != 0
+                }
+            })
+            .fold(0, |mask, (index, _)| mask | 1 << index);
+        self.latch_sgi(targets, intid, true)
+    }
+
+    /// Sets the pending latch of SGI `intid` on each vCPU in the bitmask `targets` (with
+    /// `group1_only`, only where the SGI is Group 1). Returns the vCPUs whose latch was newly set.
+    fn latch_sgi(&mut self, targets: u64, intid: usize, group1_only: bool) -> u64 {
+        let mut latched = 0;
         for (index, (vcpu, cands)) in self.vcpus.iter_mut().zip(&mut self.cands).enumerate() {
-            let targeted = if broadcast {
-                index != sender
-            } else {
-                let mpidr = vcpu.mpidr;
-                let aff0 = mpidr & 0xff;
-                let mpidr321 = ((mpidr >> 8) & 0xffff) | ((mpidr >> 16) & 0xff_0000);
-                mpidr321 == aff321 && aff0 >> 4 == rs && icc_sgi1r & (1 << (aff0 & 0xf)) != 0
-            };
             let sgi = &mut vcpu.private[intid];
-            if targeted && sgi.group1 && !sgi.latch {
+            if targets & 1 << index != 0 && (sgi.group1 || !group1_only) && !sgi.latch {
                 sgi.latch = true;
                 cands.private |= 1 << intid;
-                kicked |= 1 << index;
+                latched |= 1 << index;
             }
         }
-        kicked
+        latched
     }
 
     /// Maps `intid` (a PPI of `vcpu`, or an SPI) to physical INTID `pintid`: its LRs then get
@@ -418,8 +531,8 @@ impl Vgic {
     }
 
     /// The most urgent priority among the pending, forwardable interrupts of `vcpu` (in its LRs
-    /// or not), e.g. to compare with the guest's `ICH_VMCR_EL2.VPMR`. Exact after
-    /// [`Vgic::sync_from_lrs`].
+    /// or not), e.g. to compare with the guest's `ICH_VMCR_EL2.VPMR` (`GICH_VMCR.VMPriMask`).
+    /// Exact after [`Vgic::sync_from_lrs`].
     pub fn highest_pending_priority(&self, vcpu: usize) -> Option<u8> {
         let v = self.vcpus.get(vcpu)?;
         let private = v.private.iter();

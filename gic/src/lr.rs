@@ -1,7 +1,12 @@
-//! `ICH_LR<n>_EL2` encoding.
+//! List register encodings.
 //!
-//! vINTID \[31:0\], pINTID \[44:32\] (HW = 1) or EOI maintenance request \[41\] (HW = 0),
-//! Priority \[55:48\], Group \[60\], HW \[61\], State \[63:62\].
+//! The model's canonical encoding, in both shapes, is `ICH_LR<n>_EL2` (GICv3): vINTID
+//! \[31:0\], pINTID \[44:32\] (HW = 1) or EOI maintenance request \[41\] (HW = 0), Priority
+//! \[55:48\], Group \[60\], HW \[61\], State \[63:62\].
+//!
+//! A GICv2 hypervisor interface's `GICH_LR<n>` ([`to_gich`], [`from_gich`]): VirtualID \[9:0\],
+//! PhysicalID \[19:10\] (HW = 1) or EOI \[19\] and CPUID \[12:10\] (HW = 0), Priority \[27:23\]
+//! (the top 5 bits), State \[29:28\], Grp1 \[30\], HW \[31\].
 
 /// EOI maintenance interrupt request (HW = 0 only).
 pub const EOI: u64 = 1 << 41;
@@ -99,4 +104,62 @@ pub const fn encode(
         None => {}
     }
     lr
+}
+
+/// `GICH_LR.VirtualID` and `PhysicalID` width (10 bits).
+const GICH_ID_MASK: u32 = 0x3ff;
+/// `GICH_LR.PhysicalID` shift (HW = 1).
+const GICH_PHYSICAL_ID_SHIFT: u32 = 10;
+/// `GICH_LR.EOI` (HW = 0).
+const GICH_EOI: u32 = 1 << 19;
+/// `GICH_LR.Priority` shift: priority bits \[7:3\] in \[27:23\].
+const GICH_PRIORITY_SHIFT: u32 = 23;
+/// `GICH_LR.State` shift: pending \[28\], active \[29\].
+const GICH_STATE_SHIFT: u32 = 28;
+/// `GICH_LR.Grp1`.
+const GICH_GRP1: u32 = 1 << 30;
+/// `GICH_LR.HW`.
+const GICH_HW: u32 = 1 << 31;
+
+/// `lr` (canonical, as [`encode`] and [`crate::Vgic::flush_to_lrs`] produce it) as a GICv2
+/// `GICH_LR<n>` value. The vINTID and pINTID keep their low 10 bits, the priority its top 5
+/// (all that [`crate::PRIORITY_MASK`] leaves); CPUID is 0 (the model does not track SGI
+/// sources).
+pub const fn to_gich(lr: u64) -> u32 {
+    let state = state(lr);
+    let mut gich = (vintid(lr) & GICH_ID_MASK)
+        | ((priority(lr) as u32 >> 3) << GICH_PRIORITY_SHIFT)
+        | ((state.pending() as u32) << GICH_STATE_SHIFT)
+        | ((state.active() as u32) << (GICH_STATE_SHIFT + 1));
+    if lr & GROUP1 != 0 {
+        gich |= GICH_GRP1;
+    }
+    match pintid(lr) {
+        Some(p) => gich |= GICH_HW | ((p & GICH_ID_MASK) << GICH_PHYSICAL_ID_SHIFT),
+        None if lr & EOI != 0 => gich |= GICH_EOI,
+        None => {}
+    }
+    gich
+}
+
+/// A GICv2 `GICH_LR<n>` value in the canonical encoding, as [`crate::Vgic::sync_from_lrs`]
+/// takes it; the inverse of [`to_gich`] for every value it produces. CPUID and reserved bits
+/// are dropped.
+pub const fn from_gich(gich_lr: u32) -> u64 {
+    let hw = if gich_lr & GICH_HW != 0 {
+        Some((gich_lr >> GICH_PHYSICAL_ID_SHIFT) & GICH_ID_MASK)
+    } else {
+        None
+    };
+    encode(
+        gich_lr & GICH_ID_MASK,
+        (((gich_lr >> GICH_PRIORITY_SHIFT) & 0x1f) << 3) as u8,
+        gich_lr & GICH_GRP1 != 0,
+        hw,
+        gich_lr & GICH_EOI != 0,
+        LrState::from_bits(
+            gich_lr & (1 << GICH_STATE_SHIFT) != 0,
+            gich_lr & (2 << GICH_STATE_SHIFT) != 0,
+        ),
+    )
 }

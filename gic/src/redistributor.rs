@@ -1,7 +1,8 @@
-//! The redistributor frames of each vCPU (`RD_base` then `SGI_base` at +64 KiB, `GICR_*`).
+//! The redistributor frames of each vCPU of a GICv3 (`RD_base` then `SGI_base` at +64 KiB,
+//! `GICR_*`).
 
 use crate::distributor::{ID_REGS, IIDR, id_reg};
-use crate::{Bank, Vgic, regs};
+use crate::{Bank, Shape, Vgic, regs};
 
 const GICR_IIDR: u64 = 0x4;
 const GICR_TYPER: u64 = 0x8;
@@ -28,9 +29,9 @@ impl Vgic {
     /// `RD_base`, then `SGI_base` at 0x1_0000). `GICR_TYPER` takes 64-bit or 32-bit halves,
     /// `IPRIORITYR` bytes or words, the others words; anything else, an unknown vCPU and
     /// reserved registers (`GICR_CTLR`, `STATUSR`, `PROPBASER`, `PENDBASER`, `IGRPMODR0`,
-    /// `NSACR`, ...) read as zero.
+    /// `NSACR`, ...) read as zero, as does everything on a GICv2 (which has no redistributors).
     pub fn redistributor_read(&self, vcpu: usize, offset: u64, size: u8) -> u64 {
-        if vcpu >= self.vcpus.len() || offset >= FRAME_SIZE {
+        if self.shape != Shape::V3 || vcpu >= self.vcpus.len() || offset >= FRAME_SIZE {
             return 0;
         }
         if offset >= SGI_BASE {
@@ -41,7 +42,7 @@ impl Vgic {
             return 0;
         }
         if offset >= ID_REGS {
-            return id_reg(&GICR_IDS, offset, size);
+            return id_reg(&GICR_IDS, offset - ID_REGS, size);
         }
         match (offset, size) {
             (GICR_TYPER, 8) => self.gicr_typer(vcpu),
@@ -59,9 +60,9 @@ impl Vgic {
 
     /// A guest write of `size` bytes at `offset` in `vcpu`'s redistributor, with the access
     /// rules of [`Vgic::redistributor_read`]. Only `GICR_WAKER.ProcessorSleep` and the SGI
-    /// frame's per-interrupt registers hold state; the rest ignore writes.
+    /// frame's per-interrupt registers hold state; the rest (and a GICv2) ignore writes.
     pub fn redistributor_write(&mut self, vcpu: usize, offset: u64, size: u8, value: u64) {
-        if vcpu >= self.vcpus.len() || offset >= FRAME_SIZE {
+        if self.shape != Shape::V3 || vcpu >= self.vcpus.len() || offset >= FRAME_SIZE {
             return;
         }
         if offset >= SGI_BASE {

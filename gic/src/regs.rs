@@ -1,5 +1,5 @@
-//! The per-interrupt registers shared by the distributor and the redistributors' SGI frames
-//! (offsets 0x080..0xCFF of either frame).
+//! The per-interrupt registers shared by the GICv3 distributor, the redistributors' SGI frames
+//! and the GICv2 distributor (offsets 0x080..0xCFF of each frame).
 
 use crate::{Bank, PRIORITY_MASK, Trigger, Vgic};
 
@@ -13,8 +13,9 @@ pub(crate) const ICACTIVER: u64 = 0x380;
 pub(crate) const IPRIORITYR: u64 = 0x400;
 /// One past the last per-interrupt register (`ICFGR` ends at 0xCFF).
 pub(crate) const END: u64 = 0xd00;
-const ITARGETSR: u64 = 0x800;
-const ICFGR: u64 = 0xc00;
+/// `ITARGETSR` (the GICv2 frontend models it; RAZ/WI here).
+pub(crate) const ITARGETSR: u64 = 0x800;
+pub(crate) const ICFGR: u64 = 0xc00;
 
 impl Vgic {
     /// Reads a per-interrupt register at `offset` (in 0x080..0xCFF) of `bank`'s frame.
@@ -61,7 +62,9 @@ impl Vgic {
     }
 
     /// Writes a per-interrupt register at `offset` (in 0x080..0xCFF) of `bank`'s frame, with
-    /// the access rules of [`Vgic::irq_regs_read`]. SGI trigger modes are read-only.
+    /// the access rules of [`Vgic::irq_regs_read`]. SGI trigger modes are read-only; in the
+    /// GICv2 distributor so are the SGI bits of `ISPENDR`/`ICPENDR` (`SPENDSGIR`/`CPENDSGIR`
+    /// set and clear those).
     pub(crate) fn irq_regs_write(&mut self, bank: Bank, offset: u64, size: u8, value: u64) {
         if (IPRIORITYR..ITARGETSR).contains(&offset) && (size == 1 || size == 4) {
             if !offset.is_multiple_of(u64::from(size)) {
@@ -98,9 +101,13 @@ impl Vgic {
         }
         let first = ((offset & 0x7f) / 4 * 32) as u32;
         let register = offset & !0x7f;
+        let v2 = matches!(bank, Bank::V2(_));
         for i in 0..32 {
             let set = value & 1 << i != 0;
             if !set && register != IGROUPR {
+                continue;
+            }
+            if v2 && first + i < 16 && matches!(register, ISPENDR | ICPENDR) {
                 continue;
             }
             let Some(irq) = self.bank_irq_mut(bank, first + i) else {
@@ -138,7 +145,7 @@ impl Vgic {
     fn mark_bank(&mut self, bank: Bank, intid: u32) {
         match bank {
             Bank::Dist => self.mark(0, intid),
-            Bank::Redist(vcpu) => self.mark(vcpu, intid),
+            Bank::Redist(vcpu) | Bank::V2(vcpu) => self.mark(vcpu, intid),
         }
     }
 }

@@ -33,7 +33,8 @@ fn insert_best(best: &mut [u32], key: u32) {
 }
 
 impl Vgic {
-    /// Folds `vcpu`'s list registers (`ICH_LR<n>_EL2` after an exit) back into the model, using
+    /// Folds `vcpu`'s list registers (`ICH_LR<n>_EL2` after an exit; on a GICv2 hypervisor
+    /// interface the `GICH_LR<n>` values through [`lr::from_gich`]) back into the model, using
     /// the record of what the last [`Vgic::flush_to_lrs`] put in each LR (the vINTID field is
     /// not trusted). An LR that went invalid was completed by the guest: its interrupt is no
     /// longer active, and a level interrupt is pending again only while its line is high. An LR
@@ -82,7 +83,9 @@ impl Vgic {
     /// HW interrupt that is active waits in the model until the guest deactivates it).
     ///
     /// Returns true when some candidate did not fit (the hypervisor then asks for a maintenance
-    /// interrupt with `ICH_HCR_EL2.UIE`/`NPIE` to refill).
+    /// interrupt with `ICH_HCR_EL2.UIE`/`NPIE`, or `GICH_HCR`'s, to refill). The values are in
+    /// the canonical encoding in both shapes: [`lr::to_gich`] converts them for a GICv2
+    /// hypervisor interface.
     pub fn flush_to_lrs(&mut self, vcpu: usize, lrs: &mut [u64]) -> bool {
         let Some(c) = self.cands.get(vcpu) else {
             return false;

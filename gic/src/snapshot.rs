@@ -6,16 +6,22 @@
 //! Hardware mappings (`hw`) belong to the board, not the checkpoint: the restoring board keeps
 //! its own, and a hardware-mapped interrupt's pending state comes back from its device.
 
-use alloc::vec::Vec;
 use core::fmt;
 
 use checkpoint::{IrqState as SavedIrq, RedistributorState, SpiState, VgicState};
 
-use crate::{IrqState, Trigger, Vgic};
+use crate::{IrqState, Shape, Trigger, Vgic};
 
 /// Why a saved vGIC does not fit this one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RestoreError {
+    /// The saved state is of another GIC architecture version.
+    Shape {
+        /// The saved `gic_version` (2 or 3, or whatever a hand-made state holds).
+        saved: u8,
+        /// This vGIC's shape.
+        here: Shape,
+    },
     /// The saved state has a different number of SPIs.
     Spis {
         /// SPIs in the saved state.
@@ -37,6 +43,13 @@ pub enum RestoreError {
 impl fmt::Display for RestoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Shape { saved, here } => {
+                write!(
+                    f,
+                    "the saved vGIC is a GICv{saved}, this instance's a GICv{}",
+                    here.version()
+                )
+            }
             Self::Spis { saved, here } => {
                 write!(f, "the saved vGIC has {saved} SPIs, this one {here}")
             }
@@ -90,6 +103,7 @@ impl Vgic {
     /// vCPU of the instance runs and after each one's list registers were synced.
     pub fn save(&self) -> VgicState {
         VgicState {
+            gic_version: self.shape.version(),
             ctlr: self.ctlr,
             spis: self
                 .spis
@@ -97,6 +111,7 @@ impl Vgic {
                 .map(|spi| SpiState {
                     irq: save_irq(&spi.irq),
                     route: spi.irouter,
+                    targets: spi.targets,
                 })
                 .collect(),
             redistributors: self
@@ -113,9 +128,16 @@ impl Vgic {
     }
 
     /// Takes on `saved` (from [`Vgic::save`] on another board): every interrupt's enable,
-    /// pending, active, level, trigger, priority and group, SPI routes and redistributor wake
-    /// state. No list register holds anything afterwards. On error nothing has changed.
+    /// pending, active, level, trigger, priority and group, SPI routes (GICv3 `route`, GICv2
+    /// `targets`, the other ignored) and redistributor wake state. No list register holds
+    /// anything afterwards. A state of the other shape is refused. On error nothing has changed.
     pub fn restore(&mut self, saved: &VgicState) -> Result<(), RestoreError> {
+        if saved.gic_version != self.shape.version() {
+            return Err(RestoreError::Shape {
+                saved: saved.gic_version,
+                here: self.shape,
+            });
+        }
         if saved.spis.len() != self.spis.len() {
             return Err(RestoreError::Spis {
                 saved: saved.spis.len(),
@@ -131,23 +153,30 @@ impl Vgic {
         if let Some(bad) = saved.redistributors.iter().find(|r| r.private.len() != 32) {
             return Err(RestoreError::PrivateInterrupts(bad.private.len()));
         }
+        let v3 = self.shape == Shape::V3;
         self.ctlr = saved.ctlr & 0b11;
         for (vcpu, saved) in self.vcpus.iter_mut().zip(&saved.redistributors) {
-            vcpu.sleep = saved.asleep;
+            // A GICv2 has no redistributors to sleep.
+            vcpu.sleep = saved.asleep && v3;
             vcpu.lrs = [None; crate::MAX_LRS];
             for (irq, saved) in vcpu.private.iter_mut().zip(&saved.private) {
                 restore_irq(irq, saved);
                 irq.active_vcpu = None;
             }
         }
-        let routes: Vec<u64> = saved.spis.iter().map(|spi| spi.route).collect();
+        let cpus = self.v2_cpu_mask();
         for (index, saved) in saved.spis.iter().enumerate() {
-            restore_irq(&mut self.spis[index].irq, &saved.irq);
-        }
-        for (index, route) in routes.into_iter().enumerate() {
-            let target = self.resolve_route(route & crate::distributor::IROUTER_MASK);
+            let (irouter, targets, target) = if v3 {
+                let irouter = saved.route & crate::distributor::IROUTER_MASK;
+                (irouter, 0, self.resolve_route(irouter))
+            } else {
+                let targets = saved.targets & cpus;
+                (0, targets, Self::v2_target(targets))
+            };
             let spi = &mut self.spis[index];
-            spi.irouter = route & crate::distributor::IROUTER_MASK;
+            restore_irq(&mut spi.irq, &saved.irq);
+            spi.irouter = irouter;
+            spi.targets = targets;
             spi.target = target;
             // An active SPI returns to the vCPU it is routed to.
             spi.irq.active_vcpu = spi.irq.active.then_some(target).flatten();

@@ -1,9 +1,13 @@
 //! Property test: the vGIC against a reference model of GIC pending/active semantics, for
 //! edge-triggered SPIs on one vCPU whose guest acknowledges and completes interrupts through
-//! its list registers while device events and distributor writes happen at exits.
+//! its list registers while device events and distributor writes happen at exits; a GICv3
+//! (Group 1) or a GICv2 (Group 0, list registers through `GICH_LR`).
 
-use gic::Vgic;
+mod common;
+
+use common::{flush, sync, write};
 use gic::lr::{self, LrState};
+use gic::{Shape, Vgic};
 use proptest::prelude::*;
 
 const FIRST: u32 = 32;
@@ -122,7 +126,7 @@ fn apply(v: &mut Vgic, reference: &mut [Reference], op: &Exit) {
         Exit::ClearActive(i) => (i, 0x380),
     };
     let (word, bit) = word_bit(intid);
-    v.distributor_write(reg + word, 4, bit);
+    write(v, 0, reg + word, 4, bit);
     let r = &mut reference[(intid - FIRST) as usize];
     match reg {
         0x200 => r.pending = true,
@@ -135,10 +139,11 @@ fn apply(v: &mut Vgic, reference: &mut [Reference], op: &Exit) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(500))]
 
     #[test]
     fn matches_the_reference_model(
+        v2 in any::<bool>(),
         priorities in proptest::collection::vec(0u8..32, COUNT as usize),
         runs in proptest::collection::vec(
             (
@@ -149,19 +154,23 @@ proptest! {
             1..40,
         ),
     ) {
-        let mut v = Vgic::new(1, vec![0], 32);
-        v.distributor_write(0x0, 4, 0x2);
-        v.distributor_write(0xc08, 4, 0xaaaa_aaaa);
+        let shape = if v2 { Shape::V2 } else { Shape::V3 };
+        let mut v = common::vgic(shape, 1, 32);
+        // Only the group the interrupts reset to: Group 1 on a GICv3, Group 0 on a GICv2.
+        write(&mut v, 0, 0x0, 4, if common::resets_group1(shape) { 0x2 } else { 0x1 });
+        write(&mut v, 0, 0xc08, 4, 0xaaaa_aaaa);
         let mut reference = vec![Reference::default(); COUNT as usize];
         for (i, &p) in priorities.iter().enumerate() {
-            v.distributor_write(0x400 + u64::from(FIRST) + i as u64, 1, u64::from(p) * 8);
+            let intid = FIRST + i as u32;
+            write(&mut v, 0, 0x400 + u64::from(intid), 1, u64::from(p) * 8);
+            common::route(&mut v, intid, 0);
         }
         let mut lrs = [0u64; 4];
         for (exits, guest, late) in &runs {
             for op in exits {
                 apply(&mut v, &mut reference, op);
             }
-            let overflow = v.flush_to_lrs(0, &mut lrs);
+            let overflow = flush(&mut v, 0, &mut lrs);
             check_lrs(&lrs, &reference, overflow);
             for op in guest {
                 match op {
@@ -173,7 +182,7 @@ proptest! {
             for op in late {
                 apply(&mut v, &mut reference, op);
             }
-            v.sync_from_lrs(0, &lrs);
+            sync(&mut v, 0, &lrs);
             for (i, r) in reference.iter().enumerate() {
                 let irq = v.irq(0, FIRST + i as u32).unwrap();
                 prop_assert_eq!(irq.is_pending(), r.pending, "INTID {} pending", FIRST + i as u32);
@@ -182,18 +191,18 @@ proptest! {
             prop_assert_eq!(v.has_pending(0), reference.iter().any(|r| r.pending && r.enabled));
         }
         // Enable everything and let the guest finish: all that is pending is delivered once.
-        v.distributor_write(0x104, 4, 0xffff_ffff);
+        write(&mut v, 0, 0x104, 4, 0xffff_ffff);
         for r in &mut reference {
             r.enabled = true;
         }
         for _ in 0..100 {
-            let overflow = v.flush_to_lrs(0, &mut lrs);
+            let overflow = flush(&mut v, 0, &mut lrs);
             check_lrs(&lrs, &reference, overflow);
             while lrs.iter().any(|&x| lr::state(x).active()) {
                 eoi(&mut lrs, &mut reference, 0);
             }
             ack(&mut lrs, &mut reference);
-            v.sync_from_lrs(0, &lrs);
+            sync(&mut v, 0, &lrs);
         }
         prop_assert!(reference.iter().all(|r| !r.pending && !r.active));
         prop_assert_eq!(v.pending_targets(), 0);

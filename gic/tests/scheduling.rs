@@ -1,9 +1,11 @@
-//! List-register scheduling against a simulated guest CPU interface.
+//! List-register scheduling against a simulated guest CPU interface, for both shapes: the
+//! scheduling is one model, the shapes differ only in their register frontends and LR encoding.
 
+mod common;
+
+use common::{flush, read, resets_group1, route, sync, write};
 use gic::lr::{self, LrState};
-use gic::{Trigger, Vgic};
-
-const SGI: u64 = 0x1_0000;
+use gic::{Shape, Trigger, Vgic};
 
 /// A guest CPU interface acting on its list registers as the hardware does (EOImode 0).
 struct Guest {
@@ -50,13 +52,13 @@ impl Guest {
 fn drain(v: &mut Vgic, vcpu: usize, g: &mut Guest) -> Vec<u32> {
     let mut delivered = Vec::new();
     for _ in 0..1000 {
-        let more = v.flush_to_lrs(vcpu, &mut g.lrs);
+        let more = flush(v, vcpu, &mut g.lrs);
         let before = delivered.len();
         while let Some(intid) = g.ack() {
             delivered.push(intid);
             g.eoi(intid);
         }
-        v.sync_from_lrs(vcpu, &g.lrs);
+        sync(v, vcpu, &g.lrs);
         if delivered.len() == before && !more {
             return delivered;
         }
@@ -64,35 +66,35 @@ fn drain(v: &mut Vgic, vcpu: usize, g: &mut Guest) -> Vec<u32> {
     panic!("no quiescence");
 }
 
-/// 4 vCPUs (MPIDR 0..3), 64 SPIs, both groups enabled, every SPI enabled and edge-triggered
-/// with priority 0xa0, every SGI/PPI enabled.
-fn setup() -> Vgic {
-    let mut v = Vgic::new(4, vec![0, 1, 2, 3], 64);
-    v.distributor_write(0x0, 4, 0x3);
+/// 4 vCPUs (GICv3: MPIDR 0..3), 64 SPIs routed to vCPU 0, both groups enabled, every SPI
+/// enabled and edge-triggered with priority 0xa0, every SGI/PPI enabled; groups as they reset.
+fn setup(shape: Shape) -> Vgic {
+    let mut v = common::vgic(shape, 4, 64);
+    write(&mut v, 0, 0x0, 4, 0x3);
     for word in 1..3 {
-        v.distributor_write(0x100 + 4 * word, 4, 0xffff_ffff);
+        write(&mut v, 0, 0x100 + 4 * word, 4, 0xffff_ffff);
     }
     for word in 2..6 {
-        v.distributor_write(0xc00 + 4 * word, 4, 0xaaaa_aaaa);
+        write(&mut v, 0, 0xc00 + 4 * word, 4, 0xaaaa_aaaa);
     }
     for intid in 32..96 {
-        v.distributor_write(0x400 + intid, 1, 0xa0);
+        write(&mut v, 0, 0x400 + intid, 1, 0xa0);
+        route(&mut v, intid as u32, 0);
     }
     for vcpu in 0..4 {
-        v.redistributor_write(vcpu, SGI + 0x100, 4, 0xffff_ffff);
-        v.redistributor_write(vcpu, 0x14, 4, 0);
+        write(&mut v, vcpu, 0x100, 4, 0xffff_ffff);
     }
     v
 }
 
 fn set_priority(v: &mut Vgic, intid: u32, prio: u8) {
-    v.distributor_write(0x400 + u64::from(intid), 1, prio.into());
+    write(v, 0, 0x400 + u64::from(intid), 1, prio.into());
 }
 
 fn make_level(v: &mut Vgic, intid: u32) {
     let word = 0xc00 + u64::from(intid / 16) * 4;
-    let cfg = v.distributor_read(word, 4) & !(2 << (2 * (intid % 16)));
-    v.distributor_write(word, 4, cfg);
+    let cfg = read(v, 0, word, 4) & !(2 << (2 * (intid % 16)));
+    write(v, 0, word, 4, cfg);
     assert_eq!(v.irq(0, intid).unwrap().trigger, Trigger::Level);
 }
 
@@ -118,9 +120,8 @@ fn lr_encoding() {
     assert_eq!(lr::with_state(value, LrState::Invalid) >> 62, 0);
 }
 
-#[test]
-fn priority_order_into_four_lrs_then_the_rest() {
-    let mut v = setup();
+fn priority_order_into_four_lrs_then_the_rest(shape: Shape) {
+    let mut v = setup(shape);
     let prios = [
         (40, 0x90),
         (41, 0x10),
@@ -134,13 +135,17 @@ fn priority_order_into_four_lrs_then_the_rest() {
         v.pulse(0, intid);
     }
     let mut g = Guest::new();
-    assert!(v.flush_to_lrs(0, &mut g.lrs), "2 did not fit");
+    assert!(flush(&mut v, 0, &mut g.lrs), "2 did not fit");
     assert_eq!(
         g.contents(),
         [41, 45, 43, 44].map(|i| (i, LrState::Pending)).to_vec()
     );
     for &value in &g.lrs {
-        assert_ne!(value & lr::GROUP1, 0);
+        assert_eq!(
+            value & lr::GROUP1 != 0,
+            resets_group1(shape),
+            "the group the interrupts reset to"
+        );
         assert_eq!(value & (lr::EOI | lr::HW), 0, "edge, no HW");
     }
     assert_eq!(lr::priority(g.lrs[0]), 0x10);
@@ -148,8 +153,8 @@ fn priority_order_into_four_lrs_then_the_rest() {
     for slot in 0..4 {
         g.lrs[slot] = lr::with_state(g.lrs[slot], LrState::Invalid);
     }
-    v.sync_from_lrs(0, &g.lrs);
-    assert!(!v.flush_to_lrs(0, &mut g.lrs), "the rest fits");
+    sync(&mut v, 0, &g.lrs);
+    assert!(!flush(&mut v, 0, &mut g.lrs), "the rest fits");
     assert_eq!(
         g.contents(),
         [(40, LrState::Pending), (42, LrState::Pending)]
@@ -160,18 +165,17 @@ fn priority_order_into_four_lrs_then_the_rest() {
     assert!(!v.has_pending(0));
 }
 
-#[test]
-fn more_urgent_interrupt_displaces_a_pending_lr() {
-    let mut v = setup();
+fn more_urgent_interrupt_displaces_a_pending_lr(shape: Shape) {
+    let mut v = setup(shape);
     for intid in 32..36 {
         v.pulse(0, intid);
     }
     let mut g = Guest::new();
-    assert!(!v.flush_to_lrs(0, &mut g.lrs));
-    v.sync_from_lrs(0, &g.lrs);
+    assert!(!flush(&mut v, 0, &mut g.lrs));
+    sync(&mut v, 0, &g.lrs);
     set_priority(&mut v, 50, 0x00);
     v.pulse(0, 50);
-    assert!(v.flush_to_lrs(0, &mut g.lrs));
+    assert!(flush(&mut v, 0, &mut g.lrs));
     assert_eq!(lr::vintid(g.lrs[0]), 50);
     let mut got = drain(&mut v, 0, &mut g);
     got.sort_unstable();
@@ -182,9 +186,8 @@ fn more_urgent_interrupt_displaces_a_pending_lr() {
     );
 }
 
-#[test]
-fn interrupt_storm_each_delivered_exactly_once() {
-    let mut v = setup();
+fn interrupt_storm_each_delivered_exactly_once(shape: Shape) {
+    let mut v = setup(shape);
     for intid in 32..72u32 {
         set_priority(&mut v, intid, ((intid * 37) % 32) as u8 * 8);
         for _ in 0..3 {
@@ -197,15 +200,14 @@ fn interrupt_storm_each_delivered_exactly_once() {
     delivered.sort_unstable();
     assert_eq!(delivered, (32..72).collect::<Vec<_>>());
     assert!(!v.has_pending(0));
-    assert_eq!(v.distributor_read(0x204, 4), 0);
+    assert_eq!(read(&v, 0, 0x204, 4), 0);
 }
 
-#[test]
-fn interrupt_storm_with_exits_inside_handlers() {
+fn interrupt_storm_with_exits_inside_handlers(shape: Shape) {
     // Each run the guest completes what it acknowledged last run and acknowledges one more
     // (so there is always an active interrupt held over an exit), while new pulses arrive at
     // every exit.
-    let mut v = setup();
+    let mut v = setup(shape);
     for intid in 32..96u32 {
         set_priority(&mut v, intid, ((intid * 11) % 32) as u8 * 8);
     }
@@ -220,7 +222,7 @@ fn interrupt_storm_with_exits_inside_handlers() {
                 next += 1;
             }
         }
-        v.flush_to_lrs(0, &mut g.lrs);
+        flush(&mut v, 0, &mut g.lrs);
         let mut seen: Vec<u32> = g.contents().iter().map(|c| c.0).collect();
         seen.dedup();
         assert_eq!(seen.len(), g.contents().len(), "an INTID in two LRs");
@@ -231,7 +233,7 @@ fn interrupt_storm_with_exits_inside_handlers() {
         if let Some(intid) = handling {
             delivered[intid as usize] += 1;
         }
-        v.sync_from_lrs(0, &g.lrs);
+        sync(&mut v, 0, &g.lrs);
         if next == 96 && handling.is_none() && !v.has_pending(0) {
             break;
         }
@@ -240,105 +242,95 @@ fn interrupt_storm_with_exits_inside_handlers() {
     assert_eq!(delivered[32..], [1; 64]);
 }
 
-#[test]
-fn level_line_redelivered_until_lowered() {
-    let mut v = setup();
+fn level_line_redelivered_until_lowered(shape: Shape) {
+    let mut v = setup(shape);
     make_level(&mut v, 33);
     assert_eq!(v.set_line(0, 33, true), Some(0), "kick vCPU 0");
     let mut g = Guest::new();
     for _ in 0..3 {
-        assert!(!v.flush_to_lrs(0, &mut g.lrs));
+        assert!(!flush(&mut v, 0, &mut g.lrs));
         assert_eq!(g.contents(), [(33, LrState::Pending)]);
         assert_ne!(g.lrs[0] & lr::EOI, 0, "level: EOI maintenance requested");
         assert_eq!(g.ack(), Some(33));
         g.eoi(33);
-        v.sync_from_lrs(0, &g.lrs);
+        sync(&mut v, 0, &g.lrs);
         assert!(v.has_pending(0), "line still high");
     }
     // The handler quiets the device (a trapped access: exit, line low, entry), then EOIs.
-    v.flush_to_lrs(0, &mut g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(g.ack(), Some(33));
-    v.sync_from_lrs(0, &g.lrs);
+    sync(&mut v, 0, &g.lrs);
     v.set_line(0, 33, false);
-    v.flush_to_lrs(0, &mut g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(g.contents(), [(33, LrState::Active)], "kept while active");
     g.eoi(33);
-    v.sync_from_lrs(0, &g.lrs);
+    sync(&mut v, 0, &g.lrs);
     assert!(drain(&mut v, 0, &mut g).is_empty());
     assert!(!v.has_pending(0));
 }
 
-#[test]
-fn level_line_high_while_active_is_pending_and_active() {
-    let mut v = setup();
+fn level_line_high_while_active_is_pending_and_active(shape: Shape) {
+    let mut v = setup(shape);
     make_level(&mut v, 40);
     v.set_line(0, 40, true);
     let mut g = Guest::new();
-    v.flush_to_lrs(0, &mut g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(g.ack(), Some(40));
-    v.sync_from_lrs(0, &g.lrs);
-    v.flush_to_lrs(0, &mut g.lrs);
+    sync(&mut v, 0, &g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(g.contents(), [(40, LrState::PendingActive)]);
     g.eoi(40);
     assert_eq!(g.ack(), Some(40), "taken again after EOI");
 }
 
-#[test]
-fn software_pended_level_interrupt_delivered_once() {
-    let mut v = setup();
+fn software_pended_level_interrupt_delivered_once(shape: Shape) {
+    let mut v = setup(shape);
     make_level(&mut v, 34);
-    v.distributor_write(0x204, 4, 1 << 2);
+    write(&mut v, 0, 0x204, 4, 1 << 2);
     let mut g = Guest::new();
     assert_eq!(drain(&mut v, 0, &mut g), [34]);
-    assert_eq!(
-        v.distributor_read(0x204, 4),
-        0,
-        "acknowledging cleared the latch"
-    );
+    assert_eq!(read(&v, 0, 0x204, 4), 0, "acknowledging cleared the latch");
 }
 
-#[test]
-fn edge_pulses_merge_until_delivered() {
-    let mut v = setup();
+fn edge_pulses_merge_until_delivered(shape: Shape) {
+    let mut v = setup(shape);
     for _ in 0..5 {
         assert_eq!(v.pulse(0, 50), Some(0));
     }
     let mut g = Guest::new();
-    v.flush_to_lrs(0, &mut g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(g.contents(), [(50, LrState::Pending)]);
-    v.sync_from_lrs(0, &g.lrs);
+    sync(&mut v, 0, &g.lrs);
     v.pulse(0, 50);
-    v.flush_to_lrs(0, &mut g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(g.contents(), [(50, LrState::Pending)], "still one");
     assert_eq!(drain(&mut v, 0, &mut g), [50]);
 }
 
-#[test]
-fn edge_pulse_while_active_delivered_again_after_eoi() {
-    let mut v = setup();
+fn edge_pulse_while_active_delivered_again_after_eoi(shape: Shape) {
+    let mut v = setup(shape);
     v.pulse(0, 50);
     let mut g = Guest::new();
-    v.flush_to_lrs(0, &mut g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(g.ack(), Some(50));
-    v.sync_from_lrs(0, &g.lrs);
+    sync(&mut v, 0, &g.lrs);
     v.pulse(0, 50);
     v.pulse(0, 50);
-    assert!(!v.flush_to_lrs(0, &mut g.lrs));
+    assert!(!flush(&mut v, 0, &mut g.lrs));
     assert_eq!(g.contents(), [(50, LrState::PendingActive)]);
     assert_eq!(g.ack(), None, "not before the EOI");
     g.eoi(50);
     assert_eq!(g.ack(), Some(50));
     g.eoi(50);
-    v.sync_from_lrs(0, &g.lrs);
+    sync(&mut v, 0, &g.lrs);
     assert!(
         drain(&mut v, 0, &mut g).is_empty(),
         "delivered twice in all"
     );
 }
 
-#[test]
-fn edge_rising_edges_of_set_line() {
-    let mut v = setup();
+fn edge_rising_edges_of_set_line(shape: Shape) {
+    let mut v = setup(shape);
     v.set_line(0, 60, true);
     v.set_line(0, 60, true);
     let mut g = Guest::new();
@@ -349,15 +341,14 @@ fn edge_rising_edges_of_set_line() {
     assert_eq!(drain(&mut v, 0, &mut g), [60]);
 }
 
-#[test]
-fn hw_mapped_virtual_timer() {
-    let mut v = setup();
+fn hw_mapped_virtual_timer(shape: Shape) {
+    let mut v = setup(shape);
     v.set_hw_mapping(1, 27, Some(27));
-    v.distributor_write(0x0, 4, 0x3);
-    v.redistributor_write(1, SGI + 0x41b, 1, 0x20);
+    write(&mut v, 0, 0x0, 4, 0x3);
+    write(&mut v, 1, 0x41b, 1, 0x20);
     assert_eq!(v.set_line(1, 27, true), Some(1));
     let mut g = Guest::new();
-    assert!(!v.flush_to_lrs(1, &mut g.lrs));
+    assert!(!flush(&mut v, 1, &mut g.lrs));
     let value = g.lrs[0];
     assert_eq!(lr::vintid(value), 27);
     assert_eq!(lr::pintid(value), Some(27));
@@ -365,123 +356,129 @@ fn hw_mapped_virtual_timer() {
     assert_eq!(value & lr::EOI, 0);
     assert_eq!(lr::priority(value), 0x20);
     // The physical interrupt is owned by the guest now: the line was consumed.
-    v.sync_from_lrs(1, &g.lrs);
+    sync(&mut v, 1, &g.lrs);
     assert!(v.has_pending(1), "still pending in the LR");
-    v.flush_to_lrs(1, &mut g.lrs);
+    flush(&mut v, 1, &mut g.lrs);
     assert_eq!(g.ack(), Some(27));
-    v.sync_from_lrs(1, &g.lrs);
+    sync(&mut v, 1, &g.lrs);
     assert!(!v.has_pending(1));
     // The physical timer fires again while the virtual one is active: never pending+active
     // with HW = 1; it waits for the deactivation.
     v.set_line(1, 27, true);
-    assert!(!v.flush_to_lrs(1, &mut g.lrs));
+    assert!(!flush(&mut v, 1, &mut g.lrs));
     assert_eq!(g.contents(), [(27, LrState::Active)]);
     g.eoi(27);
-    v.sync_from_lrs(1, &g.lrs);
+    sync(&mut v, 1, &g.lrs);
     assert_eq!(drain(&mut v, 1, &mut g), [27]);
     assert!(drain(&mut v, 0, &mut g).is_empty(), "PPIs are per vCPU");
     v.set_hw_mapping(1, 27, None);
     v.set_line(1, 27, true);
-    v.flush_to_lrs(1, &mut g.lrs);
+    flush(&mut v, 1, &mut g.lrs);
     assert_eq!(g.lrs[0] & lr::HW, 0);
     assert_ne!(g.lrs[0] & lr::EOI, 0);
 }
 
-#[test]
-fn disabled_interrupts_not_delivered() {
-    let mut v = setup();
-    v.distributor_write(0x184, 4, 1 << 5);
+fn disabled_interrupts_not_delivered(shape: Shape) {
+    let mut v = setup(shape);
+    write(&mut v, 0, 0x184, 4, 1 << 5);
     assert_eq!(v.pulse(0, 37), None, "nothing to kick");
     let mut g = Guest::new();
-    assert!(!v.flush_to_lrs(0, &mut g.lrs));
+    assert!(!flush(&mut v, 0, &mut g.lrs));
     assert!(g.contents().is_empty());
     assert!(!v.has_pending(0));
-    assert_eq!(v.distributor_read(0x204, 4), 1 << 5, "pending all the same");
-    v.distributor_write(0x104, 4, 1 << 5);
+    assert_eq!(read(&v, 0, 0x204, 4), 1 << 5, "pending all the same");
+    write(&mut v, 0, 0x104, 4, 1 << 5);
     assert!(v.has_pending(0));
     assert_eq!(drain(&mut v, 0, &mut g), [37]);
     // PPIs and SGIs too.
-    v.redistributor_write(0, SGI + 0x180, 4, 1 << 23);
+    write(&mut v, 0, 0x180, 4, 1 << 23);
     v.set_line(0, 23, true);
     assert!(drain(&mut v, 0, &mut g).is_empty());
 }
 
-#[test]
-fn disabling_while_in_an_lr_keeps_it_pending() {
-    let mut v = setup();
+fn disabling_while_in_an_lr_keeps_it_pending(shape: Shape) {
+    let mut v = setup(shape);
     v.pulse(0, 40);
     let mut g = Guest::new();
-    v.flush_to_lrs(0, &mut g.lrs);
-    v.distributor_write(0x184, 4, 1 << 8);
-    v.sync_from_lrs(0, &g.lrs);
-    v.flush_to_lrs(0, &mut g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
+    write(&mut v, 0, 0x184, 4, 1 << 8);
+    sync(&mut v, 0, &g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
     assert!(g.contents().is_empty());
-    assert_eq!(v.distributor_read(0x204, 4), 1 << 8);
-    v.distributor_write(0x104, 4, 1 << 8);
+    assert_eq!(read(&v, 0, 0x204, 4), 1 << 8);
+    write(&mut v, 0, 0x104, 4, 1 << 8);
     assert_eq!(drain(&mut v, 0, &mut g), [40]);
 }
 
-#[test]
-fn gicd_ctlr_group_enables_gate_delivery() {
-    let mut v = setup();
-    v.distributor_write(0x0, 4, 0);
+fn gicd_ctlr_group_enables_gate_delivery(shape: Shape) {
+    let mut v = setup(shape);
+    write(&mut v, 0, 0x0, 4, 0);
+    write(&mut v, 0, 0x84, 4, 0xffff_ffff);
     v.pulse(0, 40);
     let mut g = Guest::new();
     assert!(drain(&mut v, 0, &mut g).is_empty());
     assert!(!v.has_pending(0));
-    v.distributor_write(0x0, 4, 0x1);
+    write(&mut v, 0, 0x0, 4, 0x1);
     assert!(
         drain(&mut v, 0, &mut g).is_empty(),
         "Group 0 enable does not help Group 1"
     );
-    v.distributor_write(0x0, 4, 0x2);
+    write(&mut v, 0, 0x0, 4, 0x2);
     assert_eq!(v.pending_targets(), 0b1);
     assert_eq!(drain(&mut v, 0, &mut g), [40]);
     // A Group 0 SPI needs EnableGrp0, and its LR has Group = 0.
-    v.distributor_write(0x84, 4, !(1 << 9));
+    write(&mut v, 0, 0x84, 4, !(1 << 9));
     v.pulse(0, 41);
     assert!(drain(&mut v, 0, &mut g).is_empty());
-    v.distributor_write(0x0, 4, 0x1);
-    v.flush_to_lrs(0, &mut g.lrs);
+    write(&mut v, 0, 0x0, 4, 0x1);
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(lr::vintid(g.lrs[0]), 41);
     assert_eq!(g.lrs[0] & lr::GROUP1, 0);
+    assert_eq!(drain(&mut v, 0, &mut g), [41]);
+    // Private interrupts are gated the same way.
+    write(&mut v, 0, 0x0, 4, 0x2);
+    write(&mut v, 0, 0x80, 4, 0);
+    v.pulse(0, 5);
+    v.pulse(0, 20);
+    assert!(drain(&mut v, 0, &mut g).is_empty());
+    assert!(!v.has_pending(0));
+    write(&mut v, 0, 0x0, 4, 0x1);
+    assert_eq!(drain(&mut v, 0, &mut g), [5, 20]);
 }
 
-#[test]
-fn spi_never_in_two_lrs_when_rerouted() {
-    let mut v = setup();
+fn spi_never_in_two_lrs_when_rerouted(shape: Shape) {
+    let mut v = setup(shape);
     v.pulse(0, 45);
     let mut g0 = Guest::new();
     let mut g1 = Guest::new();
-    v.flush_to_lrs(0, &mut g0.lrs);
+    flush(&mut v, 0, &mut g0.lrs);
     assert_eq!(g0.contents(), [(45, LrState::Pending)]);
-    v.distributor_write(0x6000 + 8 * 45, 8, 1);
+    route(&mut v, 45, 1);
     assert_eq!(v.spi_target(45), Some(1));
     // vCPU 0 still runs with it in an LR: vCPU 1 must not get it.
-    v.flush_to_lrs(1, &mut g1.lrs);
+    flush(&mut v, 1, &mut g1.lrs);
     assert!(g1.contents().is_empty());
-    v.sync_from_lrs(0, &g0.lrs);
+    sync(&mut v, 0, &g0.lrs);
     assert!(drain(&mut v, 0, &mut g0).is_empty());
     assert_eq!(drain(&mut v, 1, &mut g1), [45]);
 }
 
-#[test]
-fn active_spi_returns_to_the_vcpu_it_is_active_on() {
-    let mut v = setup();
+fn active_spi_returns_to_the_vcpu_it_is_active_on(shape: Shape) {
+    let mut v = setup(shape);
     v.pulse(0, 45);
     let mut g0 = Guest::new();
     let mut g1 = Guest::new();
-    v.flush_to_lrs(0, &mut g0.lrs);
+    flush(&mut v, 0, &mut g0.lrs);
     assert_eq!(g0.ack(), Some(45));
-    v.sync_from_lrs(0, &g0.lrs);
-    v.distributor_write(0x6000 + 8 * 45, 8, 1);
+    sync(&mut v, 0, &g0.lrs);
+    route(&mut v, 45, 1);
     v.pulse(0, 45);
-    v.flush_to_lrs(1, &mut g1.lrs);
+    flush(&mut v, 1, &mut g1.lrs);
     assert!(g1.contents().is_empty());
-    v.flush_to_lrs(0, &mut g0.lrs);
+    flush(&mut v, 0, &mut g0.lrs);
     assert_eq!(g0.contents(), [(45, LrState::PendingActive)]);
     g0.eoi(45);
-    v.sync_from_lrs(0, &g0.lrs);
+    sync(&mut v, 0, &g0.lrs);
     assert!(v.irq(0, 45).unwrap().model_pending());
     assert!(
         drain(&mut v, 0, &mut g0).is_empty(),
@@ -490,98 +487,86 @@ fn active_spi_returns_to_the_vcpu_it_is_active_on() {
     assert_eq!(drain(&mut v, 1, &mut g1), [45]);
 }
 
-#[test]
-fn distributor_clears_while_in_flight() {
-    let mut v = setup();
+fn distributor_clears_while_in_flight(shape: Shape) {
+    let mut v = setup(shape);
     v.pulse(0, 40);
     v.pulse(0, 41);
     let mut g = Guest::new();
-    v.flush_to_lrs(0, &mut g.lrs);
-    assert_eq!(
-        v.distributor_read(0x204, 4),
-        0b11 << 8,
-        "in-flight reads pending"
-    );
-    v.distributor_write(0x284, 4, 1 << 8);
-    assert_eq!(v.distributor_read(0x204, 4), 0b10 << 8);
+    flush(&mut v, 0, &mut g.lrs);
+    assert_eq!(read(&v, 0, 0x204, 4), 0b11 << 8, "in-flight reads pending");
+    write(&mut v, 0, 0x284, 4, 1 << 8);
+    assert_eq!(read(&v, 0, 0x204, 4), 0b10 << 8);
     assert_eq!(g.ack(), Some(40), "the LR still has it until the next exit");
-    v.sync_from_lrs(0, &g.lrs);
-    assert_eq!(v.distributor_read(0x304, 4), 1 << 8, "active");
-    v.flush_to_lrs(0, &mut g.lrs);
-    v.distributor_write(0x384, 4, 1 << 8);
-    assert_eq!(v.distributor_read(0x304, 4), 0);
-    v.sync_from_lrs(0, &g.lrs);
-    assert_eq!(
-        v.distributor_read(0x304, 4),
-        0,
-        "ICACTIVER wins over the stale LR"
-    );
-    v.flush_to_lrs(0, &mut g.lrs);
+    sync(&mut v, 0, &g.lrs);
+    assert_eq!(read(&v, 0, 0x304, 4), 1 << 8, "active");
+    flush(&mut v, 0, &mut g.lrs);
+    write(&mut v, 0, 0x384, 4, 1 << 8);
+    assert_eq!(read(&v, 0, 0x304, 4), 0);
+    sync(&mut v, 0, &g.lrs);
+    assert_eq!(read(&v, 0, 0x304, 4), 0, "ICACTIVER wins over the stale LR");
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(g.contents(), [(41, LrState::Pending)]);
     // ISACTIVER puts an interrupt in the LRs as active (so the guest could deactivate it).
-    v.distributor_write(0x304, 4, 1 << 12);
-    v.flush_to_lrs(0, &mut g.lrs);
+    write(&mut v, 0, 0x304, 4, 1 << 12);
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(
         g.contents(),
         [(44, LrState::Active), (41, LrState::Pending)]
     );
 }
 
-#[test]
-fn flush_without_sync_is_stable() {
-    let mut v = setup();
+fn flush_without_sync_is_stable(shape: Shape) {
+    let mut v = setup(shape);
     for intid in 32..38 {
         v.pulse(0, intid);
     }
     let mut g = Guest::new();
-    assert!(v.flush_to_lrs(0, &mut g.lrs));
+    assert!(flush(&mut v, 0, &mut g.lrs));
     let first = g.lrs;
     let state = v.clone();
-    assert!(v.flush_to_lrs(0, &mut g.lrs));
+    assert!(flush(&mut v, 0, &mut g.lrs));
     assert_eq!(g.lrs, first);
     assert_eq!(v, state);
     assert_eq!(drain(&mut v, 0, &mut g), (32..38).collect::<Vec<_>>());
 }
 
-#[test]
-fn active_interrupts_keep_their_lrs() {
-    let mut v = setup();
+fn active_interrupts_keep_their_lrs(shape: Shape) {
+    let mut v = setup(shape);
     for (intid, prio) in [(32, 0x80), (33, 0x70), (34, 0x60), (35, 0x50)] {
         set_priority(&mut v, intid, prio);
         v.pulse(0, intid);
     }
     let mut g = Guest::new();
-    v.flush_to_lrs(0, &mut g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
     // Nested: the guest takes all four, most urgent first (each preempts... in reverse).
     let mut taken = Vec::new();
     while let Some(i) = g.ack() {
         taken.push(i);
     }
     assert_eq!(taken, [35, 34, 33, 32]);
-    v.sync_from_lrs(0, &g.lrs);
+    sync(&mut v, 0, &g.lrs);
     set_priority(&mut v, 40, 0x00);
     v.pulse(0, 40);
-    assert!(v.flush_to_lrs(0, &mut g.lrs), "no room for the urgent one");
+    assert!(flush(&mut v, 0, &mut g.lrs), "no room for the urgent one");
     assert!(g.contents().iter().all(|&(_, s)| s == LrState::Active));
     g.eoi(35);
-    v.sync_from_lrs(0, &g.lrs);
-    v.flush_to_lrs(0, &mut g.lrs);
+    sync(&mut v, 0, &g.lrs);
+    flush(&mut v, 0, &mut g.lrs);
     assert_eq!(lr::vintid(g.lrs[0]), 34, "actives first, by priority");
     assert!(g.contents().contains(&(40, LrState::Pending)));
 }
 
-#[test]
-fn pending_queries_and_kicks() {
-    let mut v = setup();
+fn pending_queries_and_kicks(shape: Shape) {
+    let mut v = setup(shape);
     assert_eq!(v.pending_targets(), 0);
     assert_eq!(v.highest_pending_priority(2), None);
-    v.distributor_write(0x6000 + 8 * 70, 8, 2);
+    route(&mut v, 70, 2);
     assert_eq!(v.pulse(0, 70), Some(2));
     set_priority(&mut v, 71, 0x10);
-    v.distributor_write(0x6000 + 8 * 71, 8, 2);
+    route(&mut v, 71, 2);
     v.pulse(3, 71);
     assert_eq!(v.highest_pending_priority(2), Some(0x10));
-    v.redistributor_write(3, SGI + 0x200, 4, 1 << 17);
+    write(&mut v, 3, 0x200, 4, 1 << 17);
     assert_eq!(v.pending_targets(), 0b1100);
     assert!(v.has_pending(3));
     assert!(!v.has_pending(0));
@@ -591,3 +576,26 @@ fn pending_queries_and_kicks() {
     assert_eq!(v.pulse(0, 96), None, "no such SPI");
     assert_eq!(v.highest_pending_priority(9), None);
 }
+
+both_shapes!(
+    priority_order_into_four_lrs_then_the_rest,
+    more_urgent_interrupt_displaces_a_pending_lr,
+    interrupt_storm_each_delivered_exactly_once,
+    interrupt_storm_with_exits_inside_handlers,
+    level_line_redelivered_until_lowered,
+    level_line_high_while_active_is_pending_and_active,
+    software_pended_level_interrupt_delivered_once,
+    edge_pulses_merge_until_delivered,
+    edge_pulse_while_active_delivered_again_after_eoi,
+    edge_rising_edges_of_set_line,
+    hw_mapped_virtual_timer,
+    disabled_interrupts_not_delivered,
+    disabling_while_in_an_lr_keeps_it_pending,
+    gicd_ctlr_group_enables_gate_delivery,
+    spi_never_in_two_lrs_when_rerouted,
+    active_spi_returns_to_the_vcpu_it_is_active_on,
+    distributor_clears_while_in_flight,
+    flush_without_sync_is_stable,
+    active_interrupts_keep_their_lrs,
+    pending_queries_and_kicks,
+);

@@ -118,11 +118,13 @@ pub fn vgic() -> VgicState {
         group1: true,
     };
     VgicState {
+        gic_version: 3,
         ctlr: 0x12,
         spis: (0..SPIS as usize)
             .map(|n| SpiState {
                 irq: irq(n),
                 route: n as u64 % u64::from(VCPUS),
+                targets: 0,
             })
             .collect(),
         redistributors: (0..VCPUS)
