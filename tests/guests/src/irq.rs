@@ -1,11 +1,12 @@
-//! IRQ masking (PSTATE.I) and the IRQ vector: acknowledge through the GIC CPU interface, call the
-//! guest's handler, end the interrupt.
+//! IRQ masking (PSTATE.I) and the IRQ vector: acknowledge through the GIC CPU interface (GICv3
+//! system registers or GICv2 GICC, see [`gic::acknowledge`]), call the guest's handler, end the
+//! interrupt.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use arm_gic::{IntId, InterruptGroup, gicv3::GicCpuInterface};
+use arm_gic::IntId;
 
-use crate::{println, smp::cpu_id};
+use crate::{gic, println, smp::cpu_id};
 
 /// What a guest runs for every interrupt: `(intid, cpu)`. It runs with IRQs masked and must not
 /// block; the runtime ends the interrupt (EOI) when it returns.
@@ -64,8 +65,8 @@ pub fn wait_until(mut done: impl FnMut() -> bool) {
 /// signals, highest priority first, one at a time.
 pub(crate) fn dispatch() {
     let cpu = cpu_id();
-    while let Some(intid) = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1) {
-        let id = u32::from(intid);
+    while let Some(ack) = gic::acknowledge() {
+        let id = ack.intid();
         match HANDLER.load(Ordering::SeqCst) {
             0 => println!("FAIL: interrupt {id} on CPU {cpu} with no handler registered"),
             f => {
@@ -74,7 +75,7 @@ pub(crate) fn dispatch() {
                 handler(id, cpu);
             }
         }
-        GicCpuInterface::end_interrupt(intid, InterruptGroup::Group1);
+        gic::end_interrupt(ack);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Runtime of the bare-metal test guests: arm64 Image entry, EL1 identity map, exception vectors,
-//! PL011 console, SMCCC/PSCI calls and PASS/FAIL reporting; a GICv3 driver with an IRQ vector,
-//! the generic timers, SMP (secondaries through PSCI CPU_ON, per-CPU stacks, barrier, lock) and a
-//! few device tree queries (RAM, model, bootargs).
+//! PL011 console, SMCCC/PSCI calls and PASS/FAIL reporting; a GIC driver (GICv3 or GICv2, as the
+//! device tree says) with an IRQ vector, the generic timers, SMP (secondaries through PSCI CPU_ON,
+//! per-CPU stacks, barrier, lock) and a few device tree queries (RAM, model, bootargs).
 //!
 //! A guest binary defines `fn main(dtb: usize) -> !` and registers it with [`entry!`].
 #![cfg(target_os = "none")]
@@ -58,23 +58,33 @@ pub fn image_end() -> usize {
 
 /// Volatile 32-bit read from a physical (identity-mapped) address; it may fault.
 ///
+/// One plain `ldr` (as Linux's `readl`): a load with writeback, which the compiler may pick
+/// for a volatile read in a loop, gives a hypervisor no instruction syndrome to emulate it by.
+///
 /// # Safety
 /// `addr` must be 4-byte aligned and reading it must not break anything the guest relies on (a
 /// synchronous abort is fine: the vectors record it and skip the access).
 #[inline(always)]
 pub unsafe fn mmio_read32(addr: usize) -> u32 {
-    // SAFETY: guaranteed by the caller.
-    unsafe { core::ptr::read_volatile(addr as *const u32) }
+    let value: u32;
+    // SAFETY: guaranteed by the caller; the asm reads the one word at `addr`.
+    unsafe {
+        core::arch::asm!("ldr {v:w}, [{a}]", v = out(reg) value, a = in(reg) addr, options(nostack))
+    };
+    value
 }
 
-/// Volatile 32-bit write to a physical (identity-mapped) address; it may fault.
+/// Volatile 32-bit write to a physical (identity-mapped) address; it may fault. One plain
+/// `str`, as [`mmio_read32`] is one `ldr`.
 ///
 /// # Safety
 /// As for [`mmio_read32`], for a write.
 #[inline(always)]
 pub unsafe fn mmio_write32(addr: usize, value: u32) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
+    // SAFETY: guaranteed by the caller; the asm writes the one word at `addr`.
+    unsafe {
+        core::arch::asm!("str {v:w}, [{a}]", v = in(reg) value, a = in(reg) addr, options(nostack))
+    };
 }
 
 #[panic_handler]

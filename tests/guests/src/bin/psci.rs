@@ -62,9 +62,9 @@ mod guest {
         let info = gic::init(dtb);
         irq::set_handler(handler);
         println!(
-            "gic: distributor {:#x}, redistributors {:#x}, {} cpu(s); counter {} Hz",
+            "gic: distributor {:#x}, {}, {} cpu(s); counter {} Hz",
             info.gicd,
-            info.gicr,
+            info.cpu_interface,
             info.cpus,
             timer::frequency()
         );

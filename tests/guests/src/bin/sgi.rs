@@ -99,8 +99,8 @@ mod guest {
         let info = gic::init(dtb);
         irq::set_handler(handler);
         println!(
-            "gic: distributor {:#x}, redistributors {:#x}, {} cpu(s)",
-            info.gicd, info.gicr, info.cpus
+            "gic: distributor {:#x}, {}, {} cpu(s)",
+            info.gicd, info.cpu_interface, info.cpus
         );
         if info.cpus != CPUS {
             fail(

@@ -132,8 +132,8 @@ mod guest {
         irq::set_handler(handler);
         let freq = timer::frequency();
         println!(
-            "gic: distributor {:#x}, redistributors {:#x}, {} cpu(s); counter {} Hz",
-            info.gicd, info.gicr, info.cpus, freq
+            "gic: distributor {:#x}, {}, {} cpu(s); counter {} Hz",
+            info.gicd, info.cpu_interface, info.cpus, freq
         );
         let period = freq / 1000;
         measure("virtual timer", &VIRT, VIRT_REGS, VIRT_INTID, period, 500);
