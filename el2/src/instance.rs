@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use devicetree::guest::{RAM_BASE, UART_BASE, UART_SPI};
-use gic::Vgic;
+use gic::{Shape, Vgic};
 use log::{Level, warn};
 use spin::Mutex;
 
@@ -62,6 +62,8 @@ pub struct BoardServices {
     pub counter_hz: u64,
     /// The CPU ID registers as guests see them.
     pub id_registers: GuestIdRegisters,
+    /// The shape of the guests' interrupt controller (the board's own GIC version).
+    pub gic: Shape,
 }
 
 /// An injected fault, the PC it was taken at, and how many times in a row it was injected.
@@ -449,10 +451,13 @@ impl MmioDevice for DeviceView<'_> {
 }
 
 impl Shared {
-    /// `device` as an access reaches it.
-    fn device(&mut self, device: Device) -> DeviceView<'_> {
+    /// `device` as an access by vCPU `vcpu` reaches it.
+    fn device(&mut self, device: Device, vcpu: usize) -> DeviceView<'_> {
         match device {
-            Device::Distributor => DeviceView::Distributor(GicDistributor(&mut self.vgic)),
+            Device::Distributor => DeviceView::Distributor(GicDistributor {
+                vgic: &mut self.vgic,
+                vcpu,
+            }),
             Device::Redistributors => DeviceView::Redistributors(GicRedistributors(&mut self.vgic)),
             Device::Uart => DeviceView::Uart(Pl011Port {
                 uart: &mut self.uart,
@@ -464,23 +469,37 @@ impl Shared {
     /// The device whose region holds `ipa`, and the offset of `ipa` in that region.
     fn route(&mut self, ipa: u64) -> Option<(Device, u64)> {
         Device::TABLE.into_iter().find_map(|device| {
-            let (base, size) = self.device(device).region();
+            let (base, size) = self.device(device, 0).region();
             let offset = ipa.checked_sub(base).filter(|offset| *offset < size)?;
             Some((device, offset))
         })
     }
 
-    /// Performs `access`, a store of `register` if it writes, on the device at its address: the
-    /// value read (0 for a store) and what the access changed; `None` if no device is there.
-    fn access(&mut self, access: &MmioAccess, register: u64) -> Option<(u64, Changes)> {
+    /// Performs `access` by vCPU `vcpu`, a store of `register` if it writes, on the device at
+    /// its address: the value read (0 for a store) and what the access changed; `None` if no
+    /// device is there.
+    fn access(
+        &mut self,
+        access: &MmioAccess,
+        register: u64,
+        vcpu: usize,
+    ) -> Option<(u64, Changes)> {
         let (device, offset) = self.route(access.ipa)?;
-        let mut device = self.device(device);
+        let mut device = self.device(device, vcpu);
         Some(if access.write {
             let changes = device.write(offset, access.size, access.store_value(register));
             (0, changes)
         } else {
             device.read(offset, access.size)
         })
+    }
+}
+
+/// A vGIC of `shape` in its reset state, for vCPUs with `mpidrs`.
+fn reset_vgic(shape: Shape, mpidrs: &[u64]) -> Vgic {
+    match shape {
+        Shape::V3 => Vgic::new(mpidrs.len(), mpidrs.to_vec(), VGIC_SPIS),
+        Shape::V2 => Vgic::new_v2(mpidrs.len(), VGIC_SPIS),
     }
 }
 
@@ -533,7 +552,7 @@ impl Instance {
             name: name.into(),
             ram_size,
             shared: Mutex::new(Shared {
-                vgic: Vgic::new(mpidrs.len(), mpidrs.clone(), VGIC_SPIS),
+                vgic: reset_vgic(board.gic, &mpidrs),
                 uart: Pl011::new(name, board.console, UART_BASE, UART_INTID),
                 power: alloc::vec![Power::Off; mpidrs.len()],
                 in_guest: 0,
@@ -641,7 +660,7 @@ impl Instance {
     /// (Re)starts the instance: every vCPU off but vCPU 0, which enters at `entry` with x0 = `dtb`.
     pub fn boot(&self, entry: u64, dtb: u64) {
         self.update(|shared| {
-            shared.vgic = Vgic::new(self.mpidrs.len(), self.mpidrs.clone(), VGIC_SPIS);
+            shared.vgic = reset_vgic(shared.vgic.shape(), &self.mpidrs);
             shared.uart.interrupt_controller_reset();
             shared.power.fill(Power::Off);
             shared.power[0] = Power::Starting {
@@ -854,6 +873,18 @@ impl Instance {
             .for_each(|n| self.kick_vcpu(n));
     }
 
+    /// Kicks the vCPUs in `targets` (bit n: vCPU n), for which interrupts were raised.
+    fn kick_all(&self, targets: u64) {
+        if targets == 0 {
+            return;
+        }
+        self.interrupts_raised
+            .fetch_add(u64::from(targets.count_ones()), Ordering::Relaxed);
+        (0..self.mpidrs.len())
+            .filter(|n| targets & (1 << n) != 0)
+            .for_each(|n| self.kick_vcpu(n));
+    }
+
     fn kick_vcpu(&self, vcpu: usize) {
         (self.kick)(self.slot, vcpu);
     }
@@ -958,11 +989,7 @@ impl Instance {
         if access.encoding == ICC_SGI1R_EL1 && !access.read {
             let value = vcpu.regs.get(access.reg);
             let targets = self.update(|shared| shared.vgic.send_sgi(vcpu.index, value));
-            self.interrupts_raised
-                .fetch_add(u64::from(targets.count_ones()), Ordering::Relaxed);
-            (0..self.mpidrs.len())
-                .filter(|n| targets & (1 << n) != 0)
-                .for_each(|n| self.kick_vcpu(n));
+            self.kick_all(targets);
         } else if let Some(value) = self.id_registers.read(&access) {
             vcpu.regs.set(access.reg, value);
         } else if access.encoding.0 == DEBUG_OP0 {
@@ -1096,7 +1123,7 @@ impl Instance {
             let mut shared = self.shared.lock();
             // The UART's console budget runs on the counter of the latest MMIO exit.
             shared.uart.set_clock(now, self.counter_hz);
-            shared.access(&access, register)
+            shared.access(&access, register, vcpu.index)
         };
         let Some((value, changes)) = outcome else {
             let in_ram = self.in_ram(access.ipa);
@@ -1121,6 +1148,7 @@ impl Instance {
             return self.inject_fault(vcpu, el1, exception, streak);
         };
         self.record(changes);
+        self.kick_all(changes.kicks);
         if !access.write {
             vcpu.regs.set(access.reg, access.load_value(value));
         }
@@ -1360,11 +1388,12 @@ mod tests {
 
     /// An instance with `n` vCPUs whose vCPU 0 has started.
     fn instance(n: u64) -> (Instance, Vcpu) {
-        instance_with_checkpoint(n, |_| Ok(()))
+        instance_with(n, |_| Ok(()), Shape::V3)
     }
 
-    /// [`instance`] on a board whose HV_CHECKPOINT answers as `checkpoint` does.
-    fn instance_with_checkpoint(n: u64, checkpoint: Checkpoint) -> (Instance, Vcpu) {
+    /// [`instance`] on a board whose HV_CHECKPOINT answers as `checkpoint` does and whose
+    /// guests see a GIC of `gic`'s shape.
+    fn instance_with(n: u64, checkpoint: Checkpoint, gic: Shape) -> (Instance, Vcpu) {
         let affinities: Vec<u64> = (0..n).collect();
         let board = BoardServices {
             console: discard,
@@ -1372,6 +1401,7 @@ mod tests {
             checkpoint,
             counter_hz: HZ,
             id_registers: GuestIdRegisters::from_hardware(|crm, op2| u64::from(crm) << op2),
+            gic,
         };
         let guest = Instance::new("t", 0, 64 << 20, &affinities, board);
         guest.boot(ENTRY, DTB);
@@ -1412,8 +1442,11 @@ mod tests {
         let (guest, mut vcpu) = instance(1);
         call(&guest, &mut vcpu, HVC, [0xC600_0012, 0, 0, 0]);
         assert_eq!(vcpu.regs.x[0], 0);
-        let (guest, mut vcpu) =
-            instance_with_checkpoint(1, |_| Err((status::DENIED, "a move is on".into())));
+        let (guest, mut vcpu) = instance_with(
+            1,
+            |_| Err((status::DENIED, "a move is on".into())),
+            Shape::V3,
+        );
         call(&guest, &mut vcpu, HVC, [0xC600_0012, 0, 0, 0]);
         assert_eq!(vcpu.regs.x[0] as i64, status::DENIED);
     }
@@ -1693,6 +1726,24 @@ mod tests {
         assert_eq!(take_kicks(), 0b110);
         assert_eq!(vcpu.regs.pc, ENTRY + 4);
         assert!(guest.has_pending(1) || guest.poll(1) == VcpuStatus::Off);
+    }
+
+    #[test]
+    fn gicv2_sgir_writes_kick_their_targets() {
+        let (guest, mut vcpu) = instance_with(4, |_| Ok(()), Shape::V2);
+        // GICD_CTLR = 1 (Group 0, where a GICv2 guest's interrupts are).
+        vcpu.regs.x[7] = 1;
+        exit(&guest, &mut vcpu, data_abort(GICD_BASE, 7, true));
+        // GICD_SGIR: SGI 3 to CPU interfaces 1 and 2.
+        vcpu.regs.x[7] = (0b110 << 16) | 3;
+        assert_eq!(
+            exit(&guest, &mut vcpu, data_abort(GICD_BASE + 0xf00, 7, true)).0,
+            Next::Resume
+        );
+        assert_eq!(take_kicks(), 0b110);
+        // No redistributors: their frames are unmapped IPA for a GICv2 guest.
+        let (_, el1) = exit(&guest, &mut vcpu, data_abort(GICR_BASE + 0x8, 5, false));
+        assert_eq!(el1.esr_el1 >> 26, 0x25, "data abort injected");
     }
 
     #[test]

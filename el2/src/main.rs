@@ -15,16 +15,19 @@ mod board {
     use alloc::string::String;
     use alloc::vec::Vec;
     use core::panic::PanicInfo;
+    use core::sync::atomic::{AtomicUsize, Ordering};
 
     use devicetree::fit::DEFAULT_WEIGHT;
-    use devicetree::{Board, GicDescription, UartKind};
+    use devicetree::{Board, EnableMethod, GicDescription, UartKind};
     use el2::arch::board::{self, BoardDevices};
     use el2::arch::guest::{InstanceConfig, boot_module};
-    use el2::arch::{boot, console, cpu, gic, heap, management, mmu, psci, sysregs, transfer};
+    use el2::arch::{
+        boot, console, cpu, gic, heap, management, mmu, power, psci, sysregs, transfer,
+    };
     use el2::bootargs::BootArgs;
     use el2::memory::{PhysAllocator, PhysRange};
     use log::{error, info, warn};
-    use platforms::{Platform, PlatformError, PsciConduit, SecondaryStart};
+    use platforms::{BoardPower, Platform, PlatformError, PsciConduit, SecondaryStart};
     use spin::Once;
 
     /// Bytes of board memory added to the heap once the memory map is known.
@@ -36,8 +39,10 @@ mod board {
     /// PSCI CPU_ON for the board's secondary CPUs.
     const CPU_ON: u64 = 0xC400_0003;
 
-    /// The board's PSCI conduit, once known; the panic handler powers off through it.
-    static CONDUIT: Once<PsciConduit> = Once::new();
+    /// How the board powers off, once known; the panic handler powers off through it.
+    static POWER: Once<BoardPower> = Once::new();
+    /// Secondary CPUs that reached their run loop.
+    static SECONDARIES_UP: AtomicUsize = AtomicUsize::new(0);
     /// What every CPU needs once the boot CPU has set up the board.
     static SETUP: Once<Setup> = Once::new();
 
@@ -80,7 +85,7 @@ mod board {
     /// Refuses to boot before the platform is known: the reason on the early console (the
     /// device tree's PL011, else `earlycon=pl011,ADDRESS` in its boot arguments, else
     /// [`platforms::FALLBACK_CONSOLE`]), then power off through the device tree's PSCI method
-    /// (SMC if it names none).
+    /// (the board's own way if its platform is known; SMC if there is no device tree).
     fn refuse_early(dtb: &[u8], board: Option<&Board>, why: core::fmt::Arguments) -> ! {
         let uart = board
             .and_then(|board| board.uart.as_ref())
@@ -91,16 +96,23 @@ mod board {
             .unwrap_or(platforms::FALLBACK_CONSOLE);
         console::init(base, log::LevelFilter::Info);
         error!("cannot boot: {why}");
-        let conduit = board
-            .and_then(|board| board.psci.as_ref())
-            .map_or(PsciConduit::Smc, |psci| psci.method.into());
-        psci::system_off(conduit)
+        // A known board powers off its own way; else through the device tree's PSCI, if any.
+        let power = board.map_or(BoardPower::Psci(PsciConduit::Smc), |board| {
+            platforms::detect(board).map_or_else(
+                |_| match &board.psci {
+                    Some(psci) => BoardPower::Psci(psci.method.into()),
+                    None => BoardPower::Halt,
+                },
+                |platform| platform.power,
+            )
+        });
+        power::off(power)
     }
 
     /// Refuses to boot for a reason that is the user's to fix: one line, then power off.
-    fn refuse(conduit: PsciConduit, why: core::fmt::Arguments) -> ! {
+    fn refuse(power: BoardPower, why: core::fmt::Arguments) -> ! {
         error!("cannot boot: {why}");
-        shut_down(conduit)
+        power::off(power)
     }
 
     /// First Rust code on the boot CPU, called from `_start` with the board's DTB.
@@ -129,7 +141,7 @@ mod board {
                 refuse_early(dtb_bytes, Some(&host), format_args!("{why}"))
             }
         });
-        CONDUIT.call_once(|| platform.psci);
+        POWER.call_once(|| platform.power);
         let args = BootArgs::parse(host.chosen.bootargs.as_deref().unwrap_or(""));
         let level = args
             .as_ref()
@@ -140,22 +152,37 @@ mod board {
             platform.name,
             host.cpus.len()
         );
-        let args = args.unwrap_or_else(|bad| refuse(platform.psci, format_args!("{bad}")));
+        let args = args.unwrap_or_else(|bad| refuse(platform.power, format_args!("{bad}")));
         for word in &args.unknown {
             warn!("ignoring unknown boot argument `{word}`");
         }
-        let GicDescription::V3 {
-            distributor,
-            redistributors,
-            ..
-        } = &host.gic
-        else {
-            refuse(
-                platform.psci,
+        let gic_frames = match &host.gic {
+            GicDescription::V3 {
+                distributor,
+                redistributors,
+                ..
+            } => gic::Frames::V3 {
+                distributor: distributor.base,
+                redistributors: redistributors[0].base,
+            },
+            GicDescription::V2 {
+                distributor,
+                cpu_interface,
+                hyp_interface: Some(hyp_interface),
+                virtual_cpu_interface: Some(virtual_cpu_interface),
+                ..
+            } => gic::Frames::V2 {
+                distributor: distributor.base,
+                cpu_interface: cpu_interface.base,
+                hyp_interface: hyp_interface.base,
+                virtual_cpu_interface: virtual_cpu_interface.base,
+            },
+            GicDescription::V2 { .. } => refuse(
+                platform.power,
                 format_args!(
-                    "the board's interrupt controller is a GICv2; this hypervisor needs a GICv3 so far (QEMU: -M virt,gic-version=3)"
+                    "the board's GICv2 has no virtualization extensions in its device tree (GICH and GICV frames; QEMU: -M virt,virtualization=on)"
                 ),
-            )
+            ),
         };
         let cpus = host.cpus.len().min(boot::MAX_CPUS);
         if host.cpus.len() > cpus {
@@ -169,7 +196,7 @@ mod board {
         let module = host.chosen.initrd.filter(|module| module.size > 0);
         if module.is_none() && !args.listen {
             refuse(
-                platform.psci,
+                platform.power,
                 format_args!(
                     "no guest image (none was given, or it is empty): pass a guest bundle or an arm64 Image as the initrd (QEMU: -initrd FILE), or net.listen to wait for instances from another board"
                 ),
@@ -196,7 +223,7 @@ mod board {
         }
         let Some(heap_start) = phys.allocate(HEAP_SIZE, 4096) else {
             refuse(
-                platform.psci,
+                platform.power,
                 format_args!(
                     "the board has {} MiB of memory left after the hypervisor image, its DTB and the guest image; the hypervisor needs {} MiB for itself, plus the guest's RAM",
                     phys.free_bytes() >> 20,
@@ -211,10 +238,8 @@ mod board {
             phys.largest_block(GUEST_RAM_ALIGN) >> 20
         );
 
-        let console_intid = host.uart.as_ref().and_then(|uart| uart.irq);
-        let json_uart = host
-            .management_uart
-            .filter(|uart| uart.kind == UartKind::Pl011);
+        let console_intid = platform.console.irq;
+        let json_uart = platform.management;
         let json_intid = json_uart.and_then(|uart| uart.irq);
         let affinities = host.cpus.iter().take(cpus).map(|cpu| cpu.mpidr).collect();
         let nic_intid = transfer::init(&host.virtio_mmio, args.net);
@@ -223,12 +248,7 @@ mod board {
             .chain(json_intid)
             .chain(nic_intid)
             .collect();
-        gic::init(
-            distributor.base,
-            redistributors[0].base,
-            affinities,
-            &device_intids,
-        );
+        gic::init(gic_frames, affinities, &device_intids);
         let stage2_config = stage2::Stage2Config::from_parange(parange);
         let (vmid_count, vmid_bits) = sysregs::vmids();
         let setup = SETUP.call_once(|| Setup {
@@ -254,7 +274,7 @@ mod board {
                 console_intid,
                 json_intid,
                 nic_intid,
-                conduit: platform.psci,
+                power: platform.power,
             },
         );
         // SAFETY: the module range was reserved above and nothing writes it.
@@ -357,25 +377,47 @@ mod board {
             .collect()
     }
 
-    fn shut_down(conduit: PsciConduit) -> ! {
-        info!("all instances stopped: powering off");
-        psci::system_off(conduit)
-    }
-
     /// Starts the board's secondary CPUs the way its platform says they start.
     fn start_secondaries(board: &Board, cpus: usize, platform: &Platform) {
-        let SecondaryStart::Psci = platform.secondary_start;
         for (index, cpu) in board.cpus.iter().enumerate().take(cpus).skip(1) {
-            let result = psci::call(
-                platform.psci,
-                CPU_ON,
-                [cpu.mpidr, boot::secondary_entry_address(), index as u64],
-            );
-            if result != 0 {
-                warn!(
-                    "CPU {index} (MPIDR {:#x}) did not start: PSCI error {}",
-                    cpu.mpidr, result as i64
-                );
+            match (platform.secondary_start, cpu.enable_method) {
+                (SecondaryStart::Psci(conduit), _) => {
+                    let result = psci::call(
+                        conduit,
+                        CPU_ON,
+                        [cpu.mpidr, boot::secondary_entry_address(), index as u64],
+                    );
+                    if result != 0 {
+                        warn!(
+                            "CPU {index} (MPIDR {:#x}) did not start: PSCI error {}",
+                            cpu.mpidr, result as i64
+                        );
+                    }
+                }
+                (SecondaryStart::SpinTable, EnableMethod::SpinTable { release_addr }) => {
+                    // One at a time: the entry code reads its index from one shared word.
+                    let up = SECONDARIES_UP.load(Ordering::Acquire);
+                    power::release_from_spin_table(release_addr, boot::spin_table_entry_for(index));
+                    let deadline = sysregs::counter() + sysregs::counter_frequency();
+                    while SECONDARIES_UP.load(Ordering::Acquire) == up {
+                        if sysregs::counter() > deadline {
+                            warn!(
+                                "CPU {index} (MPIDR {:#x}) did not leave its spin table at {release_addr:#x} within a second",
+                                cpu.mpidr
+                            );
+                            return;
+                        }
+                        core::hint::spin_loop();
+                    }
+                    info!(
+                        "CPU {index} (MPIDR {:#x}) up, released from its spin table at {release_addr:#x}",
+                        cpu.mpidr
+                    );
+                }
+                (SecondaryStart::SpinTable, _) => warn!(
+                    "CPU {index} (MPIDR {:#x}) has no spin-table release address",
+                    cpu.mpidr
+                ),
             }
         }
     }
@@ -389,12 +431,13 @@ mod board {
         mmu::enable(setup.parange);
         sysregs::configure_el2(setup.vtcr);
         gic::init_cpu(index);
+        SECONDARIES_UP.fetch_add(1, Ordering::Release);
         cpu::run(index)
     }
 
     #[panic_handler]
     fn panic(info: &PanicInfo) -> ! {
         console::write_fmt_from_panic(format_args!("el2 PANIC: {info}\n"));
-        psci::system_off(*CONDUIT.get().unwrap_or(&PsciConduit::Smc))
+        power::off(*POWER.get().unwrap_or(&BoardPower::Psci(PsciConduit::Smc)))
     }
 }

@@ -3,7 +3,7 @@
 //! vGIC's register frames as such devices.
 
 use devicetree::guest::{GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE};
-use gic::Vgic;
+use gic::{Shape, Vgic};
 
 /// Why a data abort cannot be emulated as a single register access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +110,17 @@ pub struct Changes {
     /// Interrupt state changed (a vGIC register was written, or a device's interrupt line moved):
     /// list registers filled before the access may be out of date.
     pub interrupts: bool,
+    /// The vCPUs (bit n: vCPU n) for which an interrupt became pending, to kick (a GICv2
+    /// guest's `GICD_SGIR` write).
+    pub kicks: u64,
+}
+
+impl Changes {
+    /// Interrupt state changed; nobody to kick.
+    pub const INTERRUPTS: Self = Self {
+        interrupts: true,
+        kicks: 0,
+    };
 }
 
 /// Where devices drive their interrupt lines: the interrupt controller as a device sees it.
@@ -141,8 +152,14 @@ impl InterruptSink for Vgic {
     }
 }
 
-/// The vGIC's distributor frame at [`GICD_BASE`].
-pub struct GicDistributor<'a>(pub &'a mut Vgic);
+/// The vGIC's distributor frame at [`GICD_BASE`] as vCPU `vcpu` reaches it: a GICv3 or a
+/// GICv2 distributor, as the vGIC's shape says (a GICv2's banks its SGIs and PPIs per vCPU).
+pub struct GicDistributor<'a> {
+    /// The instance's vGIC.
+    pub vgic: &'a mut Vgic,
+    /// The vCPU that accesses it.
+    pub vcpu: usize,
+}
 
 impl MmioDevice for GicDistributor<'_> {
     fn region(&self) -> (u64, u64) {
@@ -150,12 +167,26 @@ impl MmioDevice for GicDistributor<'_> {
     }
 
     fn read(&mut self, offset: u64, size: u8) -> (u64, Changes) {
-        (self.0.distributor_read(offset, size), Changes::default())
+        let value = match self.vgic.shape() {
+            Shape::V3 => self.vgic.distributor_read(offset, size),
+            Shape::V2 => self.vgic.distributor_v2_read(self.vcpu, offset, size),
+        };
+        (value, Changes::default())
     }
 
     fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes {
-        self.0.distributor_write(offset, size, value);
-        Changes { interrupts: true }
+        match self.vgic.shape() {
+            Shape::V3 => {
+                self.vgic.distributor_write(offset, size, value);
+                Changes::INTERRUPTS
+            }
+            Shape::V2 => Changes {
+                interrupts: true,
+                kicks: self
+                    .vgic
+                    .distributor_v2_write(self.vcpu, offset, size, value),
+            },
+        }
     }
 }
 
@@ -171,8 +202,13 @@ impl GicRedistributors<'_> {
 }
 
 impl MmioDevice for GicRedistributors<'_> {
+    /// Empty for a GICv2, which has no redistributors.
     fn region(&self) -> (u64, u64) {
-        (GICR_BASE, GICR_STRIDE * self.0.num_vcpus() as u64)
+        let frames = match self.0.shape() {
+            Shape::V3 => self.0.num_vcpus() as u64,
+            Shape::V2 => 0,
+        };
+        (GICR_BASE, GICR_STRIDE * frames)
     }
 
     fn read(&mut self, offset: u64, size: u8) -> (u64, Changes) {
@@ -184,7 +220,7 @@ impl MmioDevice for GicRedistributors<'_> {
     fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes {
         let (vcpu, offset) = Self::frame(offset);
         self.0.redistributor_write(vcpu, offset, size, value);
-        Changes { interrupts: true }
+        Changes::INTERRUPTS
     }
 }
 
@@ -294,18 +330,50 @@ mod tests {
     #[test]
     fn gic_writes_change_interrupt_state_and_reads_do_not() {
         let mut vgic = vgic(2);
-        let mut distributor = GicDistributor(&mut vgic);
+        let mut distributor = GicDistributor {
+            vgic: &mut vgic,
+            vcpu: 0,
+        };
         assert_eq!(distributor.region(), (GICD_BASE, GICD_SIZE));
-        assert_eq!(distributor.write(0x0, 4, 0x2), Changes { interrupts: true });
+        assert_eq!(distributor.write(0x0, 4, 0x2), Changes::INTERRUPTS);
         assert_eq!(distributor.read(0x0, 4), (0x52, Changes::default()));
         // GICR_WAKER of vCPU 1: awake.
         let mut redistributors = GicRedistributors(&mut vgic);
         assert_eq!(
             redistributors.write(GICR_STRIDE + 0x14, 4, 0),
-            Changes { interrupts: true }
+            Changes::INTERRUPTS
         );
         assert_eq!(redistributors.read(0x14, 4).0, 0x6, "vCPU 0 still asleep");
         assert_eq!(redistributors.read(GICR_STRIDE + 0x14, 4).0, 0);
+    }
+
+    #[test]
+    fn a_gicv2_distributor_banks_per_vcpu_kicks_sgi_targets_and_has_no_redistributors() {
+        let mut vgic = Vgic::new_v2(2, 64);
+        assert_eq!(GicRedistributors(&mut vgic).region(), (GICR_BASE, 0));
+        for vcpu in 0..2 {
+            let mut distributor = GicDistributor {
+                vgic: &mut vgic,
+                vcpu,
+            };
+            // GICD_ITARGETSR0 reads the accessing CPU's own interface bit.
+            assert_eq!(distributor.read(0x800, 1).0, 1 << vcpu);
+            // GICD_ISENABLER0: enable SGI 1 on this vCPU.
+            assert_eq!(distributor.write(0x100, 4, 1 << 1), Changes::INTERRUPTS);
+        }
+        let mut distributor = GicDistributor {
+            vgic: &mut vgic,
+            vcpu: 0,
+        };
+        assert_eq!(distributor.write(0x0, 4, 1), Changes::INTERRUPTS);
+        // GICD_SGIR: SGI 1 to CPU interface 1.
+        assert_eq!(
+            distributor.write(0xf00, 4, (1 << 1) << 16 | 1),
+            Changes {
+                interrupts: true,
+                kicks: 1 << 1
+            }
+        );
     }
 
     #[test]

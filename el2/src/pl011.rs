@@ -207,7 +207,7 @@ impl Pl011 {
         }
         self.irq_level = level;
         irq.set_line(self.intid, level);
-        Changes { interrupts: true }
+        Changes::INTERRUPTS
     }
 
     /// The interrupt controller the line goes to was reset, so the line is low there: the UART
@@ -384,24 +384,21 @@ mod tests {
         );
         port.uart.receive(b'a');
         port.uart.receive(b'b');
-        assert_eq!(port.read(FR, 4).1, Changes { interrupts: true });
+        assert_eq!(port.read(FR, 4).1, Changes::INTERRUPTS);
         assert_eq!(port.irq.0, [(INTID, true)]);
         assert_eq!(
             port.read(DR, 4),
             (u64::from(b'a'), Changes::default()),
             "a byte still waits"
         );
-        assert_eq!(
-            port.read(DR, 4),
-            (u64::from(b'b'), Changes { interrupts: true })
-        );
+        assert_eq!(port.read(DR, 4), (u64::from(b'b'), Changes::INTERRUPTS));
         assert_eq!(port.irq.0, [(INTID, true), (INTID, false)]);
         port.uart.receive(b'c');
-        assert_eq!(port.read(FR, 4).1, Changes { interrupts: true });
+        assert_eq!(port.read(FR, 4).1, Changes::INTERRUPTS);
         port.uart.interrupt_controller_reset();
         assert_eq!(
             port.write(IMSC, 4, INT_RX),
-            Changes { interrupts: true },
+            Changes::INTERRUPTS,
             "the line is driven again after the controller's reset"
         );
         assert_eq!(

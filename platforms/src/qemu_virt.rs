@@ -1,9 +1,9 @@
 //! QEMU's `virt` machine with `virtualization=on`: PL011 console, PSCI over SMC to QEMU's
 //! built-in firmware, secondaries started with CPU_ON.
 
-use devicetree::{Board, PsciMethod, UartKind};
+use devicetree::{Board, PsciMethod};
 
-use crate::{ConsoleUart, Platform, PlatformError, PsciConduit, SecondaryStart};
+use crate::{BoardPower, Platform, PlatformError, PsciConduit, SecondaryStart, pl011};
 
 /// True if the device tree is QEMU virt's.
 pub fn matches(board: &Board) -> bool {
@@ -12,11 +12,7 @@ pub fn matches(board: &Board) -> bool {
 
 /// The platform for QEMU virt, checked against its device tree.
 pub fn platform(board: &Board) -> Result<Platform, PlatformError> {
-    let uart = board
-        .uart
-        .as_ref()
-        .filter(|uart| uart.kind == UartKind::Pl011)
-        .ok_or(PlatformError::Missing("PL011 console"))?;
+    let console = pl011(board.uart.as_ref()).ok_or(PlatformError::Missing("PL011 console"))?;
     match board.psci.as_ref().map(|psci| psci.method) {
         Some(PsciMethod::Smc) => {}
         Some(PsciMethod::Hvc) => {
@@ -28,9 +24,10 @@ pub fn platform(board: &Board) -> Result<Platform, PlatformError> {
     }
     Ok(Platform {
         name: "QEMU virt",
-        console: ConsoleUart { base: uart.base },
-        psci: PsciConduit::Smc,
-        secondary_start: SecondaryStart::Psci,
+        console,
+        management: pl011(board.management_uart.as_ref()),
+        power: BoardPower::Psci(PsciConduit::Smc),
+        secondary_start: SecondaryStart::Psci(PsciConduit::Smc),
     })
 }
 
@@ -46,8 +43,12 @@ mod tests {
         ] {
             let board = devicetree::parse_board(dtb).unwrap();
             let platform = crate::detect(&board).unwrap();
-            assert_eq!(platform.console, ConsoleUart { base: 0x0900_0000 });
-            assert_eq!(platform.psci, PsciConduit::Smc);
+            assert_eq!(platform.console.base, 0x0900_0000);
+            assert_eq!(platform.power, BoardPower::Psci(PsciConduit::Smc));
+            assert_eq!(
+                platform.secondary_start,
+                SecondaryStart::Psci(PsciConduit::Smc)
+            );
         }
     }
 }

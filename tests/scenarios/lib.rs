@@ -8,8 +8,9 @@ use xtask::build;
 use xtask::bundle::{
     BoardPart, BundleSpec, InstanceSpec, write_board_bundle_file, write_bundle_file,
 };
+use xtask::linux_guest;
 use xtask::qemu::ICOUNT;
-use xtask::qemu::{Board, Run};
+use xtask::qemu::{Board, Machine, RASPI4B_CPUS, RASPI4B_MIB, Run};
 
 /// Longest a scenario may run before it is killed and fails.
 pub const TIMEOUT: Duration = Duration::from_secs(90);
@@ -32,6 +33,34 @@ pub fn board_with_guest(guest: &str) -> Board {
 /// skipped, so timing checks hold however loaded the host is.
 pub fn with_icount(mut board: Board) -> Board {
     board.extra_args.extend(ICOUNT.map(String::from));
+    board
+}
+
+/// `board` with a GICv2 (QEMU virt `gic-version=2`): the hypervisor drives a GICv2 and its
+/// guests see one.
+pub fn on_gicv2(mut board: Board) -> Board {
+    board.gic_version = 2;
+    board
+}
+
+/// `board` as a Raspberry Pi 4: QEMU `raspi4b` with Debian's Pi 4 device tree (4 CPUs, 2 GiB,
+/// GIC-400), under `-icount shift=4,sleep=off` when `icount` (its counter runs at 62.5 MHz:
+/// one tick per 16 instructions).
+pub fn on_raspi4b(mut board: Board, icount: bool) -> Board {
+    let dtb = linux_guest::rpi4_dtb_path();
+    assert!(
+        dtb.exists(),
+        "{} is missing: run the scenarios with `cargo xtask test`",
+        dtb.display()
+    );
+    board.machine = Machine::Raspi4b { dtb };
+    board.cpus = RASPI4B_CPUS;
+    board.memory_mib = RASPI4B_MIB;
+    if icount {
+        board
+            .extra_args
+            .extend(["-icount", "shift=4,sleep=off"].map(String::from));
+    }
     board
 }
 

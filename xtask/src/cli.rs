@@ -46,9 +46,10 @@ const COMMANDS: [CommandHelp; 10] = [
     },
     CommandHelp {
         name: "run",
-        arguments: "[--kernel IMAGE [--initrd FILE] | --guest FILE] [--vcpus N] [--smp N] [--mem MiB]",
+        arguments: "[--kernel IMAGE [--initrd FILE] | --guest FILE] [--vcpus N] [--smp N] [--mem MiB]\n         \
+                    [--gic 2|3 | --board rpi4]",
         alternative: "",
-        summary: "boot the hypervisor on QEMU virt (GICv3) with a guest, its console on this terminal;\n\
+        summary: "boot the hypervisor on QEMU virt with a guest, its console on this terminal;\n\
                   fails if the hypervisor refuses the guest (serial log in target/run-serial.log)",
         options: "  (none)          two instances, web and db, of Debian's Linux with a busybox shell\n                  \
                   (fetched once, cached), 256 MiB each\n  \
@@ -61,7 +62,11 @@ const COMMANDS: [CommandHelp; 10] = [
                   (default 2)\n  \
                   --smp N         host CPUs, 1 to 8 (default 2); vCPUs are scheduled on them\n  \
                   --mem MiB       board RAM, at least 128 (default 1024): the hypervisor keeps about\n                  \
-                  64 MiB, the guests' memory comes on top\n\n\
+                  64 MiB, the guests' memory comes on top\n  \
+                  --gic 2|3       the board's interrupt controller (default 3); guests see the same\n                  \
+                  version (a GICv2 board has at most 8 CPUs)\n  \
+                  --board rpi4    QEMU raspi4b instead of virt: a Raspberry Pi 4 (4 CPUs, 2 GiB,\n                  \
+                  GIC-400) with Debian's bcm2711-rpi-4-b.dtb (fetched once, cached)\n\n\
                   The keyboard starts with the management shell (el2> ): Ctrl-] types into the next\n\
                   instance, Ctrl-\\ returns to the shell. The board powers off when its last instance\n\
                   does (`poweroff -f` in each Linux), or end the run with Ctrl-C.",
@@ -262,6 +267,10 @@ pub struct RunOptions {
     pub smp: Option<u32>,
     /// Board RAM in MiB.
     pub memory_mib: u32,
+    /// The board's GIC version, 2 or 3 (QEMU virt).
+    pub gic_version: u32,
+    /// A Raspberry Pi 4 (QEMU raspi4b) instead of QEMU virt.
+    pub rpi4: bool,
 }
 
 /// Parses `cargo xtask`'s arguments (without the program name). The error is the reason, one line,
@@ -370,7 +379,7 @@ fn no_options(
 
 fn parse_run(args: &[String]) -> Result<Invocation, String> {
     let (mut guest, mut kernel, mut initrd) = (None, None, None);
-    let (mut vcpus, mut smp, mut memory) = (None, None, None);
+    let (mut vcpus, mut smp, mut memory, mut gic, mut board) = (None, None, None, None, None);
     let mut options = Options::new("run", args);
     while let Some(option) = options.next() {
         match option {
@@ -381,11 +390,16 @@ fn parse_run(args: &[String]) -> Result<Invocation, String> {
             "--vcpus" => once(&mut vcpus, option, vcpu_count(options.value(option)?)?)?,
             "--smp" => once(&mut smp, option, number(option, options.value(option)?)?)?,
             "--mem" => once(&mut memory, option, number(option, options.value(option)?)?)?,
-            "--gic" => {
-                return Err(
-                    "--gic: the board always has a GICv3; GICv2 is not supported yet".into(),
-                );
-            }
+            "--gic" => once(&mut gic, option, gic_version(options.value(option)?)?)?,
+            "--board" => match options.value(option)? {
+                "rpi4" => once(&mut board, option, true)?,
+                "virt" => once(&mut board, option, false)?,
+                other => {
+                    return Err(format!(
+                        "--board {other}: the boards are virt (QEMU virt, the default) and rpi4"
+                    ));
+                }
+            },
             other => return Err(options.unknown(other)),
         }
     }
@@ -394,6 +408,20 @@ fn parse_run(args: &[String]) -> Result<Invocation, String> {
             "--smp {cpus}: the board has 1 to {MAX_CPUS} CPUs, as the hypervisor supports at most \
              {MAX_CPUS}"
         ));
+    }
+    let rpi4 = board.unwrap_or(false);
+    if rpi4 {
+        for (given, option) in [
+            (smp.is_some(), "--smp"),
+            (memory.is_some(), "--mem"),
+            (gic.is_some(), "--gic"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{option} does not apply to --board rpi4: a Raspberry Pi 4 has 4 CPUs, 2 GiB and a GIC-400"
+                ));
+            }
+        }
     }
     let memory_mib = memory.unwrap_or(DEFAULT_BOARD_MIB);
     if memory_mib < MIN_BOARD_MIB {
@@ -434,7 +462,18 @@ fn parse_run(args: &[String]) -> Result<Invocation, String> {
         guest,
         smp,
         memory_mib,
+        gic_version: gic.unwrap_or(3),
+        rpi4,
     }))
+}
+
+/// `--gic`: 2 or 3.
+fn gic_version(text: &str) -> Result<u32, String> {
+    match text {
+        "2" => Ok(2),
+        "3" => Ok(3),
+        _ => Err(format!("--gic {text}: the board's GIC is version 2 or 3")),
+    }
 }
 
 /// Guest RAM in bytes from `text` (`--mem`, `mem=`): a nonzero multiple of 2 MiB.
@@ -886,11 +925,10 @@ mod tests {
         }
         let run = command_usage("run").unwrap();
         for option in [
-            "--kernel", "--initrd", "--guest", "--vcpus", "--smp", "--mem",
+            "--kernel", "--initrd", "--guest", "--vcpus", "--smp", "--mem", "--gic", "--board",
         ] {
             assert!(run.contains(option), "{option}");
         }
-        assert!(!run.contains("--gic"));
         let bundle = command_usage("bundle").unwrap();
         for option in [
             "--kernel",
@@ -942,7 +980,9 @@ mod tests {
             Ok(RunOptions {
                 guest: RunGuest::Linux { vcpus: 2 },
                 smp: None,
-                memory_mib: 1024
+                memory_mib: 1024,
+                gic_version: 3,
+                rpi4: false
             })
         );
         assert_eq!(
@@ -954,7 +994,9 @@ mod tests {
                     vcpus: 4
                 },
                 smp: Some(8),
-                memory_mib: 2048
+                memory_mib: 2048,
+                gic_version: 3,
+                rpi4: false
             })
         );
         assert_eq!(
@@ -963,6 +1005,10 @@ mod tests {
         );
         assert_eq!(run("--vcpus 8").map(|o| o.smp), Ok(None));
         assert_eq!(run("--vcpus 1 --smp 1").map(|o| o.smp), Ok(Some(1)));
+        assert_eq!(run("--gic 2").map(|o| o.gic_version), Ok(2));
+        assert_eq!(run("--gic 3").map(|o| o.gic_version), Ok(3));
+        assert_eq!(run("--board rpi4").map(|o| o.rpi4), Ok(true));
+        assert_eq!(run("--board virt --gic 2").map(|o| o.rpi4), Ok(false));
     }
 
     #[test]
@@ -983,8 +1029,15 @@ mod tests {
             ("--smp 9", "1 to 8 CPUs"),
             ("--mem 127", "at least 128 MiB"),
             ("--mem 64M", "takes a number"),
-            ("--gic 2", "GICv2 is not supported yet"),
-            ("--gic 3", "always has a GICv3"),
+            ("--gic 4", "version 2 or 3"),
+            ("--gic 2 --gic 3", "given twice"),
+            ("--board pi5", "the boards are virt"),
+            (
+                "--board rpi4 --smp 2",
+                "--smp does not apply to --board rpi4",
+            ),
+            ("--board rpi4 --mem 1024", "--mem does not apply"),
+            ("--board rpi4 --gic 3", "--gic does not apply"),
             ("--kernel", "needs a value"),
             ("--vcpus 1 --vcpus 2", "given twice"),
             ("--frobnicate", "no option \"--frobnicate\""),

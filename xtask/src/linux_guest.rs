@@ -91,19 +91,7 @@ pub fn fetch() -> Result<(), String> {
     let kernel_package =
         kernel_package().ok_or(format!("apt knows no {KERNEL_METAPACKAGE}:arm64"))?;
     eprintln!("xtask: fetching {kernel_package} and {BUSYBOX_PACKAGE} (arm64)");
-    let mut download = Command::new("apt-get");
-    if is_root() {
-        // apt's `_apt` user may not be allowed to write into the work tree; root downloads.
-        download.args(["-o", "APT::Sandbox::User=root"]);
-    }
-    run(download
-        .args(["download", "-q"])
-        .arg(format!("{kernel_package}:arm64"))
-        .arg(format!("{BUSYBOX_PACKAGE}:arm64"))
-        .current_dir(&debs))?;
-    for deb in read_dir(&debs)? {
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-    }
+    download_and_unpack(&[&kernel_package, BUSYBOX_PACKAGE], &debs, &root)?;
 
     let bin = std::fs::read(root.join("bin/busybox"))
         .map_err(|error| format!("{BUSYBOX_PACKAGE} has no /bin/busybox: {error}"))?;
@@ -127,6 +115,57 @@ pub fn fetch() -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Downloads the arm64 `packages` into `debs` and unpacks them all into `root`.
+fn download_and_unpack(packages: &[&str], debs: &Path, root: &Path) -> Result<(), String> {
+    let mut download = Command::new("apt-get");
+    if is_root() {
+        // apt's `_apt` user may not be allowed to write into the work tree; root downloads.
+        download.args(["-o", "APT::Sandbox::User=root"]);
+    }
+    download.args(["download", "-q"]).current_dir(debs);
+    run(download.args(packages.iter().map(|package| format!("{package}:arm64"))))?;
+    for deb in read_dir(debs)? {
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root))?;
+    }
+    Ok(())
+}
+
+/// Where [`rpi4_dtb`] caches the Raspberry Pi 4's device tree.
+pub fn rpi4_dtb_path() -> PathBuf {
+    cache_dir().join("bcm2711-rpi-4-b.dtb")
+}
+
+/// The Raspberry Pi 4's device tree (`bcm2711-rpi-4-b.dtb`), from Debian's generic arm64
+/// kernel package of the same version as the cached cloud kernel: fetched once, then cached.
+pub fn rpi4_dtb() -> Result<PathBuf, String> {
+    let cached = rpi4_dtb_path();
+    if cached.exists() {
+        return Ok(cached);
+    }
+    fetch()?;
+    let cloud = std::fs::read_to_string(cache_dir().join("kernel-package"))
+        .map_err(|error| format!("cannot read the cached kernel's package name: {error}"))?;
+    let package = cloud.trim().replace("-cloud-arm64", "-arm64");
+    let dir = cache_dir().join("rpi4");
+    let (debs, root) = (dir.join("debs"), dir.join("root"));
+    let _ = std::fs::remove_dir_all(&dir);
+    for dir in [&debs, &root] {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    }
+    eprintln!("xtask: fetching {package} (arm64) for the Raspberry Pi 4 device tree");
+    download_and_unpack(&[&package], &debs, &root)?;
+    let version = package.trim_start_matches("linux-image-");
+    let dtb = root.join(format!(
+        "usr/lib/linux-image-{version}/broadcom/bcm2711-rpi-4-b.dtb"
+    ));
+    let bytes = std::fs::read(&dtb)
+        .map_err(|error| format!("{package} has no {}: {error}", dtb.display()))?;
+    write_atomically(&cached, &bytes)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(cached)
 }
 
 /// Debian's arm64 `vmlinuz` is a gzip-compressed Image; a raw Image passes through.

@@ -127,6 +127,14 @@ fn run(options: RunOptions) -> Result<(), String> {
     };
     board.cpus = cpus;
     board.memory_mib = options.memory_mib;
+    board.gic_version = options.gic_version;
+    if options.rpi4 {
+        board.machine = qemu::Machine::Raspi4b {
+            dtb: linux_guest::rpi4_dtb()?,
+        };
+        board.cpus = qemu::RASPI4B_CPUS;
+        board.memory_mib = qemu::RASPI4B_MIB;
+    }
     let log = serial_log_path();
     // A log an earlier run left must not speak for this one.
     match std::fs::remove_file(&log) {
@@ -233,6 +241,7 @@ fn test() -> Result<(), String> {
     for vcpus in [1, 4] {
         linux_guest::linux_bundle(vcpus)?;
     }
+    linux_guest::rpi4_dtb()?;
     eprintln!("xtask: QEMU scenarios on {version}");
     cargo_test(&["-p", "scenarios", "--", "--test-threads=2"])?;
     run_reports_a_refused_guest()
@@ -253,6 +262,8 @@ fn run_reports_a_refused_guest() -> Result<(), String> {
         guest: RunGuest::File(refused),
         smp: None,
         memory_mib: 512,
+        gic_version: 3,
+        rpi4: false,
     });
     match result {
         Err(why) if why.contains("cannot start: guest image: Image header text_offset") => {

@@ -18,9 +18,30 @@ const STOP_POLL: Duration = Duration::from_millis(200);
 /// The QEMU version the project is tested with; older ones lack what the scenarios rely on.
 pub const MIN_QEMU_MAJOR: u32 = 10;
 
-/// A QEMU virt board running the hypervisor with one guest image.
+/// CPUs of QEMU's `raspi4b`.
+pub const RASPI4B_CPUS: u32 = 4;
+/// RAM of QEMU's `raspi4b`, in MiB.
+pub const RASPI4B_MIB: u32 = 2048;
+
+/// Which QEMU machine a [`Board`] is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Machine {
+    /// `virt` with EL2 (`virtualization=on`), the CPU count, RAM and GIC version of the board.
+    Virt,
+    /// `raspi4b`: a Raspberry Pi 4 (4 Cortex-A72, 2 GiB, GIC-400) booted with the device tree at
+    /// `dtb` (`linux_guest::rpi4_dtb`); the board's CPU count, RAM and GIC are fixed. It powers
+    /// off by a watchdog reset, which `-no-reboot` turns into QEMU's exit.
+    Raspi4b {
+        /// The Raspberry Pi 4 device tree.
+        dtb: PathBuf,
+    },
+}
+
+/// A QEMU board running the hypervisor with one guest image.
 #[derive(Clone, Debug)]
 pub struct Board {
+    /// The machine.
+    pub machine: Machine,
     /// Host CPUs.
     pub cpus: u32,
     /// Board RAM in MiB.
@@ -99,6 +120,7 @@ impl Board {
     /// A one-CPU GICv3 board running `guest` named `name` with 64 MiB of RAM.
     pub fn new(hypervisor: PathBuf, guest: PathBuf, name: &str) -> Self {
         Self {
+            machine: Machine::Virt,
             cpus: 1,
             memory_mib: 512,
             gic_version: 3,
@@ -128,16 +150,21 @@ impl Board {
     /// The QEMU command line, serial on stdio (and logged to [`Board::serial_log`] if set).
     pub fn command(&self) -> Command {
         let mut command = Command::new("qemu-system-aarch64");
-        command
-            .arg("-M")
-            .arg(format!(
-                "virt,virtualization=on,gic-version={}",
-                self.gic_version
-            ))
-            .args(["-cpu", CPU])
-            .args(["-smp", &self.cpus.to_string()])
-            .args(["-m", &format!("{}M", self.memory_mib)])
-            .args(["-display", "none", "-monitor", "none"]);
+        match &self.machine {
+            Machine::Virt => command
+                .arg("-M")
+                .arg(format!(
+                    "virt,virtualization=on,gic-version={}",
+                    self.gic_version
+                ))
+                .args(["-cpu", CPU])
+                .args(["-smp", &self.cpus.to_string()])
+                .args(["-m", &format!("{}M", self.memory_mib)]),
+            Machine::Raspi4b { dtb } => command
+                .args(["-M", "raspi4b", "-no-reboot", "-dtb"])
+                .arg(dtb),
+        };
+        command.args(["-display", "none", "-monitor", "none"]);
         match &self.serial_log {
             None => command.args(["-serial", "stdio"]),
             Some(log) => command

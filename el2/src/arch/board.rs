@@ -5,11 +5,11 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use log::{error, info};
-use platforms::PsciConduit;
+use platforms::BoardPower;
 use spin::{Mutex, Once};
 
 use crate::arch::guest::{BuildError, InstanceConfig, Vm};
-use crate::arch::{gic, management, psci, sysregs};
+use crate::arch::{gic, management, power, sysregs};
 use crate::instance::StopReason;
 use crate::memory::PhysAllocator;
 use crate::sched::{Scheduler, VcpuId};
@@ -41,7 +41,7 @@ pub struct Board {
     catalog: Mutex<Vec<InstanceConfig>>,
     /// Total board memory for instances, as at boot.
     total_memory: u64,
-    conduit: PsciConduit,
+    power: BoardPower,
 }
 
 /// The board's interrupts and firmware conduit, for [`init`].
@@ -53,7 +53,7 @@ pub struct BoardDevices {
     /// The board link NIC's interrupt.
     pub nic_intid: Option<u32>,
     /// How to reach the board's PSCI firmware.
-    pub conduit: PsciConduit,
+    pub power: BoardPower,
 }
 
 static BOARD: Once<Board> = Once::new();
@@ -87,7 +87,7 @@ pub fn init(
         json_intid: devices.json_intid,
         nic_intid: devices.nic_intid,
         catalog: Mutex::new(Vec::new()),
-        conduit: devices.conduit,
+        power: devices.power,
     })
 }
 
@@ -309,6 +309,6 @@ impl Board {
     /// Powers the board off, saying `why`.
     pub fn shut_down(&self, why: &str) -> ! {
         info!("{why}: powering off");
-        psci::system_off(self.conduit)
+        power::off(self.power)
     }
 }

@@ -88,11 +88,24 @@ secondary_entry:
     mov     x0, x19
     bl      boot_secondary
     b       1b
-"#
+
+// Secondary CPUs released from a spin table come here with x0 = 0 and their caches off; the
+// boot CPU releases one at a time and leaves its index in SPIN_TABLE_INDEX (cleaned to PoC).
+.global spin_table_entry
+spin_table_entry:
+    adrp    x0, {index}
+    ldr     x0, [x0, :lo12:{index}]
+    b       secondary_entry
+"#,
+    index = sym SPIN_TABLE_INDEX,
 );
+
+/// The index of the CPU the boot CPU is releasing from the spin table.
+static SPIN_TABLE_INDEX: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 unsafe extern "C" {
     fn secondary_entry();
+    fn spin_table_entry();
 }
 
 /// Most CPUs the image has stacks for (`MAX_CPUS` in the linker script).
@@ -101,6 +114,14 @@ pub const MAX_CPUS: usize = 8;
 /// The physical address where secondary CPUs enter (x0 = their index).
 pub fn secondary_entry_address() -> u64 {
     secondary_entry as *const () as u64
+}
+
+/// The physical address where a CPU released from a spin table enters, and makes it CPU
+/// `index` for the next CPU released (its caches are off: the index is cleaned to PoC).
+pub fn spin_table_entry_for(index: usize) -> u64 {
+    SPIN_TABLE_INDEX.store(index as u64, core::sync::atomic::Ordering::SeqCst);
+    super::clean_to_poc(&raw const SPIN_TABLE_INDEX as u64, 8);
+    spin_table_entry as *const () as u64
 }
 
 unsafe extern "C" {

@@ -299,7 +299,7 @@ impl PerCpu {
         sysregs::arm_deadline_timer(None);
         // Deactivated here, the timer's interrupt fires again wherever the vCPU runs next if
         // its condition still holds.
-        gic::deactivate(gic::VTIMER_INTID);
+        gic::deactivate(gic::Interrupt::ppi(gic::VTIMER_INTID));
     }
 
     /// Programs the scheduling timer for `slice_end` or the earliest sleeper, whichever is first.
@@ -329,9 +329,9 @@ impl PerCpu {
     /// Acknowledges and handles every pending physical interrupt; `current` is the vCPU loaded
     /// on this CPU, if any.
     fn take_interrupts(&mut self, current: Option<(&Vm, usize)>) {
-        while let Some(intid) = gic::acknowledge() {
-            gic::priority_drop(intid);
-            match (intid, current) {
+        while let Some(interrupt) = gic::acknowledge() {
+            gic::priority_drop(interrupt);
+            match (interrupt.intid(), current) {
                 // Left active: the guest's deactivation of the HW-mapped virtual interrupt
                 // deactivates it.
                 (gic::VTIMER_INTID, Some((vm, vcpu))) => {
@@ -343,7 +343,7 @@ impl PerCpu {
                 (gic::MAINTENANCE_INTID, Some((vm, vcpu))) => {
                     self.sync_interrupts(vm, vcpu);
                     self.load_interrupts(vm, vcpu);
-                    gic::deactivate(intid);
+                    gic::deactivate(interrupt);
                 }
                 // The emulated physical timer's deadline passed.
                 (gic::DEADLINE_TIMER_INTID, _) => {
@@ -351,26 +351,26 @@ impl PerCpu {
                     if let Some((vm, vcpu)) = current {
                         vm.instance.phys_timer_fired(vcpu);
                     }
-                    gic::deactivate(intid);
+                    gic::deactivate(interrupt);
                 }
                 (gic::SCHEDULING_TIMER_INTID, _) => {
                     sysregs::mask_scheduling_timer();
                     self.resched = true;
-                    gic::deactivate(intid);
+                    gic::deactivate(interrupt);
                 }
                 (intid, _) if Some(intid) == board().console_intid => {
                     management::console_input();
-                    gic::deactivate(intid);
+                    gic::deactivate(interrupt);
                 }
                 (intid, _) if Some(intid) == board().json_intid => {
                     management::json_input();
-                    gic::deactivate(intid);
+                    gic::deactivate(interrupt);
                 }
                 // The board link: frames arrived or went out. Moved on at once by an idle CPU;
                 // one running a guest leaves it to its next return to the scheduler.
                 (intid, current) if Some(intid) == board().nic_intid => {
                     transfer::interrupt();
-                    gic::deactivate(intid);
+                    gic::deactivate(interrupt);
                     if current.is_none() {
                         transfer::work();
                     }
@@ -378,7 +378,7 @@ impl PerCpu {
                 // A kick: look at the scheduler again.
                 _ => {
                     self.resched = true;
-                    gic::deactivate(intid);
+                    gic::deactivate(interrupt);
                 }
             }
         }

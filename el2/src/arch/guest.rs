@@ -7,11 +7,11 @@ use core::alloc::Layout;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use devicetree::MemRange;
-use devicetree::guest::{GuestGic, GuestPlatform, RAM_BASE};
+use devicetree::guest::{GICC_BASE, GICC_SIZE, GuestGic, GuestPlatform, RAM_BASE};
 use log::info;
 use spin::Mutex;
 
-use crate::arch::{clean_to_poc, console, sysregs, tlb::Stage2Tlb};
+use crate::arch::{clean_to_poc, console, gic, sysregs, tlb::Stage2Tlb};
 use crate::image::{BootLayout, ImageHeader, plan_layout};
 use crate::instance::{BoardServices, Instance, Kick, Vcpu};
 use crate::memory::{GuestRam, OutsideRam, PhysAllocator, PhysRange};
@@ -178,6 +178,16 @@ impl Vm {
                     stage2::MemoryKind::Normal,
                     stage2::Perms::RWX,
                 )?;
+                // A GICv2 guest's CPU interface is the hardware's virtual one, unemulated.
+                if let Some(gicv) = gic::guest_cpu_interface() {
+                    stage2.map(
+                        GICC_BASE,
+                        gicv,
+                        GICC_SIZE,
+                        stage2::MemoryKind::Device,
+                        stage2::Perms::RW,
+                    )?;
+                }
                 Ok(stage2)
             },
         );
@@ -204,6 +214,7 @@ impl Vm {
                 checkpoint: crate::arch::transfer::checkpoint_for_guest,
                 counter_hz: sysregs::counter_frequency(),
                 id_registers: sysregs::guest_id_registers(),
+                gic: gic::guest_shape(),
             },
         );
         let vcpu_count = config.vcpus;
@@ -438,7 +449,10 @@ impl Vm {
             name: config.name.clone(),
             ram_size: config.ram_size,
             vcpu_mpidrs: (0..config.vcpus as u64).collect(),
-            gic: GuestGic::V3,
+            gic: match gic::guest_shape() {
+                gic::Shape::V3 => GuestGic::V3,
+                gic::Shape::V2 => GuestGic::V2,
+            },
             bootargs: config.bootargs.clone(),
             initrd: probe
                 .initrd

@@ -11,6 +11,7 @@ pub mod heap;
 pub mod management;
 pub mod mmu;
 pub mod nic;
+pub mod power;
 pub mod psci;
 pub mod sysregs;
 pub mod tlb;

@@ -20,7 +20,7 @@ use spin::Mutex;
 use crate::arch::board::{board, kick};
 use crate::arch::guest::{InstanceConfig, Vm};
 use crate::arch::nic::Nic;
-use crate::arch::sysregs;
+use crate::arch::{gic, sysregs};
 use crate::instance::{Notice, Power};
 use crate::psci::status;
 use checkpoint::answer_line;
@@ -554,7 +554,7 @@ impl Source for Vm {
             ram_bytes: config.ram_size,
             vcpus: config.vcpus as u16,
             weight: config.weight,
-            gic_version: 3,
+            gic_version: gic::guest_shape().version(),
             spis: crate::instance::VGIC_SPIS,
             counter_frequency: sysregs::counter_frequency(),
         }
@@ -670,9 +670,10 @@ impl Sink for BoardSink {
                 config.counter_frequency
             ));
         }
-        if config.gic_version != 3 || config.spis != crate::instance::VGIC_SPIS {
+        let version = gic::guest_shape().version();
+        if config.gic_version != version || config.spis != crate::instance::VGIC_SPIS {
             return Err(alloc::format!(
-                "it has a GICv{} with {} SPIs; instances here have a GICv3 with {}",
+                "it has a GICv{} with {} SPIs; instances here have a GICv{version} with {}",
                 config.gic_version,
                 config.spis,
                 crate::instance::VGIC_SPIS

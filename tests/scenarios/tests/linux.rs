@@ -1,7 +1,7 @@
 //! A real Debian Linux kernel with a busybox initramfs boots under the hypervisor, keeps time on
 //! every vCPU, runs commands typed on its console, and powers the board off.
 
-use scenarios::{Log, board_with_image};
+use scenarios::{Log, board_with_image, on_gicv2};
 use xtask::linux_guest;
 
 /// The arch timer's per-CPU interrupt counts from each `/proc/interrupts` listing in `serial`.
@@ -19,7 +19,8 @@ fn timer_counts(serial: &str) -> Vec<Vec<u64>> {
         .collect()
 }
 
-fn linux_boots_and_runs_a_shell(vcpus: u32) {
+/// Linux on `vcpus` vCPUs (and as many board CPUs) of a board whose GIC is version `gic`.
+fn linux_boots_and_runs_a_shell(vcpus: u32, gic: u32) {
     let bundle = linux_guest::bundle_path(vcpus);
     assert!(
         bundle.exists(),
@@ -29,9 +30,12 @@ fn linux_boots_and_runs_a_shell(vcpus: u32) {
     let mut board = board_with_image(bundle, "linux");
     board.cpus = vcpus;
     board.memory_mib = 1024;
+    if gic == 2 {
+        board = on_gicv2(board);
+    }
     const PROMPT: &str = linux_guest::PROMPT;
     let log = Log::boot_scripted(
-        &format!("linux on {vcpus} vCPUs"),
+        &format!("linux on {vcpus} vCPUs, GICv{gic}"),
         &board,
         &[
             // The keyboard starts with the management shell: Ctrl-] gives it to the guest,
@@ -85,10 +89,20 @@ fn linux_boots_and_runs_a_shell(vcpus: u32) {
 
 #[test]
 fn linux_on_one_vcpu() {
-    linux_boots_and_runs_a_shell(1);
+    linux_boots_and_runs_a_shell(1, 3);
 }
 
 #[test]
 fn linux_on_four_vcpus_on_four_cpus() {
-    linux_boots_and_runs_a_shell(4);
+    linux_boots_and_runs_a_shell(4, 3);
+}
+
+#[test]
+fn linux_on_one_vcpu_of_a_gicv2_board() {
+    linux_boots_and_runs_a_shell(1, 2);
+}
+
+#[test]
+fn linux_on_four_vcpus_on_four_cpus_of_a_gicv2_board() {
+    linux_boots_and_runs_a_shell(4, 2);
 }

@@ -1,11 +1,5 @@
-//! The physical GICv3 (through the `arm-gic` crate) and the hardware virtual CPU interface
-//! (`ICH_*_EL2`, through `aarch64-cpu`).
-//!
-//! Physical interrupts the hypervisor takes: the virtual timer PPI (forwarded to the running
-//! vCPU with the HW bit, so the guest's deactivation deactivates the physical interrupt), the
-//! maintenance PPI (list registers need refilling), SGI 0 (another CPU wants this one to look at
-//! its vCPU again) and the console UART's SPI. EOImode is 1: priority drop and deactivation are
-//! separate, which is what lets the timer stay active until the guest is done with it.
+//! The GICv3 backend: the distributor and redistributors through the `arm-gic` driver, the CPU
+//! interface through `ICC_*_EL1` and the virtual CPU interface through `ICH_*_EL2`.
 
 use core::ptr::NonNull;
 
@@ -18,25 +12,12 @@ use arm_gic::{IntId, InterruptGroup, UniqueMmioPointer};
 use spin::{Mutex, Once};
 use tock_registers::interfaces::{Readable, Writeable};
 
-/// SGI a CPU sends another to make it re-examine its vCPU.
-pub const KICK_SGI: u32 = 0;
-/// The virtual timer PPI's INTID (PPI 11).
-pub const VTIMER_INTID: u32 = 27;
-/// The GIC maintenance interrupt's INTID (PPI 9).
-pub const MAINTENANCE_INTID: u32 = 25;
-/// The INTID of the timer that backs a guest's emulated physical timer: the EL1 physical timer
-/// (PPI 14), which guests cannot touch since their accesses to it trap.
-pub const DEADLINE_TIMER_INTID: u32 = 30;
-/// The INTID of the scheduling timer: the EL2 physical timer (PPI 10).
-pub const SCHEDULING_TIMER_INTID: u32 = 26;
-/// List registers used (QEMU and GIC-600-class CPUs have at least 4).
-pub const LIST_REGISTERS: usize = 4;
+use super::{KICK_SGI, LIST_REGISTERS, PRIORITY, PRIVATE_INTIDS};
+
 /// `ICH_HCR_EL2.En`: the virtual CPU interface is on.
 const ICH_HCR_EN: u64 = 1;
 /// `ICH_HCR_EL2.UIE`: maintenance interrupt when at most one list register is valid.
 const ICH_HCR_UIE: u64 = 1 << 1;
-/// Priority of the interrupts the hypervisor takes.
-const PRIORITY: u8 = 0x80;
 
 struct Physical(GicV3<'static>);
 
@@ -48,9 +29,7 @@ static GIC: Mutex<Option<Physical>> = Mutex::new(None);
 /// MPIDR affinity of each physical CPU, by index, for addressing SGIs.
 static CPU_AFFINITIES: Once<alloc::vec::Vec<u64>> = Once::new();
 
-/// Takes over the GIC at `distributor`/`redistributors` for `affinities.len()` CPUs and sets up
-/// the distributor; `device_intids` are the board devices' interrupts (the console UART, the
-/// JSON port), routed to CPU 0.
+/// Takes over the GIC at `distributor`/`redistributors` (see [`super::init`]).
 pub fn init(
     distributor: u64,
     redistributors: u64,
@@ -86,21 +65,13 @@ pub fn init(
     CPU_AFFINITIES.call_once(|| affinities);
 }
 
-/// Sets up this CPU's redistributor and CPU interface (CPU `cpu` by index).
+/// Sets up this CPU's redistributor and CPU interface.
 pub fn init_cpu(cpu: usize) {
     GicCpuInterface::enable_system_register_el2(true);
     let mut guard = GIC.lock();
     let gic = &mut guard.as_mut().expect("gic::init ran first").0;
     gic.init_cpu(cpu);
-    for intid in [
-        KICK_SGI,
-        VTIMER_INTID,
-        MAINTENANCE_INTID,
-        DEADLINE_TIMER_INTID,
-        SCHEDULING_TIMER_INTID,
-    ]
-    .map(int_id)
-    {
+    for intid in PRIVATE_INTIDS.map(int_id) {
         gic.set_interrupt_priority(intid, Some(cpu), PRIORITY)
             .expect("valid private interrupt");
         gic.enable_interrupt(intid, Some(cpu), true)
@@ -116,7 +87,7 @@ pub fn init_cpu(cpu: usize) {
     };
 }
 
-/// Acknowledges the highest-priority pending interrupt, if any.
+/// Acknowledges the highest-priority pending interrupt: its INTID.
 pub fn acknowledge() -> Option<u32> {
     GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1).map(u32::from)
 }
@@ -158,13 +129,12 @@ pub fn kick(cpu: usize) {
         affinity1: (affinity >> 8) as u8,
         target_list: 1 << (affinity & 0xf),
     };
-    // The vGIC update the kick announces must be visible before the SGI is.
-    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
     GicCpuInterface::send_sgi(IntId::sgi(KICK_SGI), target, SgiTargetGroup::CurrentGroup1)
         .expect("SGI 0 is an SGI");
 }
 
 /// Reads the list registers.
+#[inline]
 pub fn read_lrs() -> [u64; LIST_REGISTERS] {
     [
         ICH_LR0_EL2.get(),
@@ -174,8 +144,8 @@ pub fn read_lrs() -> [u64; LIST_REGISTERS] {
     ]
 }
 
-/// Writes the list registers and turns the virtual CPU interface on, asking for a maintenance
-/// interrupt when `refill` (more interrupts wait than fit).
+/// Writes the list registers and turns the virtual CPU interface on.
+#[inline]
 pub fn write_lrs(lrs: &[u64; LIST_REGISTERS], refill: bool) {
     ICH_LR0_EL2.set(lrs[0]);
     ICH_LR1_EL2.set(lrs[1]);
@@ -184,7 +154,7 @@ pub fn write_lrs(lrs: &[u64; LIST_REGISTERS], refill: bool) {
     ICH_HCR_EL2.set(ICH_HCR_EN | if refill { ICH_HCR_UIE } else { 0 });
 }
 
-/// Loads a vCPU's virtual CPU interface control and active priorities (group 0, group 1).
+/// Loads `ICH_VMCR_EL2` and the active priorities (`ICH_AP0R0_EL2`, `ICH_AP1R0_EL2`).
 pub fn load_cpu_interface(vmcr: u64, active_priorities: [u64; 2]) {
     ICH_VMCR_EL2.set(vmcr);
     // SAFETY: writes this CPU's virtual CPU interface state; no memory is touched.
@@ -199,8 +169,8 @@ pub fn load_cpu_interface(vmcr: u64, active_priorities: [u64; 2]) {
     };
 }
 
-/// Saves the virtual CPU interface control and active priorities, empties the list registers
-/// (the caller folded them into the vGIC) and switches the interface off.
+/// Saves `ICH_VMCR_EL2` and the active priorities, empties the list registers and switches
+/// the virtual CPU interface off.
 pub fn save_cpu_interface() -> (u64, [u64; 2]) {
     let vmcr = ICH_VMCR_EL2.get();
     let (ap0, ap1): (u64, u64);
