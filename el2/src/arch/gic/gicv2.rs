@@ -172,16 +172,17 @@ pub fn kick(cpu: usize) {
     gicd().sgir.set(u32::from(mask) << 16 | KICK_SGI);
 }
 
-/// Reads the list registers, in the `ICH_LR<n>_EL2` encoding.
-#[inline]
+/// Reads the list registers, in the `ICH_LR<n>_EL2` encoding. Kept out of line: the exit path
+/// of a GICv3 board must not pay for the GICv2 conversion's code.
+#[inline(never)]
 pub fn read_lrs() -> [u64; LIST_REGISTERS] {
     let lr = &gich().lr;
     core::array::from_fn(|n| gic::lr::from_gich(lr[n].get()))
 }
 
 /// Writes the list registers (given in the `ICH_LR<n>_EL2` encoding) and turns the virtual CPU
-/// interface on.
-#[inline]
+/// interface on. Out of line, as [`read_lrs`].
+#[inline(never)]
 pub fn write_lrs(lrs: &[u64; LIST_REGISTERS], refill: bool) {
     let gich = gich();
     for (register, lr) in gich.lr.iter().zip(lrs) {

@@ -16,6 +16,8 @@
 mod gicv2;
 mod gicv3;
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use spin::Once;
 
 pub use gic::Shape;
@@ -67,14 +69,20 @@ pub enum Frames {
     },
 }
 
-static SHAPE: Once<Shape> = Once::new();
+/// The board's GIC is a GICv2 (set once by [`init`], before any other CPU runs; read on every
+/// exit, so a plain flag rather than a once-cell).
+static IS_V2: AtomicBool = AtomicBool::new(false);
 /// A GICv2 board's GICV frame.
 static VIRTUAL_CPU_INTERFACE: Once<u64> = Once::new();
 
 /// Which backend serves this board.
-#[inline]
+#[inline(always)]
 fn shape() -> Shape {
-    *SHAPE.get().unwrap_or(&Shape::V3)
+    if IS_V2.load(Ordering::Relaxed) {
+        Shape::V2
+    } else {
+        Shape::V3
+    }
 }
 
 /// The GIC shape guests of this board see: the board's own (a GICv2 host can only give
@@ -98,7 +106,6 @@ pub fn init(frames: Frames, affinities: alloc::vec::Vec<u64>, device_intids: &[u
             distributor,
             redistributors,
         } => {
-            SHAPE.call_once(|| Shape::V3);
             gicv3::init(distributor, redistributors, affinities, device_intids);
         }
         Frames::V2 {
@@ -107,7 +114,7 @@ pub fn init(frames: Frames, affinities: alloc::vec::Vec<u64>, device_intids: &[u
             hyp_interface,
             virtual_cpu_interface,
         } => {
-            SHAPE.call_once(|| Shape::V2);
+            IS_V2.store(true, Ordering::Relaxed);
             VIRTUAL_CPU_INTERFACE.call_once(|| virtual_cpu_interface);
             gicv2::init(distributor, cpu_interface, hyp_interface, device_intids);
         }
