@@ -26,7 +26,13 @@ pub fn board_with_guest(guest: &str) -> Board {
             path.display()
         );
     }
-    Board::new(hypervisor, image, guest)
+    board_on_scenario_gic(Board::new(hypervisor, image, guest))
+}
+
+/// `board` with the GIC version [`board_gic`] says.
+fn board_on_scenario_gic(mut board: Board) -> Board {
+    board.gic_version = board_gic();
+    board
 }
 
 /// `board` under `-icount shift=0,sleep=off`: one counter tick per instruction, idle time
@@ -36,11 +42,15 @@ pub fn with_icount(mut board: Board) -> Board {
     board
 }
 
-/// `board` with a GICv2 (QEMU virt `gic-version=2`): the hypervisor drives a GICv2 and its
-/// guests see one.
-pub fn on_gicv2(mut board: Board) -> Board {
-    board.gic_version = 2;
-    board
+/// The GIC version of the QEMU virt boards the scenarios boot: `SCENARIO_GIC` (2 or 3), 3 if
+/// unset. `cargo xtask test` runs the scenarios on GICv3, then the single-board ones again with
+/// `SCENARIO_GIC=2`: the hypervisor then drives a GICv2 and its guests see one.
+pub fn board_gic() -> u32 {
+    match std::env::var("SCENARIO_GIC").as_deref() {
+        Err(_) | Ok("3") => 3,
+        Ok("2") => 2,
+        Ok(other) => panic!("SCENARIO_GIC={other}: the GIC version is 2 or 3"),
+    }
 }
 
 /// `board` as a Raspberry Pi 4: QEMU `raspi4b` with Debian's Pi 4 device tree (4 CPUs, 2 GiB,
@@ -66,7 +76,7 @@ pub fn on_raspi4b(mut board: Board, icount: bool) -> Board {
 
 /// A board whose guest image is the file at `image`.
 pub fn board_with_image(image: PathBuf, name: &str) -> Board {
-    Board::new(build::hypervisor_image(), image, name)
+    board_on_scenario_gic(Board::new(build::hypervisor_image(), image, name))
 }
 
 /// A board with `cpus` host CPUs running the test guest `guest` with `vcpus` vCPUs: the guest image

@@ -39,10 +39,13 @@ struct CommandHelp {
 const COMMANDS: [CommandHelp; 10] = [
     CommandHelp {
         name: "build",
-        arguments: "",
+        arguments: "[--platform rpi4 --sd DIR]",
         alternative: "",
         summary: "build the hypervisor and the test guest images into target/images",
-        options: "",
+        options: "  --platform rpi4 --sd DIR\n                  \
+                  also write a real Raspberry Pi 4's boot files into DIR: kernel8.img (the\n                  \
+                  hypervisor), guests.fit (two Debian Linux instances), config.txt and\n                  \
+                  cmdline.txt, for the SD card's boot partition beside the Pi firmware",
     },
     CommandHelp {
         name: "run",
@@ -214,8 +217,8 @@ pub fn command_usage(name: &str) -> Option<String> {
 pub enum Invocation {
     /// Print this text on stdout and succeed (`--help`, `-h`, `help`).
     Help(String),
-    /// `build`.
-    Build,
+    /// `build`, and the Raspberry Pi 4's SD-card files into this directory if given.
+    Build(Option<PathBuf>),
     /// `run`.
     Run(RunOptions),
     /// `test`.
@@ -288,7 +291,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
                 .ok_or_else(|| format!("help: unknown command {name:?}\n\n{}", usage())),
             _ => Err("help takes at most one command".into()),
         },
-        "build" => no_options("build", rest, Invocation::Build),
+        "build" => parse_build(rest),
         "test" => no_options("test", rest, Invocation::Test),
         "run" => parse_run(rest),
         "bundle" => parse_bundle(rest),
@@ -374,6 +377,34 @@ fn no_options(
         None => Ok(invocation),
         Some("-h" | "--help") => Ok(options.help()),
         Some(other) => Err(format!("{command} takes no arguments, not {other:?}")),
+    }
+}
+
+fn parse_build(args: &[String]) -> Result<Invocation, String> {
+    let (mut platform, mut sd) = (None, None);
+    let mut options = Options::new("build", args);
+    while let Some(option) = options.next() {
+        match option {
+            "-h" | "--help" => return Ok(options.help()),
+            "--platform" => match options.value(option)? {
+                "rpi4" => once(&mut platform, option, ())?,
+                other => {
+                    return Err(format!(
+                        "--platform {other}: the platform with boot files of its own is rpi4"
+                    ));
+                }
+            },
+            "--sd" => once(&mut sd, option, PathBuf::from(options.value(option)?))?,
+            other => return Err(options.unknown(other)),
+        }
+    }
+    match (platform, sd) {
+        (None, None) => Ok(Invocation::Build(None)),
+        (Some(()), Some(dir)) => Ok(Invocation::Build(Some(dir))),
+        (Some(()), None) => {
+            Err("--platform rpi4 needs --sd DIR: where to write the boot files".into())
+        }
+        (None, Some(_)) => Err("--sd needs --platform rpi4".into()),
     }
 }
 
@@ -899,7 +930,23 @@ mod tests {
         assert_eq!(parse(&[]), Err(format!("no command given\n\n{}", usage())));
         assert!(error("frobnicate").ends_with(&usage()));
         assert!(error("help frobnicate").contains("unknown command"));
-        assert!(error("build now").contains("takes no arguments"));
+        assert!(error("build now").contains("no option \"now\""));
+        assert_eq!(parse_words("build"), Ok(Invocation::Build(None)));
+        assert_eq!(
+            parse_words("build --platform rpi4 --sd card"),
+            Ok(Invocation::Build(Some("card".into())))
+        );
+        for (words, reason) in [
+            ("build --platform rpi4", "needs --sd DIR"),
+            ("build --sd card", "--sd needs --platform rpi4"),
+            (
+                "build --platform pi5 --sd card",
+                "the platform with boot files of its own is rpi4",
+            ),
+            ("build --sd a --sd b --platform rpi4", "given twice"),
+        ] {
+            assert!(error(words).contains(reason), "{words}: {}", error(words));
+        }
         assert!(error("test --release").contains("takes no arguments"));
     }
 

@@ -14,3 +14,4 @@ pub mod migrate_demo;
 pub mod qemu;
 pub mod qemu_migration;
 pub mod relay;
+pub mod sd;

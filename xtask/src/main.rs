@@ -32,7 +32,8 @@ fn main() -> ExitCode {
             println!("{text}");
             Ok(())
         }
-        Invocation::Build => build::build_all(),
+        Invocation::Build(None) => build::build_all(),
+        Invocation::Build(Some(dir)) => xtask::sd::write_sd_files(&dir),
         Invocation::Run(options) => run(options),
         Invocation::Test => test(),
         Invocation::Bundle(spec, out) => pack(&spec, &out),
@@ -211,9 +212,14 @@ fn linux(vcpus: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn cargo_test(args: &[&str]) -> Result<(), String> {
+/// `cargo test` with `args`, and the environment variable `env` (name, value) if given.
+fn cargo_test(args: &[&str], env: Option<(&str, &str)>) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    if let Some((name, value)) = env {
+        command.env(name, value);
+    }
+    let status = command
         .arg("test")
         .args(args)
         .current_dir(workspace_root())
@@ -229,13 +235,16 @@ fn cargo_test(args: &[&str]) -> Result<(), String> {
 fn test() -> Result<(), String> {
     let version = qemu::check_qemu()?;
     eprintln!("xtask: host unit tests");
-    cargo_test(&[
-        "--workspace",
-        "--exclude",
-        "test-guests",
-        "--exclude",
-        "scenarios",
-    ])?;
+    cargo_test(
+        &[
+            "--workspace",
+            "--exclude",
+            "test-guests",
+            "--exclude",
+            "scenarios",
+        ],
+        None,
+    )?;
     eprintln!("xtask: building images");
     build::build_all()?;
     for vcpus in [1, 4] {
@@ -243,7 +252,27 @@ fn test() -> Result<(), String> {
     }
     linux_guest::rpi4_dtb()?;
     eprintln!("xtask: QEMU scenarios on {version}");
-    cargo_test(&["-p", "scenarios", "--", "--test-threads=2"])?;
+    cargo_test(&["-p", "scenarios", "--", "--test-threads=2"], None)?;
+    eprintln!("xtask: the single-board scenarios again on a GICv2 board (SCENARIO_GIC=2)");
+    cargo_test(
+        &[
+            "-p",
+            "scenarios",
+            "--test",
+            "foundation",
+            "--test",
+            "interrupts",
+            "--test",
+            "linux",
+            "--test",
+            "instances",
+            "--test",
+            "hardening",
+            "--",
+            "--test-threads=2",
+        ],
+        Some(("SCENARIO_GIC", "2")),
+    )?;
     run_reports_a_refused_guest()
 }
 

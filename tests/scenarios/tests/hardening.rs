@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use scenarios::{Log, board_with_guest, board_with_image, with_icount};
+use scenarios::{Log, board_gic, board_with_guest, board_with_image, with_icount};
 use xtask::build;
 use xtask::bundle::{BundleSpec, write_bundle_file};
 use xtask::linux_guest;
@@ -285,7 +285,11 @@ fn a_device_tree_the_hypervisor_cannot_use_is_named_on_the_early_console() {
         "unusable device tree",
         |board| {
             board.bootargs.push_str(" earlycon=pl011,0x09000000");
-            with_patched_dtb(board, &no_gic, b"arm,gic-v3\0", b"arm,gic-v9\0");
+            let (gic, unknown): (&[u8], &[u8]) = match board_gic() {
+                2 => (b"arm,cortex-a15-gic\0", b"arm,cortex-a99-gic\0"),
+                _ => (b"arm,gic-v3\0", b"arm,gic-v9\0"),
+            };
+            with_patched_dtb(board, &no_gic, gic, unknown);
         },
         "the board's device tree cannot be used: no GIC node",
     );

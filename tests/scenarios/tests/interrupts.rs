@@ -1,21 +1,12 @@
 //! Interrupts, timers and SMP: the test guests `timer`, `sgi`, `storm` and `bench` on the
-//! hypervisor's virtual GICv3 and, on a GICv2 board, its virtual GICv2, asserting on the
-//! guests' own PASS lines.
+//! hypervisor's virtual GIC (v3, or v2 under `SCENARIO_GIC=2`), asserting on the guests' own
+//! PASS lines.
 //!
 //! The timer scenarios run under `-icount shift=0,sleep=off`: their checks are about time (no tick
 //! a full period late), which on a loaded host under plain TCG depends on the host's scheduling,
 //! not on the hypervisor. With icount one counter tick is one instruction and the run repeats.
 
-use scenarios::{Log, board_with_bundle, board_with_guest, on_gicv2, with_icount};
-use xtask::qemu::Board;
-
-/// `board` with a GIC of `version`.
-fn with_gic(board: Board, version: u32) -> Board {
-    match version {
-        2 => on_gicv2(board),
-        _ => board,
-    }
-}
+use scenarios::{Log, board_gic, board_with_bundle, board_with_guest, with_icount};
 
 /// What every passing guest run ends with.
 fn passes(log: &Log, guest: &str) {
@@ -33,10 +24,10 @@ fn passes(log: &Log, guest: &str) {
         );
 }
 
-fn virtual_timer_ticks_500_times(gic: u32) {
-    let board = with_gic(with_icount(board_with_guest("timer")), gic);
-    let log = Log::boot(&format!("timer (virtual, GICv{gic})"), &board);
-    let guest_gic = match gic {
+#[test]
+fn virtual_timer_ticks_500_times_at_1khz_without_losing_one() {
+    let log = Log::boot("timer (virtual)", &with_icount(board_with_guest("timer")));
+    let guest_gic = match board_gic() {
         2 => "[timer] gic: distributor 0x8000000, cpu interface 0x8010000, 1 cpu(s)",
         _ => "[timer] gic: distributor 0x8000000, redistributors 0x80a0000, 1 cpu(s)",
     };
@@ -49,25 +40,16 @@ fn virtual_timer_ticks_500_times(gic: u32) {
 }
 
 #[test]
-fn virtual_timer_ticks_500_times_at_1khz_without_losing_one() {
-    virtual_timer_ticks_500_times(3);
-}
-
-#[test]
-fn virtual_timer_ticks_500_times_on_a_gicv2_board() {
-    virtual_timer_ticks_500_times(2);
-}
-
-#[test]
 fn physical_timer_ticks_100_times_at_1khz_without_losing_one() {
     let log = Log::boot("timer (physical)", &with_icount(board_with_guest("timer")));
     log.has("[timer] PASS: physical timer 100 ticks");
     passes(&log, "timer");
 }
 
-fn sgis_reach_exactly_their_targets(gic: u32) {
+#[test]
+fn sgis_reach_exactly_their_targets_on_four_vcpus() {
     let (board, bundle) = board_with_bundle("sgi", 4, 4);
-    let log = Log::boot(&format!("sgi (GICv{gic})"), &with_gic(board, gic));
+    let log = Log::boot("sgi", &board);
     std::fs::remove_file(&bundle).ok();
     log.has("sgi: 4 vCPUs, 64 MiB RAM")
         .has("[sgi] all 4 CPUs up and sent their SGIs")
@@ -80,39 +62,17 @@ fn sgis_reach_exactly_their_targets(gic: u32) {
 }
 
 #[test]
-fn sgis_reach_exactly_their_targets_on_four_vcpus() {
-    sgis_reach_exactly_their_targets(3);
-}
-
-#[test]
-fn sgis_reach_exactly_their_targets_on_four_vcpus_of_a_gicv2_board() {
-    sgis_reach_exactly_their_targets(2);
-}
-
-fn interrupt_storm_loses_nothing(gic: u32) {
-    let board = with_gic(board_with_guest("storm"), gic);
-    let log = Log::boot(&format!("storm (GICv{gic})"), &board);
+fn interrupt_storm_beyond_the_list_registers_loses_nothing() {
+    let log = Log::boot("storm", &board_with_guest("storm"));
     log.has("[storm] PASS: interrupt storm 40")
         .has("[storm] PASS: interrupt priority order");
     passes(&log, "storm");
 }
 
 #[test]
-fn interrupt_storm_beyond_the_list_registers_loses_nothing() {
-    interrupt_storm_loses_nothing(3);
-}
-
-#[test]
-fn interrupt_storm_on_a_gicv2_board_loses_nothing() {
-    interrupt_storm_loses_nothing(2);
-}
-
-fn bench_reports_every_figure(gic: u32) {
+fn bench_guest_reports_every_figure() {
     let (board, bundle) = board_with_bundle("bench", 2, 2);
-    let log = Log::boot(
-        &format!("bench (GICv{gic})"),
-        &with_gic(with_icount(board), gic),
-    );
+    let log = Log::boot("bench", &with_icount(board));
     std::fs::remove_file(&bundle).ok();
     log.powered_off().lacks("PANIC").lacks("unexpected");
     for name in [
@@ -138,14 +98,4 @@ fn bench_reports_every_figure(gic: u32) {
             "[bench] BENCH done",
             "bench: stopped: the guest called SYSTEM_OFF",
         );
-}
-
-#[test]
-fn bench_guest_reports_every_figure() {
-    bench_reports_every_figure(3);
-}
-
-#[test]
-fn bench_guest_reports_every_figure_on_gicv2() {
-    bench_reports_every_figure(2);
 }
