@@ -249,7 +249,8 @@ pub fn bench(selection: Selection) -> Result<(), String> {
     build::build_all()?;
     let mut figures = Vec::new();
     if selection.micro {
-        figures.extend(micro()?);
+        figures.extend(micro(3)?);
+        figures.extend(micro(2)?);
         figures.extend(sharing()?);
     }
     if selection.linux {
@@ -272,13 +273,13 @@ pub fn bench(selection: Selection) -> Result<(), String> {
     Ok(())
 }
 
-/// The QEMU arguments common to every benchmark run.
-fn qemu_command(virtualization: bool, cpus: u32, memory: &str) -> Command {
+/// The QEMU arguments common to every benchmark run, on QEMU virt with GIC version `gic`.
+fn qemu_command(gic: u32, virtualization: bool, cpus: u32, memory: &str) -> Command {
     let mut command = Command::new("qemu-system-aarch64");
     command
         .arg("-M")
         .arg(format!(
-            "virt,virtualization={},gic-version=3",
+            "virt,virtualization={},gic-version={gic}",
             if virtualization { "on" } else { "off" }
         ))
         .args(["-cpu", CPU])
@@ -289,10 +290,10 @@ fn qemu_command(virtualization: bool, cpus: u32, memory: &str) -> Command {
     command
 }
 
-/// The hypervisor running `bundle` on a board with `cpus` CPUs and `memory` RAM, with
-/// `bootargs` after `log=warn`.
-fn hypervisor_command(bundle: &Path, cpus: u32, memory: &str, bootargs: &str) -> Command {
-    let mut command = qemu_command(true, cpus, memory);
+/// The hypervisor running `bundle` on a GICv`gic` board with `cpus` CPUs and `memory` RAM,
+/// with `bootargs` after `log=warn`.
+fn hypervisor_command(gic: u32, bundle: &Path, cpus: u32, memory: &str, bootargs: &str) -> Command {
+    let mut command = qemu_command(gic, true, cpus, memory);
     command
         .arg("-kernel")
         .arg(build::hypervisor_image())
@@ -310,8 +311,9 @@ fn require(path: &Path, how: &str) -> Result<(), String> {
     }
 }
 
-/// The micro-benchmarks, both ways.
-fn micro() -> Result<Vec<Figure>, String> {
+/// The micro-benchmarks, both ways, on a board with GIC version `gic` (the GICv2 rows are
+/// named with a `_gicv2` suffix).
+fn micro(gic: u32) -> Result<Vec<Figure>, String> {
     let image = build::guest_image(BENCH_GUEST);
     require(
         &image,
@@ -329,10 +331,13 @@ fn micro() -> Result<Vec<Figure>, String> {
         },
         &bundle,
     )?;
-    let hypervisor = hypervisor_command(&bundle, 2, "512M", "");
-    let mut bare = qemu_command(false, 2, "512M");
+    let hypervisor = hypervisor_command(gic, &bundle, 2, "512M", "");
+    let mut bare = qemu_command(gic, false, 2, "512M");
     bare.arg("-kernel").arg(&image);
-    eprintln!("xtask: bench: micro-benchmarks, with the hypervisor and on the bare board");
+    eprintln!(
+        "xtask: bench: micro-benchmarks on GICv{gic}, with the hypervisor and on the bare board"
+    );
+    let suffix = if gic == 2 { "_gicv2" } else { "" };
     let (on_hypervisor, on_bare) = both(
         || micro_run("with the hypervisor", hypervisor),
         || micro_run("on the bare board", bare),
@@ -342,7 +347,7 @@ fn micro() -> Result<Vec<Figure>, String> {
         .iter()
         .map(|&(name, aim)| {
             Figure::both_ways(
-                name,
+                &format!("{name}{suffix}"),
                 "instructions",
                 lookup(&on_hypervisor, name).expect("checked by micro_run"),
                 lookup(&on_bare, name).expect("checked by micro_run"),
@@ -356,7 +361,7 @@ fn micro() -> Result<Vec<Figure>, String> {
             && let Some(bare) = lookup(&on_bare, name)
         {
             figures.push(Figure::both_ways(
-                name,
+                &format!("{name}{suffix}"),
                 "instructions",
                 *value,
                 bare,
@@ -419,9 +424,9 @@ fn sharing() -> Result<Vec<Figure>, String> {
     )?;
     let alone = board_bundle("alone", &[one_vcpu_instance(BENCH_GUEST, &bench, &calls)])?;
     let slice = format!("sched.slice_ms={SWITCH_SLICE_MS}");
-    let switch = hypervisor_command(&switch, 1, "512M", &slice);
-    let busy = hypervisor_command(&busy, 1, "512M", "");
-    let alone = hypervisor_command(&alone, 1, "512M", "");
+    let switch = hypervisor_command(3, &switch, 1, "512M", &slice);
+    let busy = hypervisor_command(3, &busy, 1, "512M", "");
+    let alone = hypervisor_command(3, &alone, 1, "512M", "");
     eprintln!(
         "xtask: bench: sharing one CPU: vCPU switches, the bench guest beside a busy instance and \
          alone"
@@ -700,11 +705,11 @@ fn linux() -> Result<Figure, String> {
     let (kernel, initramfs) = (linux_guest::kernel_image(), linux_guest::initramfs_image());
     require(&kernel, "run `cargo xtask linux-guest`")?;
     require(&initramfs, "run `cargo xtask linux-guest`")?;
-    let hypervisor = hypervisor_command(&bundle, 1, "1G", "");
+    let hypervisor = hypervisor_command(3, &bundle, 1, "1G", "");
     // The bare board gets the RAM the instance has under the hypervisor, not the board's 1 GiB:
     // the kernel's boot time grows with its memory (struct pages, buddy allocator), by about 3.6%
     // of the figure from 256 MiB to 1 GiB, far more than the overhead being measured.
-    let mut bare = qemu_command(false, 1, &format!("{}M", linux_guest::MEMORY >> 20));
+    let mut bare = qemu_command(3, false, 1, &format!("{}M", linux_guest::MEMORY >> 20));
     bare.arg("-kernel")
         .arg(&kernel)
         .arg("-initrd")
