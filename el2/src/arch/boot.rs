@@ -27,6 +27,7 @@ _start:
 primary_entry:
     msr     daifset, #0xf
     mov     x19, x0                 // the board's DTB
+    bl      reset_el2_control
     // Relocate: linked at 0, so the load address is the offset to add. A static PIE has
     // only R_AARCH64_RELATIVE entries (no symbols to look up): *(base + offset) = base + addend.
     adr     x20, _start
@@ -76,6 +77,7 @@ primary_entry:
 secondary_entry:
     msr     daifset, #0xf
     mov     x19, x0
+    bl      reset_el2_control
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
     ldr     x2, =__stack_size
@@ -88,6 +90,19 @@ secondary_entry:
     mov     x0, x19
     bl      boot_secondary
     b       1b
+
+// SCTLR_EL2 is UNKNOWN out of reset on real hardware (endianness, alignment checks, WXN):
+// its RES1 bits only (MMU and caches off, little-endian), as Linux does, until mmu::enable.
+// Clobbers x1 only; harmless at EL1 (the wrong-level path), where the register does not exist
+// and the write is UNDEFINED: so it is skipped there.
+reset_el2_control:
+    mrs     x1, CurrentEL
+    cmp     x1, #(2 << 2)
+    b.ne    7f
+    ldr     x1, =0x30c50830
+    msr     sctlr_el2, x1
+    isb
+7:  ret
 
 // Secondary CPUs released from a spin table come here with x0 = 0 and their caches off; the
 // boot CPU releases one at a time and leaves its index in SPIN_TABLE_INDEX (cleaned to PoC).

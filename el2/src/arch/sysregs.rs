@@ -126,6 +126,18 @@ pub fn configure_el2(vtcr: u64) {
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::CLEAR + CNTHCTL_EL2::EL1PCTEN::CLEAR);
     CNTVOFF_EL2.set(0);
     VTCR_EL2.set(vtcr);
+    // Reset-UNKNOWN on real hardware, where the firmware (the Pi's stub) may leave them so:
+    // the guests' MIDR_EL1 reads VPIDR_EL2, and HSTR_EL2 would trap AArch32 CP15 accesses.
+    // SAFETY: writes EL2 configuration registers of this CPU; no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "mrs {midr}, midr_el1",
+            "msr vpidr_el2, {midr}",
+            "msr hstr_el2, xzr",
+            midr = out(reg) _,
+            options(nostack)
+        )
+    };
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
