@@ -1729,6 +1729,22 @@ mod tests {
     }
 
     #[test]
+    fn a_redistributor_write_that_raises_another_vcpus_interrupt_kicks_it() {
+        let (guest, mut vcpu) = instance(4);
+        let mut write = |ipa: u64, value: u64| {
+            vcpu.regs.x[7] = value;
+            exit(&guest, &mut vcpu, data_abort(ipa, 7, true));
+        };
+        let sgi_frame = GICR_BASE + 2 * GICR_STRIDE + 0x1_0000;
+        write(GICD_BASE, 0x2); // GICD_CTLR.EnableGrp1
+        write(sgi_frame + 0x080, 1 << 20); // vCPU 2's IGROUPR0: PPI 20 in Group 1
+        write(sgi_frame + 0x100, 1 << 20); // ISENABLER0
+        take_kicks();
+        write(sgi_frame + 0x200, 1 << 20); // ISPENDR0, written by vCPU 0
+        assert_eq!(take_kicks(), 1 << 2);
+    }
+
+    #[test]
     fn gicv2_sgir_writes_kick_their_targets() {
         let (guest, mut vcpu) = instance_with(4, |_| Ok(()), Shape::V2);
         // GICD_CTLR = 1 (Group 0, where a GICv2 guest's interrupts are).

@@ -110,8 +110,9 @@ pub struct Changes {
     /// Interrupt state changed (a vGIC register was written, or a device's interrupt line moved):
     /// list registers filled before the access may be out of date.
     pub interrupts: bool,
-    /// The vCPUs (bit n: vCPU n) for which an interrupt became pending, to kick (a GICv2
-    /// guest's `GICD_SGIR` write).
+    /// The vCPUs (bit n: vCPU n) for which an interrupt became pending and forwardable, to
+    /// kick (a vGIC register write by one vCPU can raise an interrupt for another, which may be
+    /// running or waiting on another CPU).
     pub kicks: u64,
 }
 
@@ -175,17 +176,15 @@ impl MmioDevice for GicDistributor<'_> {
     }
 
     fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes {
-        match self.vgic.shape() {
-            Shape::V3 => {
-                self.vgic.distributor_write(offset, size, value);
-                Changes::INTERRUPTS
-            }
-            Shape::V2 => Changes {
-                interrupts: true,
-                kicks: self
-                    .vgic
-                    .distributor_v2_write(self.vcpu, offset, size, value),
-            },
+        let kicks = match self.vgic.shape() {
+            Shape::V3 => self.vgic.distributor_write(offset, size, value),
+            Shape::V2 => self
+                .vgic
+                .distributor_v2_write(self.vcpu, offset, size, value),
+        };
+        Changes {
+            interrupts: true,
+            kicks,
         }
     }
 }
@@ -219,8 +218,10 @@ impl MmioDevice for GicRedistributors<'_> {
 
     fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes {
         let (vcpu, offset) = Self::frame(offset);
-        self.0.redistributor_write(vcpu, offset, size, value);
-        Changes::INTERRUPTS
+        Changes {
+            interrupts: true,
+            kicks: self.0.redistributor_write(vcpu, offset, size, value),
+        }
     }
 }
 

@@ -203,11 +203,21 @@ mod tests {
                 Op::SendSgi(c, val) => {
                     v.send_sgi(c, val);
                 }
-                Op::Dist(offset, val) => v.distributor_write(offset, 4, val),
-                Op::Ctlr(val) => v.distributor_write(0, 4, val),
-                Op::Irouter(s, val) => v.distributor_write(0x6000 + (32 + s) * 8, 8, val),
-                Op::Redist(c, offset, val) => v.redistributor_write(c, 0x1_0000 + offset, 4, val),
-                Op::Waker(c, sleep) => v.redistributor_write(c, 0x14, 4, u64::from(sleep) << 1),
+                Op::Dist(..) | Op::Ctlr(_) | Op::Irouter(..) | Op::Redist(..) | Op::Waker(..) => {
+                    let kicked = match *op {
+                        Op::Dist(offset, val) => v.distributor_write(offset, 4, val),
+                        Op::Ctlr(val) => v.distributor_write(0, 4, val),
+                        Op::Irouter(s, val) => v.distributor_write(0x6000 + (32 + s) * 8, 8, val),
+                        Op::Redist(c, offset, val) => {
+                            v.redistributor_write(c, 0x1_0000 + offset, 4, val)
+                        }
+                        Op::Waker(c, sleep) => {
+                            v.redistributor_write(c, 0x14, 4, u64::from(sleep) << 1)
+                        }
+                        _ => unreachable!("matched above"),
+                    };
+                    assert_eq!(kicked & !v.pending_targets(), 0, "kicked without cause");
+                }
                 Op::V2(c, offset, size, val) => {
                     let kicked = v.distributor_v2_write(c, offset, size, val);
                     // SGIR kicks the targets it latched, forwardable or not.

@@ -1,7 +1,7 @@
 //! The GICv3 distributor register frame (64 KiB, `GICD_*`).
 
 use crate::regs;
-use crate::{AFFINITY_MASK, Bank, CTLR_ENABLE_GRP0, CTLR_ENABLE_GRP1, IROUTER_IRM, Shape, Vgic};
+use crate::{AFFINITY_MASK, Bank, IROUTER_IRM, Shape, Vgic};
 
 const GICD_CTLR: u64 = 0x0;
 const GICD_TYPER: u64 = 0x4;
@@ -78,32 +78,40 @@ impl Vgic {
     /// A guest write of `size` bytes at `offset` in the GICv3 distributor frame, with the access
     /// rules of [`Vgic::distributor_read`]; read-only and reserved registers (and a GICv2)
     /// ignore it.
-    pub fn distributor_write(&mut self, offset: u64, size: u8, value: u64) {
+    ///
+    /// Returns the bitmask of vCPUs to kick: the owners of the SPIs this write made pending and
+    /// forwardable or routed elsewhere while they are (`ISPENDR`, `ISENABLER`, `IGROUPR`,
+    /// `ICFGR`, `IROUTER`, ...), and for a `GICD_CTLR` write that enables a group the vCPUs with
+    /// a pending, enabled interrupt of it.
+    pub fn distributor_write(&mut self, offset: u64, size: u8, value: u64) -> u64 {
         if self.shape != Shape::V3 {
-            return;
+            return 0;
         }
         if (GICD_IROUTER..GICD_IROUTER_END).contains(&offset) {
             let Some((spi, half)) = self.irouter_access(offset, size) else {
-                return;
+                return 0;
             };
-            let old = self.spis[spi].irouter;
-            let new = match half {
-                None => value,
-                Some(false) => (old & !0xffff_ffff) | (value & 0xffff_ffff),
-                Some(true) => (old & 0xffff_ffff) | (value << 32),
-            } & IROUTER_MASK;
-            let target = self.resolve_route(new);
-            self.spis[spi].irouter = new;
-            self.spis[spi].target = target;
-            self.mark_spi(spi);
+            let intid = spi as u32 + 32;
+            self.write_and_kick(0, intid..intid + 1, |v| {
+                let old = v.spis[spi].irouter;
+                let new = match half {
+                    None => value,
+                    Some(false) => (old & !0xffff_ffff) | (value & 0xffff_ffff),
+                    Some(true) => (old & 0xffff_ffff) | (value << 32),
+                } & IROUTER_MASK;
+                let target = v.resolve_route(new);
+                v.spis[spi].irouter = new;
+                v.spis[spi].target = target;
+                v.mark_spi(spi);
+            })
         } else if (regs::IGROUPR..regs::END).contains(&offset) {
-            self.irq_regs_write(Bank::Dist, offset, size, value);
+            self.write_and_kick(0, Self::irq_regs_touched(offset, size), |v| {
+                v.irq_regs_write(Bank::Dist, offset, size, value)
+            })
         } else if offset == GICD_CTLR && size == 4 {
-            let ctlr = value as u32 & (CTLR_ENABLE_GRP0 | CTLR_ENABLE_GRP1);
-            if ctlr != self.ctlr {
-                self.ctlr = ctlr;
-                self.mark_all();
-            }
+            self.write_group_enables(value as u32)
+        } else {
+            0
         }
     }
 

@@ -9,7 +9,7 @@
 use core::ops::Range;
 
 use crate::distributor::{IIDR, id_reg};
-use crate::{Bank, CTLR_ENABLE_GRP0, CTLR_ENABLE_GRP1, Shape, Vgic, regs};
+use crate::{Bank, Shape, Vgic, regs};
 
 const GICD_CTLR: u64 = 0x000;
 const GICD_TYPER: u64 = 0x004;
@@ -31,9 +31,6 @@ const TYPER_CPU_NUMBER_SHIFT: u32 = 5;
 const GICD_IDS: [u8; 12] = [
     0x04, 0x00, 0x00, 0x00, 0x90, 0xb4, 0x2b, 0x00, 0x0d, 0xf0, 0x05, 0xb1,
 ];
-
-/// Most interrupts one write can touch (a 32-bit set/clear register).
-const KICK_SPAN: usize = 32;
 
 /// The bytes of an access to a byte-accessible register: `size` when it is 1 or 4 and `offset`
 /// is aligned to it.
@@ -112,31 +109,24 @@ impl Vgic {
             return self.latch_sgi(targets, sgi as usize, false);
         }
         let touched = Self::touched_v2(offset, size);
-        let before = self.kick_owners(vcpu, touched.clone());
-        if (regs::ITARGETSR..regs::ICFGR).contains(&offset) {
-            let first = (offset - regs::ITARGETSR) as u32;
-            self.write_bytes(offset, size, value, |v, i, byte| {
-                v.write_itargetsr(first + i, byte);
-            });
-        } else if (regs::IGROUPR..regs::END).contains(&offset) {
-            self.irq_regs_write(Bank::V2(vcpu), offset, size, value);
-        } else if (GICD_CPENDSGIR..SGI_PENDING_END).contains(&offset) {
-            let set = offset >= GICD_SPENDSGIR;
-            let first = ((offset - GICD_CPENDSGIR) % 16) as u32;
-            self.write_bytes(offset, size, value, |v, i, byte| {
-                if byte != 0 {
-                    v.set_sgi_pending(vcpu, first + i, set);
-                }
-            });
-        }
-        let after = self.kick_owners(vcpu, touched);
-        before
-            .iter()
-            .zip(&after)
-            .fold(0, |mask, (before, after)| match after {
-                Some(owner) if before != after => mask | 1 << owner,
-                _ => mask,
-            })
+        self.write_and_kick(vcpu, touched, |v| {
+            if (regs::ITARGETSR..regs::ICFGR).contains(&offset) {
+                let first = (offset - regs::ITARGETSR) as u32;
+                v.write_bytes(offset, size, value, |v, i, byte| {
+                    v.write_itargetsr(first + i, byte);
+                });
+            } else if (regs::IGROUPR..regs::END).contains(&offset) {
+                v.irq_regs_write(Bank::V2(vcpu), offset, size, value);
+            } else if (GICD_CPENDSGIR..SGI_PENDING_END).contains(&offset) {
+                let set = offset >= GICD_SPENDSGIR;
+                let first = ((offset - GICD_CPENDSGIR) % 16) as u32;
+                v.write_bytes(offset, size, value, |v, i, byte| {
+                    if byte != 0 {
+                        v.set_sgi_pending(vcpu, first + i, set);
+                    }
+                });
+            }
+        })
     }
 
     /// Reads a byte-accessible register: `byte(self, i)` gives byte `i` of the access.
@@ -164,60 +154,17 @@ impl Vgic {
         if size != 4 {
             return 0;
         }
-        let ctlr = value as u32 & (CTLR_ENABLE_GRP0 | CTLR_ENABLE_GRP1);
-        let enabled = ctlr & !self.ctlr;
-        if ctlr == self.ctlr {
-            return 0;
-        }
-        self.ctlr = ctlr;
-        self.mark_all();
-        if enabled == 0 {
-            return 0;
-        }
-        (0..self.vcpus.len())
-            .filter(|&vcpu| self.pending_in_groups(vcpu, enabled))
-            .fold(0, |mask, vcpu| mask | 1 << vcpu)
-    }
-
-    /// Whether `vcpu` has a pending, forwardable interrupt of a group in `groups` (`GICD_CTLR`
-    /// enable bits).
-    fn pending_in_groups(&self, vcpu: usize, groups: u32) -> bool {
-        let Some(v) = self.vcpus.get(vcpu) else {
-            return false;
-        };
-        let spis = self
-            .spis
-            .iter()
-            .filter(|s| Self::spi_owner(s) == Some(vcpu))
-            .map(|s| &s.irq);
-        v.private.iter().chain(spis).any(|irq| {
-            irq.is_pending() && self.forwardable(irq) && Self::group_enabled_in(groups, irq)
-        })
+        self.write_group_enables(value as u32)
     }
 
     /// The INTIDs (of the accessing vCPU's view) a write at `offset` can make pending and
-    /// forwardable, or move to another vCPU: at most [`KICK_SPAN`].
+    /// forwardable, or move to another vCPU.
     fn touched_v2(offset: u64, size: u8) -> Range<u32> {
-        let (first, count) = match offset {
-            // IGROUPR, I[SC]ENABLER, I[SC]PENDR, I[SC]ACTIVER: 32 INTIDs per word.
-            o if (regs::IGROUPR..regs::IPRIORITYR).contains(&o) => ((o & 0x7f) / 4 * 32, 32),
-            o if (regs::ITARGETSR..regs::ICFGR).contains(&o) => (o - regs::ITARGETSR, size.min(4)),
-            o if (regs::ICFGR..regs::END).contains(&o) => ((o - regs::ICFGR) / 4 * 16, 16),
-            o if (GICD_SPENDSGIR..SGI_PENDING_END).contains(&o) => {
-                ((o - GICD_SPENDSGIR) % 16, size.min(4))
-            }
-            _ => (0, 0),
-        };
-        first as u32..first as u32 + u32::from(count)
-    }
-
-    /// The vCPU to kick for each of `vcpu`'s `intids` now (see [`Vgic::kick_target`]).
-    fn kick_owners(&self, vcpu: usize, intids: Range<u32>) -> [Option<usize>; KICK_SPAN] {
-        let mut owners = [None; KICK_SPAN];
-        for (owner, intid) in owners.iter_mut().zip(intids) {
-            *owner = self.kick_target(vcpu, intid);
+        if (GICD_SPENDSGIR..SGI_PENDING_END).contains(&offset) {
+            let first = ((offset - GICD_SPENDSGIR) % 16) as u32;
+            return first..first + u32::from(size.min(4));
         }
-        owners
+        Self::irq_regs_touched(offset, size)
     }
 
     /// The target vCPUs and the SGI of a `GICD_SGIR` write by `sender`.

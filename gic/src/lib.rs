@@ -40,6 +40,7 @@ mod candidates;
 mod distributor;
 mod distributor_v2;
 mod irq;
+mod kicks;
 pub mod lr;
 mod redistributor;
 mod regs;

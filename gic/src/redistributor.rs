@@ -61,14 +61,21 @@ impl Vgic {
     /// A guest write of `size` bytes at `offset` in `vcpu`'s redistributor, with the access
     /// rules of [`Vgic::redistributor_read`]. Only `GICR_WAKER.ProcessorSleep` and the SGI
     /// frame's per-interrupt registers hold state; the rest (and a GICv2) ignore writes.
-    pub fn redistributor_write(&mut self, vcpu: usize, offset: u64, size: u8, value: u64) {
+    ///
+    /// Returns the bitmask of vCPUs to kick: `vcpu` itself if the write made one of its SGIs or
+    /// PPIs pending and forwardable (another vCPU, on another CPU, may have written it). A
+    /// `GICR_WAKER` change that reroutes 1-of-N SPIs kicks nobody (their new owner finds them at
+    /// its next entry).
+    pub fn redistributor_write(&mut self, vcpu: usize, offset: u64, size: u8, value: u64) -> u64 {
         if self.shape != Shape::V3 || vcpu >= self.vcpus.len() || offset >= FRAME_SIZE {
-            return;
+            return 0;
         }
         if offset >= SGI_BASE {
             let offset = offset - SGI_BASE;
             if (regs::IGROUPR..regs::END).contains(&offset) {
-                self.irq_regs_write(Bank::Redist(vcpu), offset, size, value);
+                return self.write_and_kick(vcpu, Self::irq_regs_touched(offset, size), |v| {
+                    v.irq_regs_write(Bank::Redist(vcpu), offset, size, value)
+                });
             }
         } else if offset == GICR_WAKER && size == 4 {
             let sleep = value as u32 & WAKER_PROCESSOR_SLEEP != 0;
@@ -77,6 +84,7 @@ impl Vgic {
                 self.retarget_one_of_n();
             }
         }
+        0
     }
 
     /// `GICR_TYPER`: Affinity_Value \[63:32\] (Aff3.Aff2.Aff1.Aff0 of the MPIDR),

@@ -344,3 +344,47 @@ fn wrong_access_sizes_raz_wi() {
     assert_eq!(v.distributor_read(IGROUPR + 4, 8), 0);
     assert_eq!(v.distributor_read(IGROUPR + 6, 4), 0);
 }
+
+#[test]
+fn writes_that_raise_an_spi_say_whom_to_kick() {
+    let mut v = vgic();
+    // SPI 40 routed to vCPU 2 (Aff0 = 2), enabled, Group 1; the distributor's groups still off.
+    assert_eq!(v.distributor_write(IROUTER + 8 * 40, 8, 2), 0);
+    assert_eq!(v.distributor_write(IGROUPR + 4, 4, 1 << 8), 0);
+    assert_eq!(v.distributor_write(ISENABLER + 4, 4, 1 << 8), 0);
+    // Pending, but Group 1 is off: nobody to kick yet; enabling the group kicks its owner.
+    assert_eq!(v.distributor_write(ISPENDR + 4, 4, 1 << 8), 0);
+    assert_eq!(v.distributor_write(CTLR, 4, 0x2), 1 << 2);
+    // Rerouted while pending: its new owner is kicked.
+    assert_eq!(v.distributor_write(IROUTER + 8 * 40, 8, 3), 1 << 3);
+    // Pending again when it already was: nothing new.
+    assert_eq!(v.distributor_write(ISPENDR + 4, 4, 1 << 8), 0);
+    // Cleared, then pended: kicked; disabled and enabled while pending: kicked again.
+    assert_eq!(v.distributor_write(ICPENDR + 4, 4, 1 << 8), 0);
+    assert_eq!(v.distributor_write(ISPENDR + 4, 4, 1 << 8), 1 << 3);
+    assert_eq!(v.distributor_write(ICENABLER + 4, 4, 1 << 8), 0);
+    assert_eq!(v.distributor_write(ISENABLER + 4, 4, 1 << 8), 1 << 3);
+    // Registers that raise nothing kick nobody.
+    assert_eq!(v.distributor_write(IPRIORITYR + 40, 1, 0x80), 0);
+    assert_eq!(v.distributor_write(TYPER, 4, !0), 0);
+}
+
+#[test]
+fn a_redistributor_write_that_raises_a_private_interrupt_kicks_its_vcpu() {
+    const SGI_FRAME: u64 = 0x1_0000;
+    let mut v = vgic();
+    v.distributor_write(CTLR, 4, 0x2);
+    // vCPU 1's PPI 20: Group 1, enabled, then pended (as another vCPU's write could).
+    assert_eq!(v.redistributor_write(1, SGI_FRAME + IGROUPR, 4, 1 << 20), 0);
+    assert_eq!(
+        v.redistributor_write(1, SGI_FRAME + ISENABLER, 4, 1 << 20),
+        0
+    );
+    assert_eq!(
+        v.redistributor_write(1, SGI_FRAME + ISPENDR, 4, 1 << 20),
+        1 << 1
+    );
+    assert_eq!(v.redistributor_write(1, SGI_FRAME + ISPENDR, 4, 1 << 20), 0);
+    // GICR_WAKER: no interrupt raised.
+    assert_eq!(v.redistributor_write(1, 0x14, 4, 0), 0);
+}

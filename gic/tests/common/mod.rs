@@ -70,19 +70,12 @@ fn banked(offset: u64) -> bool {
 }
 
 /// A distributor write as vCPU `vcpu` makes it: GICv2 distributor, or GICv3 distributor (SPIs,
-/// `GICD_CTLR`) and `vcpu`'s redistributor SGI frame (INTIDs 0..31). Returns the kick mask of a
-/// GICv2 write, 0 on a GICv3.
+/// `GICD_CTLR`) and `vcpu`'s redistributor SGI frame (INTIDs 0..31). Returns the kick mask.
 pub fn write(v: &mut Vgic, vcpu: usize, offset: u64, size: u8, value: u64) -> u64 {
     match v.shape() {
         Shape::V2 => v.distributor_v2_write(vcpu, offset, size, value),
-        Shape::V3 if banked(offset) => {
-            v.redistributor_write(vcpu, SGI_FRAME + offset, size, value);
-            0
-        }
-        Shape::V3 => {
-            v.distributor_write(offset, size, value);
-            0
-        }
+        Shape::V3 if banked(offset) => v.redistributor_write(vcpu, SGI_FRAME + offset, size, value),
+        Shape::V3 => v.distributor_write(offset, size, value),
     }
 }
 
@@ -99,10 +92,8 @@ pub fn read(v: &Vgic, vcpu: usize, offset: u64, size: u8) -> u64 {
 pub fn route(v: &mut Vgic, intid: u32, vcpu: usize) {
     match v.shape() {
         Shape::V3 => v.distributor_write(GICD_IROUTER + 8 * u64::from(intid), 8, vcpu as u64),
-        Shape::V2 => {
-            v.distributor_v2_write(0, ITARGETSR + u64::from(intid), 1, 1 << vcpu);
-        }
-    }
+        Shape::V2 => v.distributor_v2_write(0, ITARGETSR + u64::from(intid), 1, 1 << vcpu),
+    };
     assert_eq!(v.spi_target(intid), Some(vcpu));
 }
 
