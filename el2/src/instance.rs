@@ -1176,11 +1176,14 @@ impl Instance {
             format_args!("vCPU {}: {conduit:?} {call:x?}", vcpu.index),
         );
         let result = match call {
-            SmcccCall::PsciVersion => psci::PSCI_VERSION_1_1 as i64,
-            SmcccCall::PsciFeatures(function) => psci::psci_features(function),
-            SmcccCall::SmcccVersion => psci::SMCCC_VERSION_1_1 as i64,
-            SmcccCall::ArchFeatures(function) => psci::arch_features(function),
-            SmcccCall::MigrateInfoType => psci::MIGRATE_INFO_NOT_REQUIRED as i64,
+            // The firmware-interface queries, answered as the fast path answers them.
+            SmcccCall::PsciVersion
+            | SmcccCall::PsciFeatures(_)
+            | SmcccCall::SmcccVersion
+            | SmcccCall::ArchFeatures(_)
+            | SmcccCall::MigrateInfoType => {
+                psci::query_answer(call).unwrap_or(status::NOT_SUPPORTED)
+            }
             SmcccCall::CpuOn {
                 target,
                 entry,

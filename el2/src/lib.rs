@@ -10,6 +10,7 @@ pub mod arch;
 pub mod bootargs;
 pub mod console_router;
 pub mod exit;
+pub mod fastpath;
 pub mod idregs;
 pub mod image;
 pub mod instance;

@@ -147,6 +147,8 @@ mod board {
             .as_ref()
             .map_or(log::LevelFilter::Info, |args| args.log_level);
         console::init(platform.console.base, level);
+        // Under `log=debug` every trapped call goes the full way, which logs it.
+        el2::fastpath::FAST_PATH.store(level < log::LevelFilter::Debug, Ordering::Relaxed);
         info!(
             "hypervisor starting at EL2 on {} ({} CPUs)",
             platform.name,

@@ -149,6 +149,20 @@ pub fn decode(regs: [u64; 4]) -> SmcccCall {
     }
 }
 
+/// The answer to a call that only asks about the firmware interface (its version, which
+/// functions exist): the same on every board and for every instance, so it needs no state and
+/// no lock. `None` for every call that acts or depends on an instance.
+pub fn query_answer(call: SmcccCall) -> Option<i64> {
+    Some(match call {
+        SmcccCall::PsciVersion => PSCI_VERSION_1_1 as i64,
+        SmcccCall::PsciFeatures(function) => psci_features(function),
+        SmcccCall::SmcccVersion => SMCCC_VERSION_1_1 as i64,
+        SmcccCall::ArchFeatures(function) => arch_features(function),
+        SmcccCall::MigrateInfoType => MIGRATE_INFO_NOT_REQUIRED as i64,
+        _ => return None,
+    })
+}
+
 /// The `power_state` bit of CPU_SUSPEND (original format) that asks for a power-down state.
 pub const POWER_STATE_POWERDOWN: u64 = 1 << 16;
 

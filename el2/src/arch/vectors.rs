@@ -1,8 +1,13 @@
 //! The EL2 vector table and the world switch: `enter_guest` loads a vCPU's general-purpose
 //! registers and ERETs to it; an exception from the guest saves them again and returns from
 //! `enter_guest` with the kind of exit. Exceptions taken at EL2 itself are hypervisor bugs.
+//!
+//! A synchronous exception from AArch64 first tries the fast path (`crate::fastpath`): with
+//! only the registers a Rust call may clobber saved on the stack, `fast_exit` decides; an exit
+//! it answers returns to the guest at once, any other continues as a full exit.
 
 use crate::exit::ExitKind;
+use crate::fastpath;
 use crate::vcpu::GuestRegs;
 
 core::arch::global_asm!(
@@ -12,6 +17,12 @@ core::arch::global_asm!(
     stp     x0, x1, [sp, #-16]!
     mov     x1, #\kind
     b       guest_exit_common
+.endm
+
+.macro guest_sync
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    b       guest_sync_entry
 .endm
 
 .macro el2_fault kind
@@ -34,7 +45,7 @@ el2_vectors:
     el2_fault 6
     el2_fault 7
     // Lower EL, AArch64 and then AArch32: the guest exited.
-    guest_exit 0
+    guest_sync
     guest_exit 1
     guest_exit 2
     guest_exit 3
@@ -74,6 +85,56 @@ enter_guest:
     ldp     x0, x1, [x0]
     eret
 
+// A synchronous exception from AArch64, the guest's x0, x1 pushed: the fast path if it is on
+// and `fast_exit` answers (x0 = 1, the guest's new x0 in x1), else a full exit.
+guest_sync_entry:
+    mrs     x1, esr_el2
+    lsr     x1, x1, #26
+    cmp     x1, #{ec_hvc64}         // only an HVC can qualify: the rest pay five instructions
+    b.ne    2f
+    adrp    x1, {fast_path}
+    ldrb    w1, [x1, :lo12:{fast_path}]
+    cbz     w1, 2f
+    stp     x2, x3, [sp, #-144]!    // what a Rust call may clobber: x2..x18, x30
+    stp     x4, x5, [sp, #16]
+    stp     x6, x7, [sp, #32]
+    stp     x8, x9, [sp, #48]
+    stp     x10, x11, [sp, #64]
+    stp     x12, x13, [sp, #80]
+    stp     x14, x15, [sp, #96]
+    stp     x16, x17, [sp, #112]
+    stp     x18, x30, [sp, #128]
+    mov     x4, x3                  // fast_exit(esr, x0, x1, x2, x3)
+    mov     x3, x2
+    ldp     x1, x2, [sp, #144]
+    mrs     x0, esr_el2
+    bl      {fast_exit}
+    cbz     x0, 1f
+    mov     x0, x1
+    ldp     x4, x5, [sp, #16]
+    ldp     x6, x7, [sp, #32]
+    ldp     x8, x9, [sp, #48]
+    ldp     x10, x11, [sp, #64]
+    ldp     x12, x13, [sp, #80]
+    ldp     x14, x15, [sp, #96]
+    ldp     x16, x17, [sp, #112]
+    ldp     x18, x30, [sp, #128]
+    ldp     x2, x3, [sp], #144
+    ldr     x1, [sp, #8]            // the guest's x1; its x0 is the answer
+    add     sp, sp, #16
+    eret
+1:  ldp     x4, x5, [sp, #16]
+    ldp     x6, x7, [sp, #32]
+    ldp     x8, x9, [sp, #48]
+    ldp     x10, x11, [sp, #64]
+    ldp     x12, x13, [sp, #80]
+    ldp     x14, x15, [sp, #96]
+    ldp     x16, x17, [sp, #112]
+    ldp     x18, x30, [sp, #128]
+    ldp     x2, x3, [sp], #144
+2:  mov     x1, #0                  // ExitKind::Synchronous
+    b       guest_exit_common
+
 // Entered from a lower-EL vector with the guest's x0, x1 pushed and the exit kind in x1.
 guest_exit_common:
     ldr     x0, [sp, #(16 + 96)]    // the GuestRegs pointer enter_guest saved
@@ -111,8 +172,28 @@ el2_fault_entry:
     mrs     x2, elr_el2
     mrs     x3, far_el2
     bl      el2_exception
-"#
+"#,
+    fast_path = sym fastpath::FAST_PATH,
+    ec_hvc64 = const fastpath::EC_HVC64,
+    fast_exit = sym fast_exit,
 );
+
+/// What `fast_exit` tells the vector: whether it answered, and the guest's new x0. Returned in
+/// x0 and x1 (a 16-byte composite, AAPCS64).
+#[repr(C)]
+struct FastAnswer {
+    answered: u64,
+    x0: u64,
+}
+
+/// The fast path's decision, called from the vector with interrupts masked and only the
+/// caller-saved registers saved: it must touch no shared state (see `crate::fastpath`).
+extern "C" fn fast_exit(esr: u64, x0: u64, x1: u64, x2: u64, x3: u64) -> FastAnswer {
+    match fastpath::answer(esr, [x0, x1, x2, x3]) {
+        Some(x0) => FastAnswer { answered: 1, x0 },
+        None => FastAnswer { answered: 0, x0 },
+    }
+}
 
 unsafe extern "C" {
     fn enter_guest(regs: *mut GuestRegs) -> u64;
