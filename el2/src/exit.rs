@@ -171,6 +171,21 @@ impl ExitReason {
         "unhandled",
     ];
 
+    /// An exit histogram as one line: the reasons that occurred with their counts, in the order
+    /// of [`ExitReason::NAMES`] (`hvc 1030, mmio 2040, interrupt 50`), or `none`.
+    pub fn histogram(counts: &[(&str, u64)]) -> alloc::string::String {
+        use core::fmt::Write;
+        let mut line = alloc::string::String::new();
+        for (name, count) in counts.iter().filter(|(_, count)| *count > 0) {
+            let separator = if line.is_empty() { "" } else { ", " };
+            let _ = write!(line, "{separator}{name} {count}");
+        }
+        if line.is_empty() {
+            line.push_str("none");
+        }
+        line
+    }
+
     /// This reason's row in [`ExitReason::NAMES`].
     pub fn index(&self) -> usize {
         match self {
@@ -302,6 +317,21 @@ mod tests {
                 hpfar: 0,
             },
         )
+    }
+
+    #[test]
+    fn the_histogram_names_what_occurred_in_row_order() {
+        let counts: alloc::vec::Vec<(&str, u64)> =
+            ExitReason::NAMES.iter().map(|name| (*name, 0)).collect();
+        assert_eq!(ExitReason::histogram(&counts), "none");
+        let mut counts = counts;
+        for (name, count) in [("interrupt", 50), ("hvc", 1030), ("mmio", 2040)] {
+            counts.iter_mut().find(|(row, _)| *row == name).unwrap().1 = count;
+        }
+        assert_eq!(
+            ExitReason::histogram(&counts),
+            "hvc 1030, mmio 2040, interrupt 50"
+        );
     }
 
     #[test]

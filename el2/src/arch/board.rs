@@ -10,6 +10,7 @@ use spin::{Mutex, Once};
 
 use crate::arch::guest::{BuildError, InstanceConfig, Vm};
 use crate::arch::{gic, management, power, sysregs};
+use crate::exit::ExitReason;
 use crate::instance::StopReason;
 use crate::memory::PhysAllocator;
 use crate::sched::{Scheduler, VcpuId};
@@ -244,11 +245,13 @@ impl Board {
             .lock()
             .instance_run_time(slot as u32, sysregs::counter());
         let cpu_ticks = vm.total_cpu_time(run_time);
+        let exits = ExitReason::histogram(&vm.instance.exit_counts());
         drop(vm);
         let cpu_ms = sysregs::ticks_to_ms(cpu_ticks);
         self.release(slot);
         // Said once its memory is free again, so that what `free` answers next includes it.
         info!("{name}: stopped: {reason} (it ran {cpu_ms} ms of CPU time)");
+        info!("{name}: exits: {exits}");
         if let Some(config) = restart {
             match self.start(config) {
                 Ok(_) => info!("{name}: restarted"),

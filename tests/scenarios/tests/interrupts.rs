@@ -78,6 +78,8 @@ fn bench_guest_reports_every_figure() {
     for name in [
         "null_hypercall",
         "mmio_read",
+        "mmio_write",
+        "console_64_bytes",
         "timer_latency",
         "sgi_latency",
     ] {

@@ -5,6 +5,11 @@
 //!
 //! - `null_hypercall`: PSCI_VERSION over HVC, 1000 iterations (`bench.calls=N` for N).
 //! - `mmio_read`: a GICD_TYPER read, as many iterations.
+//! - `mmio_write`: a word write to GICD_IPRIORITYR8 (INTIDs 32..35, which nothing here uses),
+//!   as many iterations.
+//! - `console_64_bytes`: 64 bytes (a line) written to the PL011 the way an early console does,
+//!   polling FR then writing DR for each byte, with the FIFOs on; 20 lines, one counter read
+//!   around all of them.
 //! - `timer_latency`: CNTV_CVAL = now + 10000, WFI; the handler's CNTVCT - CVAL, 100 iterations.
 //! - `sgi_latency`: CPU 0 sends an SGI to CPU 1, whose handler reads CNTVCT; receive - send,
 //!   100 iterations (needs 2 CPUs; left out with a note otherwise). CPU 1 answers with an SGI
@@ -40,8 +45,8 @@ mod guest {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use test_guests::{
-        dt,
-        gic::{self, GICD_TYPER},
+        console, dt,
+        gic::{self, GICD_IPRIORITYR, GICD_TYPER},
         hvc_call, irq, println,
         smccc::PSCI_VERSION,
         smp::start_secondary,
@@ -159,6 +164,14 @@ mod guest {
             unsafe { core::ptr::read_volatile(typer) };
         });
 
+        let priorities = info.gicd + GICD_IPRIORITYR + 32;
+        per_op("mmio_write", calls, || {
+            // SAFETY: GICD_IPRIORITYR8 of the GIC found in the DT, device-mapped; the SPIs it
+            // sets the priority of are never enabled here.
+            unsafe { test_guests::mmio_write32(priorities, 0xa0a0_a0a0) };
+        });
+        console_64_bytes();
+
         timer_latency();
         if info.cpus >= 2 {
             sgi_latency();
@@ -170,6 +183,22 @@ mod guest {
         }
         println!("BENCH done");
         system_off()
+    }
+
+    /// Lines `console_64_bytes` writes (each within the hypervisor's console budget at once).
+    const CONSOLE_LINES: u64 = 20;
+
+    /// Ticks per 64 bytes written to the console PL011 byte by byte (FR polled, DR written).
+    fn console_64_bytes() {
+        const LINE: &[u8; 64] =
+            b"console_64_bytes: 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI\n";
+        console::enable_fifos();
+        console::write_raw(LINE);
+        let start = timer::counter();
+        for _ in 0..CONSOLE_LINES {
+            console::write_raw(LINE);
+        }
+        report("console_64_bytes", timer::counter() - start, CONSOLE_LINES);
     }
 
     /// Spins until this vCPU has been switched out once (or 1 s of counter time has passed).
