@@ -25,6 +25,31 @@ core::arch::global_asm!(
     b       guest_sync_entry
 .endm
 
+// The registers a Rust call may clobber besides x0/x1 (x2..x18, x30), on the stack and back.
+.macro push_call_clobbered
+    stp     x2, x3, [sp, #-144]!
+    stp     x4, x5, [sp, #16]
+    stp     x6, x7, [sp, #32]
+    stp     x8, x9, [sp, #48]
+    stp     x10, x11, [sp, #64]
+    stp     x12, x13, [sp, #80]
+    stp     x14, x15, [sp, #96]
+    stp     x16, x17, [sp, #112]
+    stp     x18, x30, [sp, #128]
+.endm
+
+.macro pop_call_clobbered
+    ldp     x4, x5, [sp, #16]
+    ldp     x6, x7, [sp, #32]
+    ldp     x8, x9, [sp, #48]
+    ldp     x10, x11, [sp, #64]
+    ldp     x12, x13, [sp, #80]
+    ldp     x14, x15, [sp, #96]
+    ldp     x16, x17, [sp, #112]
+    ldp     x18, x30, [sp, #128]
+    ldp     x2, x3, [sp], #144
+.endm
+
 .macro el2_fault kind
     .balign 0x80
     mov     x0, #\kind
@@ -95,15 +120,7 @@ guest_sync_entry:
     adrp    x1, {fast_path}
     ldrb    w1, [x1, :lo12:{fast_path}]
     cbz     w1, 2f
-    stp     x2, x3, [sp, #-144]!    // what a Rust call may clobber: x2..x18, x30
-    stp     x4, x5, [sp, #16]
-    stp     x6, x7, [sp, #32]
-    stp     x8, x9, [sp, #48]
-    stp     x10, x11, [sp, #64]
-    stp     x12, x13, [sp, #80]
-    stp     x14, x15, [sp, #96]
-    stp     x16, x17, [sp, #112]
-    stp     x18, x30, [sp, #128]
+    push_call_clobbered
     mov     x4, x3                  // fast_exit(esr, x0, x1, x2, x3)
     mov     x3, x2
     ldp     x1, x2, [sp, #144]
@@ -111,27 +128,11 @@ guest_sync_entry:
     bl      {fast_exit}
     cbz     x0, 1f
     mov     x0, x1
-    ldp     x4, x5, [sp, #16]
-    ldp     x6, x7, [sp, #32]
-    ldp     x8, x9, [sp, #48]
-    ldp     x10, x11, [sp, #64]
-    ldp     x12, x13, [sp, #80]
-    ldp     x14, x15, [sp, #96]
-    ldp     x16, x17, [sp, #112]
-    ldp     x18, x30, [sp, #128]
-    ldp     x2, x3, [sp], #144
+    pop_call_clobbered
     ldr     x1, [sp, #8]            // the guest's x1; its x0 is the answer
     add     sp, sp, #16
     eret
-1:  ldp     x4, x5, [sp, #16]
-    ldp     x6, x7, [sp, #32]
-    ldp     x8, x9, [sp, #48]
-    ldp     x10, x11, [sp, #64]
-    ldp     x12, x13, [sp, #80]
-    ldp     x14, x15, [sp, #96]
-    ldp     x16, x17, [sp, #112]
-    ldp     x18, x30, [sp, #128]
-    ldp     x2, x3, [sp], #144
+1:  pop_call_clobbered
 2:  mov     x1, #0                  // ExitKind::Synchronous
     b       guest_exit_common
 
