@@ -43,8 +43,8 @@ pub fn with_icount(mut board: Board) -> Board {
 }
 
 /// The GIC version of the QEMU virt boards the scenarios boot: `SCENARIO_GIC` (2 or 3), 3 if
-/// unset. `cargo xtask test` runs the scenarios on GICv3, then the single-board ones again with
-/// `SCENARIO_GIC=2`: the hypervisor then drives a GICv2 and its guests see one.
+/// unset. `cargo xtask test` runs the scenarios on GICv3, then again (but for the Raspberry
+/// Pi's) with `SCENARIO_GIC=2`: the hypervisor then drives a GICv2 and its guests see one.
 pub fn board_gic() -> u32 {
     match std::env::var("SCENARIO_GIC").as_deref() {
         Err(_) | Ok("3") => 3,
@@ -72,6 +72,13 @@ pub fn on_raspi4b(mut board: Board, icount: bool) -> Board {
             .extend(["-icount", "shift=4,sleep=off"].map(String::from));
     }
     board
+}
+
+/// A board with no instance of its own that waits for instances on its board `link`
+/// (`Board::listener`), with the GIC version [`board_gic`] says: a move needs the same version
+/// on both boards.
+pub fn listening_board(bootargs: &str, link: Vec<String>) -> Board {
+    board_on_scenario_gic(Board::listener(bootargs, link).expect("the listening board"))
 }
 
 /// A board whose guest image is the file at `image`.

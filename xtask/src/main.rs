@@ -253,7 +253,7 @@ fn test() -> Result<(), String> {
     linux_guest::rpi4_dtb()?;
     eprintln!("xtask: QEMU scenarios on {version}");
     cargo_test(&["-p", "scenarios", "--", "--test-threads=2"], None)?;
-    eprintln!("xtask: the single-board scenarios again on a GICv2 board (SCENARIO_GIC=2)");
+    eprintln!("xtask: the scenarios again on GICv2 boards (SCENARIO_GIC=2)");
     cargo_test(
         &[
             "-p",
@@ -268,6 +268,8 @@ fn test() -> Result<(), String> {
             "instances",
             "--test",
             "hardening",
+            "--test",
+            "migration",
             "--",
             "--test-threads=2",
         ],

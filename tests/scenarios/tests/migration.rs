@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use scenarios::{Log, board_with_image, board_with_instances, instance};
+use scenarios::{Log, board_with_image, board_with_instances, instance, listening_board};
 use xtask::build;
 use xtask::bundle::{BundleSpec, write_bundle_file};
 use xtask::checkpoint;
@@ -82,7 +82,7 @@ fn linked_boards(
         temp(&format!("{stem}-b.sock")),
     );
     let relay = Relay::start(&to_a, &to_b, impairments).expect("relay");
-    let b = Board::listener("net.addr=10.0.0.2/24", stream_link(&to_b, false)).expect("board B");
+    let b = listening_board("net.addr=10.0.0.2/24", stream_link(&to_b, false));
     let b_run = std::thread::spawn(move || {
         Log::boot_scripted_within("board B", &b, b_script, BOARD_TIMEOUT)
     });
@@ -207,7 +207,7 @@ fn a_saved_instance_restored_on_a_fresh_board_continues_with_its_memory_intact()
     let middle = corrupted.len() / 2;
     corrupted[middle] ^= 0x40;
     let port = free_port();
-    let b = Board::listener("", user_link(None, Some(port))).expect("board B");
+    let b = listening_board("", user_link(None, Some(port)));
     let sender = send_in_background(vec![corrupted, good], port);
     let b_log = Log::boot_scripted_within("restore", &b, &[], BOARD_TIMEOUT);
     let answers = sender.join().expect("sender thread");
