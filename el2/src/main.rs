@@ -257,6 +257,11 @@ mod board {
             parange,
             vtcr: stage2_config.vtcr() | vmid_bits,
         });
+        // Secondaries read it before their MMU and caches are on: it must be in memory.
+        el2::arch::clean_to_poc(
+            &raw const SETUP as u64,
+            core::mem::size_of_val(&SETUP) as u64,
+        );
         sysregs::configure_el2(setup.vtcr);
         gic::init_cpu(0);
         console::enable_input(true);

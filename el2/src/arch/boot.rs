@@ -28,6 +28,21 @@ primary_entry:
     msr     daifset, #0xf
     mov     x19, x0                 // the board's DTB
     bl      reset_el2_control
+    // The loader cleaned the image to PoC but may have left clean lines of it in the caches:
+    // invalidate them, so that what is written here with the caches off (relocations, BSS,
+    // the stack) is not shadowed by stale lines once the caches are on.
+    adr     x1, _start
+    adrp    x2, __image_end
+    add     x2, x2, :lo12:__image_end
+    mrs     x3, ctr_el0
+    ubfx    x3, x3, #16, #4         // DminLine: log2 of the line size in words
+    mov     x4, #4
+    lsl     x4, x4, x3
+8:  dc      ivac, x1
+    add     x1, x1, x4
+    cmp     x1, x2
+    b.lo    8b
+    dsb     sy
     // Relocate: linked at 0, so the load address is the offset to add. A static PIE has
     // only R_AARCH64_RELATIVE entries (no symbols to look up): *(base + offset) = base + addend.
     adr     x20, _start
