@@ -164,12 +164,22 @@ pub fn deactivate(iar: u32) {
     gicc().dir.set(iar);
 }
 
-/// Sends the kick SGI to physical CPU `cpu` (`GICD_SGIR`, target list filter 0).
+/// `GICD_SGIR.TargetListFilter`: the requesting CPU only.
+const SGIR_TO_SELF: u32 = 0b10 << 24;
+
+/// Sends the kick SGI to physical CPU `cpu` (`GICD_SGIR`, by its CPU interface mask). A GIC with
+/// one CPU interface reads `ITARGETSR0` as zero, so a CPU without a mask is the only one: the
+/// SGI goes to "self".
 pub fn kick(cpu: usize) {
     let Some(mask) = CPU_MASKS.get(cpu).map(|m| m.load(Ordering::Relaxed)) else {
         return;
     };
-    gicd().sgir.set(u32::from(mask) << 16 | KICK_SGI);
+    let target = if mask == 0 {
+        SGIR_TO_SELF
+    } else {
+        u32::from(mask) << 16
+    };
+    gicd().sgir.set(target | KICK_SGI);
 }
 
 /// Reads the list registers, in the `ICH_LR<n>_EL2` encoding. Kept out of line: the exit path
