@@ -25,6 +25,7 @@ const TIMER_COMPATIBLE: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
 const PSCI_COMPATIBLE: &[&str] = &["arm,psci-1.0", "arm,psci-0.2"];
 const PL011_COMPATIBLE: &[&str] = &["arm,pl011"];
 const VIRTIO_MMIO_COMPATIBLE: &[&str] = &["virtio,mmio"];
+const PM_WATCHDOG_COMPATIBLE: &[&str] = &["brcm,bcm2835-pm-wdt", "brcm,bcm2835-pm"];
 
 /// The host board as described by its DTB.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +56,9 @@ pub struct Board {
     /// Every virtio-mmio transport slot, in DT order (most are empty on QEMU virt: which one
     /// holds a device shows only in its registers).
     pub virtio_mmio: Vec<VirtioMmio>,
+    /// The BCM2835-family power-management block with the watchdog (`brcm,bcm2835-pm-wdt`):
+    /// its first `reg`, where the Raspberry Pi's reset and power-off go.
+    pub pm_watchdog: Option<MemRange>,
 }
 
 /// A virtio-mmio transport slot.
@@ -239,6 +243,11 @@ pub fn parse_board(dtb: &[u8]) -> Result<Board, DtError> {
         psci: psci(&tree)?,
         chosen: chosen.map(parse_chosen).transpose()?.unwrap_or_default(),
         virtio_mmio: virtio_mmio(&tree)?,
+        pm_watchdog: tree
+            .compatible(PM_WATCHDOG_COMPATIBLE)
+            .map(|node| node.reg("power-management watchdog"))
+            .transpose()?
+            .and_then(|reg| reg.first().copied()),
     })
 }
 

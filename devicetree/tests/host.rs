@@ -360,6 +360,7 @@ fn corrupted_dtbs_are_errors_not_panics() {
 fn qemu_virt_lists_its_virtio_mmio_slots() {
     let board = parse_board(GICV3_DTB).unwrap();
     assert_eq!(board.virtio_mmio.len(), 32);
+    assert_eq!(board.pm_watchdog, None, "QEMU virt has no BCM2835 watchdog");
     let mut bases: Vec<u64> = board.virtio_mmio.iter().map(|slot| slot.base).collect();
     bases.sort_unstable();
     assert_eq!(bases[0], 0x0a00_0000);

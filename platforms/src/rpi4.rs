@@ -1,14 +1,11 @@
 //! The Raspberry Pi 4 Model B (BCM2711) and QEMU's `raspi4b`: the PL011 console at
 //! 0xfe20_1000, a GIC-400, secondaries released through the spin table the firmware's stub
 //! leaves them on (no PSCI on this board), and power-off through the BCM2835 power-management
-//! watchdog. Memory comes from the firmware's (or QEMU's) `/memory` node.
+//! watchdog. Memory and every address come from the firmware's (or QEMU's) device tree.
 
 use devicetree::{Board, EnableMethod, GicDescription};
 
 use crate::{BoardPower, Platform, PlatformError, SecondaryStart, pl011};
-
-/// The power-management block (`brcm,bcm2835-pm`, bus address 0x7e10_0000).
-const PM_BASE: u64 = 0xfe10_0000;
 
 /// True if the device tree is a Raspberry Pi 4's.
 pub fn matches(board: &Board) -> bool {
@@ -55,7 +52,12 @@ pub fn platform(board: &Board) -> Result<Platform, PlatformError> {
         name: "Raspberry Pi 4",
         console,
         management: None,
-        power: BoardPower::PmWatchdog { base: PM_BASE },
+        // Without the watchdog in its device tree the board cannot power off: a clear halt.
+        power: board
+            .pm_watchdog
+            .map_or(BoardPower::Halt, |pm| BoardPower::PmWatchdog {
+                base: pm.base,
+            }),
         secondary_start: SecondaryStart::SpinTable,
     })
 }
@@ -99,6 +101,7 @@ mod tests {
             psci: None,
             chosen: Chosen::default(),
             virtio_mmio: Vec::new(),
+            pm_watchdog: Some(MemRange::new(0xfe10_0000, 0x114)),
         }
     }
 
@@ -110,7 +113,11 @@ mod tests {
         assert_eq!(platform.console.irq, Some(153));
         assert_eq!(platform.management, None);
         assert_eq!(platform.secondary_start, SecondaryStart::SpinTable);
-        assert_eq!(platform.power, BoardPower::PmWatchdog { base: PM_BASE });
+        assert_eq!(platform.power, BoardPower::PmWatchdog { base: 0xfe10_0000 });
+        // With no watchdog described, the board halts instead of powering off.
+        let mut board = pi4();
+        board.pm_watchdog = None;
+        assert_eq!(crate::detect(&board).unwrap().power, BoardPower::Halt);
     }
 
     #[test]
