@@ -462,6 +462,7 @@ impl Shared {
             Device::Uart => DeviceView::Uart(Pl011Port {
                 uart: &mut self.uart,
                 irq: &mut self.vgic,
+                vcpu,
             }),
         }
     }
@@ -753,12 +754,10 @@ impl Instance {
         self.shared.lock().in_guest & !(1 << except) == 0
     }
 
-    /// Passes on console output that has not reached its newline.
-    pub fn flush_console(&self) {
-        let mut shared = self.shared.lock();
-        if shared.uart.has_partial_line() {
-            shared.uart.flush();
-        }
+    /// Passes on console output that vCPU `vcpu` left without its newline (a prompt), now
+    /// that the vCPU is idle.
+    pub fn flush_console(&self, vcpu: usize) {
+        self.shared.lock().uart.flush_prompt(vcpu);
     }
 
     /// Fills `lrs` (the list registers) for entering `vcpu`; true if interrupts are left over.

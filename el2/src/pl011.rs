@@ -83,6 +83,8 @@ pub struct Pl011 {
     /// The level last driven on that line.
     irq_level: bool,
     line: Vec<u8>,
+    /// The vCPU that wrote to the data register last: the open line is its own.
+    line_writer: usize,
     /// Bounds the lines this UART puts on the board console.
     budget: LogBudget,
     /// The counter and its frequency as last set (the budget's clock).
@@ -112,6 +114,7 @@ impl Pl011 {
             intid,
             irq_level: false,
             line: Vec::with_capacity(MAX_LINE),
+            line_writer: 0,
             budget: LogBudget::console(0),
             clock: (0, 1),
             rx: VecDeque::with_capacity(RX_FIFO),
@@ -166,9 +169,13 @@ impl Pl011 {
         self.clock = (now, hz.max(1));
     }
 
-    /// Passes on a partial line, e.g. a prompt when the guest goes idle or stops.
-    pub fn flush(&mut self) {
-        self.emit(false);
+    /// Passes on the partial line if vCPU `vcpu` wrote it: a prompt, now that the vCPU that
+    /// printed it went idle. Another vCPU's idle time says nothing about a line still being
+    /// written (an SMP guest prints from any CPU), so that line waits for its newline.
+    pub fn flush_prompt(&mut self, vcpu: usize) {
+        if !self.line.is_empty() && self.line_writer == vcpu {
+            self.emit(false);
+        }
     }
 
     /// A byte arrives on the receive line; dropped (overrun) when the FIFO is full.
@@ -214,11 +221,6 @@ impl Pl011 {
     /// drives it again at its next [`Pl011::drive_line`] if its level is high.
     pub fn interrupt_controller_reset(&mut self) {
         self.irq_level = false;
-    }
-
-    /// True if output is waiting for its newline.
-    pub fn has_partial_line(&self) -> bool {
-        !self.line.is_empty()
     }
 
     /// The guest-visible state, for a checkpoint: registers, the receive FIFO and output
@@ -315,6 +317,8 @@ pub struct Pl011Port<'a, S: InterruptSink> {
     pub uart: &'a mut Pl011,
     /// The interrupt controller its line goes to.
     pub irq: &'a mut S,
+    /// The vCPU that accesses it.
+    pub vcpu: usize,
 }
 
 impl<S: InterruptSink> MmioDevice for Pl011Port<'_, S> {
@@ -328,6 +332,9 @@ impl<S: InterruptSink> MmioDevice for Pl011Port<'_, S> {
     }
 
     fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes {
+        if offset == DR {
+            self.uart.line_writer = self.vcpu;
+        }
         self.uart.write(offset, size, value);
         self.uart.drive_line(self.irq)
     }
@@ -375,6 +382,7 @@ mod tests {
         let mut port = Pl011Port {
             uart: &mut uart,
             irq: &mut irq,
+            vcpu: 0,
         };
         assert_eq!(port.region(), (BASE, 0x1000));
         assert_eq!(
@@ -410,18 +418,29 @@ mod tests {
     #[test]
     fn lines_reach_the_sink_with_the_instance_name() {
         let mut uart = Pl011::new("guest0", record, BASE, INTID);
-        for byte in b"hello\r\nworld" {
-            uart.write(DR, 1, u64::from(*byte));
-        }
+        let mut irq = Lines::default();
+        let mut port = |vcpu, text: &[u8]| {
+            let mut port = Pl011Port {
+                uart: &mut uart,
+                irq: &mut irq,
+                vcpu,
+            };
+            for byte in text {
+                assert_eq!(port.write(DR, 1, u64::from(*byte)), Changes::default());
+            }
+        };
+        port(0, b"hello\r\nworld");
         assert_eq!(
             take_lines(),
             [("guest0".to_string(), "hello".to_string(), true)]
         );
-        assert!(uart.has_partial_line());
-        uart.flush();
+        uart.flush_prompt(1);
+        assert_eq!(take_lines(), [], "vCPU 1 going idle ends nobody's line");
+        uart.flush_prompt(0);
         assert_eq!(
             take_lines(),
-            [("guest0".to_string(), "world".to_string(), false)]
+            [("guest0".to_string(), "world".to_string(), false)],
+            "the vCPU that printed a prompt went idle: it is shown"
         );
     }
 

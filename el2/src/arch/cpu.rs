@@ -218,12 +218,7 @@ impl PerCpu {
         self.save(vm, &mut vcpu);
         match end {
             SliceEnd::Waiting { wake_at: None } => {
-                // An idle guest may be waiting for input after a prompt: show the prompt. Not
-                // when a move holds it: its half-written line goes with it, to be finished on
-                // the other board.
-                if !vm.is_held() {
-                    vm.instance.flush_console();
-                }
+                vm.show_prompt(index);
                 SliceEnd::Waiting {
                     wake_at: vcpu.wake_deadline(vm.instance.counter_offset(), sysregs::counter()),
                 }
@@ -238,8 +233,7 @@ impl PerCpu {
     /// CPU may take, or it was paused or turned off). The scheduling timer keeps ticking each slice so
     /// that a vCPU queued here meanwhile is seen. The time waited is not its CPU time.
     fn wait_in_place(&mut self, board: &Board, vm: &Vm, index: usize, slice_end: &mut u64) -> bool {
-        // An idle guest may be waiting for input after a prompt: show the prompt.
-        vm.instance.flush_console();
+        vm.show_prompt(index);
         let start = sysregs::counter();
         let woke = loop {
             // Any vCPU queued anywhere: leave, so that this CPU picks or steals it.

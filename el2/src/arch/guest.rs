@@ -316,6 +316,15 @@ impl Vm {
         sysregs::counter().saturating_sub(self.held_at.load(Ordering::Acquire))
     }
 
+    /// vCPU `vcpu` went idle: it may wait for input after a prompt it printed, so that is
+    /// shown. Not while a move holds the instance: its half-written line goes with it, to be
+    /// finished on the other board.
+    pub fn show_prompt(&self, vcpu: usize) {
+        if !self.is_held() {
+            self.instance.flush_console(vcpu);
+        }
+    }
+
     /// True while a move holds it paused.
     pub fn is_held(&self) -> bool {
         self.held.load(Ordering::Acquire)
