@@ -7,11 +7,19 @@
 //! identification registers answer like an ARM PL011 (the AMBA bus in Linux probes them).
 //!
 //! The guest reaches the UART through a [`Pl011Port`], which drives the UART's interrupt line
-//! into an [`InterruptSink`] after every access.
+//! into an [`InterruptSink`] after every access. The line being written and the receive FIFO's
+//! fill level are also in a [`Pl011Fast`], which the fast path (`crate::fastpath`) reaches
+//! without the instance's lock: it takes the bytes of a line and answers FR reads, and leaves
+//! the rest (a newline, which passes the line on, and every other register) to this model.
 
+use alloc::borrow::Cow;
 use alloc::collections::VecDeque;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use spin::Mutex;
 
 use crate::mmio::{Changes, InterruptSink, MmioDevice};
 use crate::ratelimit::{Admission, LogBudget};
@@ -59,17 +67,84 @@ pub type LineSink = fn(instance: &str, text: &str, ends_line: bool);
 /// Guest text as it may appear on the shared board console: control characters other than tab
 /// (C0, DEL and C1, which includes the 8-bit CSI) shown as `\x1b`-style escapes, so a guest can
 /// neither drive the operator's terminal nor start a line that looks like the hypervisor's.
-pub fn escape_controls(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len());
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && c != '\t';
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() && c != '\t' {
+        if escaped(c) {
             // Writing to a String cannot fail.
             let _ = core::fmt::Write::write_fmt(&mut shown, format_args!("\\x{:02x}", c as u32));
         } else {
             shown.push(c);
         }
     }
-    shown
+    Cow::Owned(shown)
+}
+
+/// FR as it reads with `rx_len` bytes in the receive FIFO (the transmit FIFO is always empty).
+fn flags(rx_len: usize) -> u64 {
+    let rx_state = match rx_len {
+        0 => FR_RXFE,
+        RX_FIFO => FR_RXFF,
+        _ => 0,
+    };
+    FR_TXFE | rx_state
+}
+
+/// How a line is passed on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Emit {
+    /// At its newline.
+    Line,
+    /// Early, because it reached [`MAX_LINE`]: the rest follows on the same line.
+    Split,
+    /// Early, unfinished, because the vCPU that wrote it went idle (a prompt).
+    Prompt,
+}
+
+/// The line being written, and the vCPU that wrote to the data register last (the open line is
+/// its own).
+struct TxLine {
+    bytes: Vec<u8>,
+    writer: usize,
+}
+
+/// The part of a [`Pl011`] that the fast path uses without the instance's lock: the line being
+/// written (under a lock of its own) and the receive FIFO's fill level.
+pub struct Pl011Fast {
+    tx: Mutex<TxLine>,
+    /// Bytes in the receive FIFO, as the model last left it.
+    rx_len: AtomicUsize,
+}
+
+impl Pl011Fast {
+    /// A read at `offset` if it needs nothing but this part (FR): its value.
+    pub fn read(&self, offset: u64) -> Option<u64> {
+        (offset == FR).then(|| flags(self.rx_len.load(Ordering::Relaxed)))
+    }
+
+    /// A write of `value` by vCPU `vcpu` at `offset` if it needs nothing but this part: true
+    /// for a byte written to DR that goes into the line. A newline, or a byte that would fill
+    /// the line, passes the line on: the model's part, under the instance's lock, with the
+    /// console budget.
+    pub fn write(&self, vcpu: usize, offset: u64, value: u64) -> bool {
+        if offset != DR {
+            return false;
+        }
+        let byte = value as u8;
+        let mut tx = self.tx.lock();
+        if byte == b'\n' || tx.bytes.len() + 1 >= MAX_LINE {
+            return false;
+        }
+        tx.writer = vcpu;
+        if byte != b'\r' {
+            tx.bytes.push(byte);
+        }
+        true
+    }
 }
 
 /// An emulated PL011 with its guest-visible register state.
@@ -82,9 +157,10 @@ pub struct Pl011 {
     intid: u32,
     /// The level last driven on that line.
     irq_level: bool,
-    line: Vec<u8>,
-    /// The vCPU that wrote to the data register last: the open line is its own.
-    line_writer: usize,
+    /// The line being written and the receive FIFO's level, shared with the fast path.
+    fast: Arc<Pl011Fast>,
+    /// An empty buffer the size of a line, swapped with the line being passed on.
+    spare: Vec<u8>,
     /// Bounds the lines this UART puts on the board console.
     budget: LogBudget,
     /// The counter and its frequency as last set (the budget's clock).
@@ -113,8 +189,14 @@ impl Pl011 {
             base,
             intid,
             irq_level: false,
-            line: Vec::with_capacity(MAX_LINE),
-            line_writer: 0,
+            fast: Arc::new(Pl011Fast {
+                tx: Mutex::new(TxLine {
+                    bytes: Vec::with_capacity(MAX_LINE),
+                    writer: 0,
+                }),
+                rx_len: AtomicUsize::new(0),
+            }),
+            spare: Vec::with_capacity(MAX_LINE),
             budget: LogBudget::console(0),
             clock: (0, 1),
             rx: VecDeque::with_capacity(RX_FIFO),
@@ -129,27 +211,43 @@ impl Pl011 {
         }
     }
 
-    fn transmit(&mut self, byte: u8) {
-        match byte {
-            b'\n' => self.emit(true),
-            b'\r' => {}
-            _ => {
-                self.line.push(byte);
-                if self.line.len() >= MAX_LINE {
-                    self.emit(false);
+    /// What the fast path shares with this UART.
+    pub fn fast(&self) -> Arc<Pl011Fast> {
+        self.fast.clone()
+    }
+
+    /// A byte written to DR by vCPU `vcpu`.
+    fn transmit(&mut self, vcpu: usize, byte: u8) {
+        let pass_on = {
+            let mut tx = self.fast.tx.lock();
+            tx.writer = vcpu;
+            match byte {
+                b'\n' => Some(Emit::Line),
+                b'\r' => None,
+                _ => {
+                    tx.bytes.push(byte);
+                    (tx.bytes.len() >= MAX_LINE).then_some(Emit::Split)
                 }
             }
+        };
+        if let Some(how) = pass_on {
+            self.emit(how);
         }
     }
 
-    fn emit(&mut self, ends_line: bool) {
+    /// Passes the line on to the sink, `how` it ends. The line's bytes are swapped with the
+    /// empty spare buffer under the shared part's lock, so that neither is allocated again.
+    fn emit(&mut self, how: Emit) {
+        core::mem::swap(&mut self.fast.tx.lock().bytes, &mut self.spare);
+        let text = String::from_utf8_lossy(&self.spare);
         let (now, hz) = self.clock;
-        // A partial line (a prompt) is passed on as it stands and costs nothing until it ends.
-        let admission = if ends_line {
-            self.budget.admit(now, hz)
-        } else {
-            Admission::Print { suppressed: 0 }
+        // A prompt is passed on as it stands and costs nothing until its line ends; a line, or
+        // a chunk of one too long for a line, is charged to the console budget.
+        let admission = match how {
+            Emit::Line | Emit::Split => self.budget.admit(now, hz),
+            Emit::Prompt => Admission::Print { suppressed: 0 },
         };
+        let ends_line = how == Emit::Line;
         if let Admission::Print { suppressed } = admission {
             if suppressed > 0 {
                 let note = alloc::format!(
@@ -158,10 +256,10 @@ impl Pl011 {
                 );
                 (self.sink)(&self.instance, &note, true);
             }
-            let text = String::from_utf8_lossy(&self.line);
             (self.sink)(&self.instance, &text, ends_line);
         }
-        self.line.clear();
+        drop(text);
+        self.spare.clear();
     }
 
     /// Sets the clock the console budget runs on: the counter reads `now`, at `hz` a second.
@@ -173,8 +271,12 @@ impl Pl011 {
     /// printed it went idle. Another vCPU's idle time says nothing about a line still being
     /// written (an SMP guest prints from any CPU), so that line waits for its newline.
     pub fn flush_prompt(&mut self, vcpu: usize) {
-        if !self.line.is_empty() && self.line_writer == vcpu {
-            self.emit(false);
+        let open = {
+            let tx = self.fast.tx.lock();
+            !tx.bytes.is_empty() && tx.writer == vcpu
+        };
+        if open {
+            self.emit(Emit::Prompt);
         }
     }
 
@@ -182,7 +284,13 @@ impl Pl011 {
     pub fn receive(&mut self, byte: u8) {
         if self.rx.len() < RX_FIFO {
             self.rx.push_back(byte);
+            self.rx_changed();
         }
+    }
+
+    /// Tells the fast path how full the receive FIFO is now.
+    fn rx_changed(&self) {
+        self.fast.rx_len.store(self.rx.len(), Ordering::Relaxed);
     }
 
     /// Room left in the receive FIFO.
@@ -237,7 +345,7 @@ impl Pl011 {
             ilpr: self.ilpr,
             raw_interrupts: self.raw_interrupts(),
             rx: self.rx.iter().copied().collect(),
-            line: self.line.clone(),
+            line: self.fast.tx.lock().bytes.clone(),
         }
     }
 
@@ -254,22 +362,23 @@ impl Pl011 {
         self.dmacr = saved.dmacr & 0x7;
         self.ilpr = saved.ilpr & 0xff;
         self.rx = saved.rx.iter().copied().take(RX_FIFO).collect();
-        self.line = saved.line.iter().copied().take(MAX_LINE).collect();
+        self.rx_changed();
         self.irq_level = false;
+        let mut tx = self.fast.tx.lock();
+        tx.bytes.clear();
+        tx.bytes
+            .extend(saved.line.iter().copied().take(MAX_LINE - 1));
     }
 
     /// A guest read of the register at `offset` (any access size).
     pub fn read(&mut self, offset: u64, _size: u8) -> u64 {
         match offset {
-            DR => self.rx.pop_front().map_or(0, u64::from),
-            FR => {
-                let rx_state = match self.rx.len() {
-                    0 => FR_RXFE,
-                    RX_FIFO => FR_RXFF,
-                    _ => 0,
-                };
-                FR_TXFE | rx_state
+            DR => {
+                let byte = self.rx.pop_front().map_or(0, u64::from);
+                self.rx_changed();
+                byte
             }
+            FR => flags(self.rx.len()),
             RIS => self.raw_interrupts(),
             MIS => self.raw_interrupts() & self.imsc,
             ILPR => self.ilpr,
@@ -289,10 +398,10 @@ impl Pl011 {
         }
     }
 
-    /// A guest write of `value` to the register at `offset` (any access size).
-    pub fn write(&mut self, offset: u64, _size: u8, value: u64) {
+    /// A write of `value` by vCPU `vcpu` to the register at `offset` (any access size).
+    pub fn write(&mut self, vcpu: usize, offset: u64, _size: u8, value: u64) {
         match offset {
-            DR => self.transmit(value as u8),
+            DR => self.transmit(vcpu, value as u8),
             ILPR => self.ilpr = value & 0xff,
             IBRD => self.ibrd = value & 0xffff,
             FBRD => self.fbrd = value & 0x3f,
@@ -332,10 +441,7 @@ impl<S: InterruptSink> MmioDevice for Pl011Port<'_, S> {
     }
 
     fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes {
-        if offset == DR {
-            self.uart.line_writer = self.vcpu;
-        }
-        self.uart.write(offset, size, value);
+        self.uart.write(self.vcpu, offset, size, value);
         self.uart.drive_line(self.irq)
     }
 }
@@ -448,7 +554,7 @@ mod tests {
     fn control_characters_are_shown_escaped() {
         let mut uart = Pl011::new("g", record, BASE, INTID);
         for byte in b"\x1b[2Jred\x07\tok\r\n" {
-            uart.write(DR, 1, u64::from(*byte));
+            uart.write(0, DR, 1, u64::from(*byte));
         }
         let line = take_lines().remove(0).1;
         assert_eq!(line, "\x1b[2Jred\x07\tok", "the sink gets the guest's text");
@@ -465,13 +571,13 @@ mod tests {
         let mut uart = Pl011::new("g", record, BASE, INTID);
         uart.set_clock(0, 1_000_000_000);
         for _ in 0..LogBudget::CONSOLE_BURST + 50 {
-            uart.write(DR, 1, u64::from(b'x'));
-            uart.write(DR, 1, u64::from(b'\n'));
+            uart.write(0, DR, 1, u64::from(b'x'));
+            uart.write(0, DR, 1, u64::from(b'\n'));
         }
         assert_eq!(take_lines().len() as u64, LogBudget::CONSOLE_BURST);
         uart.set_clock(1_000_000_000, 1_000_000_000);
-        uart.write(DR, 1, u64::from(b'y'));
-        uart.write(DR, 1, u64::from(b'\n'));
+        uart.write(0, DR, 1, u64::from(b'y'));
+        uart.write(0, DR, 1, u64::from(b'\n'));
         let lines = take_lines();
         assert_eq!(
             lines[0].1,
@@ -484,13 +590,70 @@ mod tests {
     fn long_lines_are_split() {
         let mut uart = Pl011::new("g", record, BASE, INTID);
         for _ in 0..MAX_LINE + 3 {
-            uart.write(DR, 1, u64::from(b'x'));
+            uart.write(0, DR, 1, u64::from(b'x'));
         }
-        uart.write(DR, 1, u64::from(b'\n'));
+        uart.write(0, DR, 1, u64::from(b'\n'));
         let lines = take_lines();
         assert_eq!(lines.len(), 2);
         assert_eq!((lines[0].1.len(), lines[0].2), (MAX_LINE, false));
         assert_eq!((lines[1].1.len(), lines[1].2), (3, true));
+    }
+
+    #[test]
+    fn output_without_newlines_is_rate_limited_too() {
+        let mut uart = Pl011::new("g", record, BASE, INTID);
+        uart.set_clock(0, 1_000_000_000);
+        for _ in 0..(LogBudget::CONSOLE_BURST + 5) * MAX_LINE as u64 {
+            uart.write(0, DR, 1, u64::from(b'x'));
+        }
+        assert_eq!(take_lines().len() as u64, LogBudget::CONSOLE_BURST);
+    }
+
+    #[test]
+    fn the_fast_path_fills_the_line_the_model_passes_on() {
+        let mut uart = Pl011::new("g", record, BASE, INTID);
+        let fast = uart.fast();
+        assert_eq!(fast.read(FR), Some(FR_TXFE | FR_RXFE));
+        uart.receive(b'a');
+        assert_eq!(fast.read(FR), Some(FR_TXFE), "a byte waits");
+        assert_eq!(
+            fast.read(DR),
+            None,
+            "reading DR takes it from the model's FIFO"
+        );
+        assert_eq!(uart.read(DR, 4), u64::from(b'a'));
+        assert_eq!(fast.read(FR), Some(uart.read(FR, 4)));
+        for _ in 0..RX_FIFO {
+            uart.receive(b'b');
+        }
+        assert_eq!(fast.read(FR), Some(FR_TXFE | FR_RXFF));
+        assert_eq!(fast.read(IMSC), None);
+
+        for byte in b"he\rllo" {
+            assert!(fast.write(1, DR, u64::from(*byte)));
+        }
+        assert!(
+            !fast.write(1, DR, u64::from(b'\n')),
+            "a newline is the model's"
+        );
+        assert!(!fast.write(1, IMSC, 0), "so is every other register");
+        uart.flush_prompt(0);
+        assert_eq!(take_lines(), [], "vCPU 1 wrote the line");
+        uart.write(1, DR, 1, u64::from(b'\n'));
+        assert_eq!(take_lines(), [("g".to_string(), "hello".to_string(), true)]);
+
+        for _ in 0..MAX_LINE - 1 {
+            assert!(fast.write(0, DR, u64::from(b'x')));
+        }
+        assert!(
+            !fast.write(0, DR, u64::from(b'x')),
+            "the byte that fills the line is the model's"
+        );
+        assert_eq!(
+            uart.save().line.len(),
+            MAX_LINE - 1,
+            "a checkpoint has the open line"
+        );
     }
 
     #[test]
@@ -507,7 +670,7 @@ mod tests {
     fn receive_fifo_and_interrupts() {
         let mut uart = Pl011::new("g", record, BASE, INTID);
         assert!(!uart.interrupt_level(), "everything masked at reset");
-        uart.write(IMSC, 4, INT_RX | INT_RT);
+        uart.write(0, IMSC, 4, INT_RX | INT_RT);
         assert!(!uart.interrupt_level(), "nothing received yet");
         uart.receive(b'l');
         uart.receive(b's');
@@ -526,7 +689,7 @@ mod tests {
             FR_RXFF,
             "32 bytes fill the FIFO; the rest overrun"
         );
-        uart.write(IMSC, 4, INT_TX);
+        uart.write(0, IMSC, 4, INT_TX);
         assert_eq!(
             uart.read(MIS, 4),
             INT_TX,
@@ -537,17 +700,17 @@ mod tests {
     #[test]
     fn control_registers_read_back() {
         let mut uart = Pl011::new("g", record, BASE, INTID);
-        uart.write(IBRD, 4, 0x1_0027);
-        uart.write(FBRD, 4, 0xff);
-        uart.write(LCR_H, 4, 0x70);
-        uart.write(CR, 4, 0x301);
-        uart.write(IMSC, 4, 0x50);
+        uart.write(0, IBRD, 4, 0x1_0027);
+        uart.write(0, FBRD, 4, 0xff);
+        uart.write(0, LCR_H, 4, 0x70);
+        uart.write(0, CR, 4, 0x301);
+        uart.write(0, IMSC, 4, 0x50);
         assert_eq!(uart.read(IBRD, 4), 0x0027);
         assert_eq!(uart.read(FBRD, 4), 0x3f);
         assert_eq!(uart.read(LCR_H, 4), 0x70);
         assert_eq!(uart.read(CR, 4), 0x301);
         assert_eq!(uart.read(IMSC, 4), 0x50);
-        uart.write(FR, 4, 0);
+        uart.write(0, FR, 4, 0);
         assert_eq!(uart.read(FR, 4), FR_TXFE | FR_RXFE, "FR is read-only");
         assert_eq!(uart.read(DR, 4), 0, "an empty FIFO reads as zero");
     }

@@ -661,7 +661,7 @@ impl Reply {
                     .collect()],
             ),
             Self::Help => human_help(),
-            Self::Ok(message) => escape_controls(message),
+            Self::Ok(message) => escape_controls(message).into_owned(),
             Self::Error(message) => format!("error: {}", escape_controls(message)),
         }
     }
@@ -756,7 +756,7 @@ fn human_list(rows: &[InstanceRow]) -> String {
         .iter()
         .map(|row| {
             Vec::from([
-                escape_controls(&row.name),
+                escape_controls(&row.name).into_owned(),
                 String::from(row.state.as_str()),
                 format!("{}", row.vcpus),
                 format!("{}", row.ram_mib),
