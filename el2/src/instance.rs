@@ -17,6 +17,7 @@ use log::{Level, warn};
 use spin::Mutex;
 
 use crate::exit::{ExitKind, ExitReason, SysRegAccess, TrapSyndrome};
+use crate::fastpath::{FastDevices, FastVcpu};
 use crate::idregs::GuestIdRegisters;
 use crate::mmio::{Changes, GicDistributor, GicRedistributors, MmioAccess, MmioDevice};
 use crate::pl011::{LineSink, Pl011, Pl011Port};
@@ -513,6 +514,8 @@ pub struct Instance {
     /// The instance's slot on its board (what [`Kick`] names it by).
     pub slot: usize,
     mpidrs: Vec<u64>,
+    /// What the fast path answers from, without `shared`'s lock.
+    fast: FastDevices,
     shared: Mutex<Shared>,
     kick: Kick,
     checkpoint: Checkpoint,
@@ -549,12 +552,16 @@ impl Instance {
             .iter()
             .map(|a| (1 << 31) | (a & MPIDR_AFFINITY_MASK))
             .collect();
+        let vgic = reset_vgic(board.gic, &mpidrs);
+        let uart = Pl011::new(name, board.console, UART_BASE, UART_INTID);
+        let fast = FastDevices::new(UART_BASE, uart.fast(), vgic.distributor_constants());
         Self {
             name: name.into(),
             ram_size,
+            fast,
             shared: Mutex::new(Shared {
-                vgic: reset_vgic(board.gic, &mpidrs),
-                uart: Pl011::new(name, board.console, UART_BASE, UART_INTID),
+                vgic,
+                uart,
                 power: alloc::vec![Power::Off; mpidrs.len()],
                 in_guest: 0,
                 resetting: None,
@@ -786,13 +793,23 @@ impl Instance {
         self.counter_offset.store(offset, Ordering::Release);
     }
 
-    /// Exits so far by reason, as `(name, count)`.
+    /// Exits so far by reason, as `(name, count)`: those of the full path, then those the
+    /// fast path answered.
     pub fn exit_counts(&self) -> Vec<(&'static str, u64)> {
         ExitReason::NAMES
             .iter()
             .zip(&self.exits)
             .map(|(name, count)| (*name, count.load(Ordering::Relaxed)))
+            .chain(self.fast.answered())
             .collect()
+    }
+
+    /// What the fast path of vCPU `vcpu` answers from while the vCPU runs.
+    pub fn fast_vcpu(&self, vcpu: usize) -> FastVcpu<'_> {
+        FastVcpu {
+            devices: &self.fast,
+            vcpu,
+        }
     }
 
     /// Interrupts raised for the guest so far.

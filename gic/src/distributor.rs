@@ -1,11 +1,13 @@
 //! The GICv3 distributor register frame (64 KiB, `GICD_*`).
 
+use alloc::vec::Vec;
+
 use crate::regs;
 use crate::{AFFINITY_MASK, Bank, IROUTER_IRM, Shape, Vgic};
 
 const GICD_CTLR: u64 = 0x0;
-const GICD_TYPER: u64 = 0x4;
-const GICD_IIDR: u64 = 0x8;
+pub(crate) const GICD_TYPER: u64 = 0x4;
+pub(crate) const GICD_IIDR: u64 = 0x8;
 const GICD_IROUTER: u64 = 0x6000;
 const GICD_IROUTER_END: u64 = 0x8000;
 /// `GICD_PIDR4`, start of the identification registers (up to `GICD_CIDR3` at 0xFFFC).
@@ -41,6 +43,27 @@ pub(crate) fn id_reg(ids: &[u8; 12], offset: u64, size: u8) -> u64 {
 }
 
 impl Vgic {
+    /// The distributor registers whose values never change for this vGIC (`GICD_TYPER`,
+    /// `GICD_IIDR` and the identification registers), as `(offset, value)` of their 32-bit
+    /// reads: what the fast path answers without the vGIC's lock.
+    pub fn distributor_constants(&self) -> Vec<(u64, u32)> {
+        let ids = match self.shape {
+            Shape::V3 => ID_REGS,
+            Shape::V2 => crate::distributor_v2::ID_REGS,
+        };
+        [GICD_TYPER, GICD_IIDR]
+            .into_iter()
+            .chain((0..12).map(|index| ids + 4 * index))
+            .map(|offset| {
+                let value = match self.shape {
+                    Shape::V3 => self.distributor_read(offset, 4),
+                    Shape::V2 => self.distributor_v2_read(0, offset, 4),
+                };
+                (offset, value as u32)
+            })
+            .collect()
+    }
+
     /// A guest read of `size` bytes at `offset` in the GICv3 distributor frame. Word registers
     /// take 32-bit accesses, `IPRIORITYR` also bytes, `IROUTER` 64-bit or 32-bit halves; anything
     /// else (and any reserved or out-of-range register, and every register of a GICv2) reads as

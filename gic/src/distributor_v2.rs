@@ -8,19 +8,17 @@
 
 use core::ops::Range;
 
-use crate::distributor::{IIDR, id_reg};
+use crate::distributor::{GICD_IIDR, GICD_TYPER, IIDR, id_reg};
 use crate::{Bank, Shape, Vgic, regs};
 
 const GICD_CTLR: u64 = 0x000;
-const GICD_TYPER: u64 = 0x004;
-const GICD_IIDR: u64 = 0x008;
 const GICD_SGIR: u64 = 0xf00;
 const GICD_CPENDSGIR: u64 = 0xf10;
 const GICD_SPENDSGIR: u64 = 0xf20;
 /// One past the last `SPENDSGIR`.
 const SGI_PENDING_END: u64 = 0xf30;
 /// `GICD_PIDR4`, start of the identification registers (up to `GICD_CIDR3` at 0xFFC).
-const ID_REGS: u64 = 0xfd0;
+pub(crate) const ID_REGS: u64 = 0xfd0;
 /// Size of the frame.
 const FRAME_SIZE: u64 = 0x1000;
 

@@ -388,3 +388,33 @@ fn a_redistributor_write_that_raises_a_private_interrupt_kicks_its_vcpu() {
     // GICR_WAKER: no interrupt raised.
     assert_eq!(v.redistributor_write(1, 0x14, 4, 0), 0);
 }
+
+#[test]
+fn constants_are_what_reads_answer_whatever_is_written() {
+    let all_ones = |v: &mut Vgic, offset: u64| match v.shape() {
+        gic::Shape::V3 => v.distributor_write(offset, 4, 0xffff_ffff),
+        gic::Shape::V2 => v.distributor_v2_write(1, offset, 4, 0xffff_ffff),
+    };
+    for mut v in [vgic(), Vgic::new_v2(4, 64)] {
+        let constants = v.distributor_constants();
+        assert_eq!(
+            constants.len(),
+            14,
+            "TYPER, IIDR and 12 identification registers"
+        );
+        assert_eq!(constants[0].0, TYPER);
+        assert_eq!(constants[1], (IIDR, 0x43b));
+        for &(offset, _) in &constants {
+            let _ = all_ones(&mut v, offset);
+        }
+        let _ = all_ones(&mut v, CTLR);
+        for &(offset, value) in &constants {
+            let read = match v.shape() {
+                gic::Shape::V3 => v.distributor_read(offset, 4),
+                gic::Shape::V2 => v.distributor_v2_read(3, offset, 4),
+            };
+            assert_eq!(read, u64::from(value), "{:?} {offset:#x}", v.shape());
+        }
+        assert_eq!(v.distributor_constants(), constants);
+    }
+}

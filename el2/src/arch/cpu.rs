@@ -154,9 +154,10 @@ impl PerCpu {
         // change costs a conversion to board time and a timer write.
         let mut armed = vcpu.phys_timer.deadline();
         sysregs::arm_deadline_timer(vcpu.phys_deadline(offset, sysregs::counter()));
+        let fast = vm.instance.fast_vcpu(index);
         let end = loop {
             self.load_interrupts(vm, index);
-            let kind = vectors::run(&mut vcpu.regs);
+            let kind = vectors::run(&mut vcpu.regs, &fast);
             self.sync_interrupts(vm, index);
             if kind == ExitKind::Irq {
                 self.take_interrupts(Some((vm, index)));

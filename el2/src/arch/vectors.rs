@@ -2,12 +2,17 @@
 //! registers and ERETs to it; an exception from the guest saves them again and returns from
 //! `enter_guest` with the kind of exit. Exceptions taken at EL2 itself are hypervisor bugs.
 //!
-//! A synchronous exception from AArch64 first tries the fast path (`crate::fastpath`): with
-//! only the registers a Rust call may clobber saved on the stack, `fast_exit` decides; an exit
-//! it answers returns to the guest at once, any other continues as a full exit.
+//! A synchronous exception from AArch64 first tries the fast path (`crate::fastpath`): for an
+//! HVC, with only the registers a Rust call may clobber saved on the stack, `fast_exit` decides;
+//! for a data abort, with those registers and x0, x1 and the PC saved into the vCPU's
+//! `GuestRegs`, `fast_mmio` does. An exit either answers returns to the guest at once, any
+//! other continues as a full exit.
 
+use core::ffi::c_void;
+
+use crate::arch::sysregs;
 use crate::exit::ExitKind;
-use crate::fastpath;
+use crate::fastpath::{self, FastVcpu};
 use crate::vcpu::GuestRegs;
 
 core::arch::global_asm!(
@@ -23,6 +28,54 @@ core::arch::global_asm!(
     .balign 0x80
     stp     x0, x1, [sp, #-16]!
     b       guest_sync_entry
+.endm
+
+// Saves the guest's registers into the GuestRegs at x0, with its x0, x1 popped from the stack.
+.macro save_guest_regs
+    stp     x2, x3, [x0, #16]
+    stp     x4, x5, [x0, #32]
+    stp     x6, x7, [x0, #48]
+    stp     x8, x9, [x0, #64]
+    stp     x10, x11, [x0, #80]
+    stp     x12, x13, [x0, #96]
+    stp     x14, x15, [x0, #112]
+    stp     x16, x17, [x0, #128]
+    stp     x18, x19, [x0, #144]
+    stp     x20, x21, [x0, #160]
+    stp     x22, x23, [x0, #176]
+    stp     x24, x25, [x0, #192]
+    stp     x26, x27, [x0, #208]
+    stp     x28, x29, [x0, #224]
+    str     x30, [x0, #240]
+    ldp     x2, x3, [sp], #16
+    stp     x2, x3, [x0]
+    mrs     x2, elr_el2
+    mrs     x3, spsr_el2
+    stp     x2, x3, [x0, #248]
+.endm
+
+// Loads the guest's registers from the GuestRegs at x0 and returns to it.
+.macro load_guest_regs_and_eret
+    ldp     x1, x2, [x0, #248]      // pc, pstate
+    msr     elr_el2, x1
+    msr     spsr_el2, x2
+    ldp     x2, x3, [x0, #16]
+    ldp     x4, x5, [x0, #32]
+    ldp     x6, x7, [x0, #48]
+    ldp     x8, x9, [x0, #64]
+    ldp     x10, x11, [x0, #80]
+    ldp     x12, x13, [x0, #96]
+    ldp     x14, x15, [x0, #112]
+    ldp     x16, x17, [x0, #128]
+    ldp     x18, x19, [x0, #144]
+    ldp     x20, x21, [x0, #160]
+    ldp     x22, x23, [x0, #176]
+    ldp     x24, x25, [x0, #192]
+    ldp     x26, x27, [x0, #208]
+    ldp     x28, x29, [x0, #224]
+    ldr     x30, [x0, #240]
+    ldp     x0, x1, [x0]
+    eret
 .endm
 
 // The registers a Rust call may clobber besides x0/x1 (x2..x18, x30), on the stack and back.
@@ -79,7 +132,7 @@ el2_vectors:
     guest_exit 2
     guest_exit 3
 
-// fn enter_guest(regs: *mut GuestRegs) -> u64 (the ExitKind)
+// fn enter_guest(regs: *mut GuestRegs, fast: *const FastVcpu) -> u64 (the ExitKind)
 .global enter_guest
 enter_guest:
     stp     x29, x30, [sp, #-112]!
@@ -88,10 +141,48 @@ enter_guest:
     stp     x23, x24, [sp, #48]
     stp     x25, x26, [sp, #64]
     stp     x27, x28, [sp, #80]
-    str     x0, [sp, #96]           // found again by guest_exit_common
-    ldp     x1, x2, [x0, #248]      // pc, pstate
+    stp     x0, x1, [sp, #96]       // found again by the exit paths
+    load_guest_regs_and_eret
+
+// A synchronous exception from AArch64, the guest's x0, x1 pushed: the fast path if it is on
+// and answers, else a full exit. Any exception class but an HVC or a data abort pays seven
+// instructions.
+guest_sync_entry:
+    mrs     x1, esr_el2
+    lsr     x1, x1, #26
+    cmp     x1, #{ec_hvc64}
+    b.eq    3f
+    cmp     x1, #{ec_data_abort}
+    b.ne    2f
+    adrp    x1, {fast_path}
+    ldrb    w1, [x1, :lo12:{fast_path}]
+    cbz     w1, 2f
+    // A data abort: the registers a Rust call may clobber, x0/x1 and the PC saved into the
+    // GuestRegs (x19..x29 stay live: `fast_mmio` declines an access that names one). Answered
+    // (x0 = 1): those come back and the guest resumes at the PC `fast_mmio` stepped on.
+    // Declined: the rest goes into the GuestRegs and the exit goes on as a full one.
+    ldr     x0, [sp, #(16 + 96)]    // the GuestRegs pointer enter_guest saved
+    stp     x2, x3, [x0, #16]
+    stp     x4, x5, [x0, #32]
+    stp     x6, x7, [x0, #48]
+    stp     x8, x9, [x0, #64]
+    stp     x10, x11, [x0, #80]
+    stp     x12, x13, [x0, #96]
+    stp     x14, x15, [x0, #112]
+    stp     x16, x17, [x0, #128]
+    str     x18, [x0, #144]
+    str     x30, [x0, #240]
+    ldp     x2, x3, [sp]            // the guest's x0, x1
+    stp     x2, x3, [x0]
+    mrs     x2, elr_el2
+    str     x2, [x0, #248]
+    ldr     x1, [sp, #(16 + 104)]   // the FastVcpu pointer
+    bl      {fast_mmio}
+    ldr     x1, [sp, #(16 + 96)]
+    cbz     x0, 4f
+    mov     x0, x1
+    ldr     x1, [x0, #248]
     msr     elr_el2, x1
-    msr     spsr_el2, x2
     ldp     x2, x3, [x0, #16]
     ldp     x4, x5, [x0, #32]
     ldp     x6, x7, [x0, #48]
@@ -100,28 +191,30 @@ enter_guest:
     ldp     x12, x13, [x0, #96]
     ldp     x14, x15, [x0, #112]
     ldp     x16, x17, [x0, #128]
-    ldp     x18, x19, [x0, #144]
-    ldp     x20, x21, [x0, #160]
-    ldp     x22, x23, [x0, #176]
-    ldp     x24, x25, [x0, #192]
-    ldp     x26, x27, [x0, #208]
-    ldp     x28, x29, [x0, #224]
+    ldr     x18, [x0, #144]
     ldr     x30, [x0, #240]
     ldp     x0, x1, [x0]
+    add     sp, sp, #16
     eret
-
-// A synchronous exception from AArch64, the guest's x0, x1 pushed: the fast path if it is on
-// and `fast_exit` answers (x0 = 1, the guest's new x0 in x1), else a full exit.
-guest_sync_entry:
-    mrs     x1, esr_el2
-    lsr     x1, x1, #26
-    cmp     x1, #{ec_hvc64}         // only an HVC can qualify: the rest pay five instructions
-    b.ne    2f
-    adrp    x1, {fast_path}
+4:  str     x19, [x1, #152]
+    stp     x20, x21, [x1, #160]
+    stp     x22, x23, [x1, #176]
+    stp     x24, x25, [x1, #192]
+    stp     x26, x27, [x1, #208]
+    stp     x28, x29, [x1, #224]
+    mrs     x2, spsr_el2
+    str     x2, [x1, #256]
+    add     sp, sp, #16
+    mov     x1, #0                  // ExitKind::Synchronous
+    b       return_to_host
+    // An HVC: only the call-clobbered registers saved; `fast_exit` answers (x0 = 1, the
+    // guest's new x0 in x1) or the exit goes on as a full one.
+3:  adrp    x1, {fast_path}
     ldrb    w1, [x1, :lo12:{fast_path}]
     cbz     w1, 2f
     push_call_clobbered
-    mov     x4, x3                  // fast_exit(esr, x0, x1, x2, x3)
+    ldr     x5, [sp, #(144 + 16 + 104)] // fast_exit(esr, x0, x1, x2, x3, the FastVcpu)
+    mov     x4, x3
     mov     x3, x2
     ldp     x1, x2, [sp, #144]
     mrs     x0, esr_el2
@@ -139,26 +232,9 @@ guest_sync_entry:
 // Entered from a lower-EL vector with the guest's x0, x1 pushed and the exit kind in x1.
 guest_exit_common:
     ldr     x0, [sp, #(16 + 96)]    // the GuestRegs pointer enter_guest saved
-    stp     x2, x3, [x0, #16]
-    stp     x4, x5, [x0, #32]
-    stp     x6, x7, [x0, #48]
-    stp     x8, x9, [x0, #64]
-    stp     x10, x11, [x0, #80]
-    stp     x12, x13, [x0, #96]
-    stp     x14, x15, [x0, #112]
-    stp     x16, x17, [x0, #128]
-    stp     x18, x19, [x0, #144]
-    stp     x20, x21, [x0, #160]
-    stp     x22, x23, [x0, #176]
-    stp     x24, x25, [x0, #192]
-    stp     x26, x27, [x0, #208]
-    stp     x28, x29, [x0, #224]
-    str     x30, [x0, #240]
-    ldp     x2, x3, [sp], #16       // the guest's x0, x1
-    stp     x2, x3, [x0]
-    mrs     x2, elr_el2
-    mrs     x3, spsr_el2
-    stp     x2, x3, [x0, #248]
+    save_guest_regs
+// The guest's registers saved, the exit kind in x1: back to enter_guest's caller.
+return_to_host:
     mov     x0, x1
     ldp     x19, x20, [sp, #16]
     ldp     x21, x22, [sp, #32]
@@ -176,7 +252,9 @@ el2_fault_entry:
 "#,
     fast_path = sym fastpath::FAST_PATH,
     ec_hvc64 = const fastpath::EC_HVC64,
+    ec_data_abort = const fastpath::EC_DATA_ABORT_LOWER,
     fast_exit = sym fast_exit,
+    fast_mmio = sym fast_mmio,
 );
 
 /// What `fast_exit` tells the vector: whether it answered, and the guest's new x0. Returned in
@@ -187,27 +265,59 @@ struct FastAnswer {
     x0: u64,
 }
 
-/// The fast path's decision, called from the vector with interrupts masked and only the
-/// caller-saved registers saved: it must touch no shared state (see `crate::fastpath`).
-extern "C" fn fast_exit(esr: u64, x0: u64, x1: u64, x2: u64, x3: u64) -> FastAnswer {
+/// The fast path's decision on an HVC, called from the vector with interrupts masked and only
+/// the caller-saved registers saved: it must touch no shared state (see `crate::fastpath`).
+extern "C" fn fast_exit(
+    esr: u64,
+    x0: u64,
+    x1: u64,
+    x2: u64,
+    x3: u64,
+    fast: *const FastVcpu,
+) -> FastAnswer {
     match fastpath::answer(esr, [x0, x1, x2, x3]) {
-        Some(x0) => FastAnswer { answered: 1, x0 },
+        Some(x0) => {
+            // SAFETY: the vector passes the FastVcpu that `run` was given, which outlives the
+            // guest's run and is only read.
+            fastpath::answered_hvc(unsafe { &*fast });
+            FastAnswer { answered: 1, x0 }
+        }
         None => FastAnswer { answered: 0, x0 },
     }
 }
 
-unsafe extern "C" {
-    fn enter_guest(regs: *mut GuestRegs) -> u64;
+/// The fast path's decision on a data abort, called from the vector with interrupts masked and
+/// the guest's x0..x18, x30 and PC saved in `regs` (x19..x29 are still in their registers, so
+/// an access that names one of those is declined): 1 if answered (the guest resumes from
+/// `regs`), 0 for a full exit.
+extern "C" fn fast_mmio(regs: *mut GuestRegs, fast: *const FastVcpu) -> u64 {
+    let syndrome = sysregs::trap_syndrome();
+    // ISS.SRT, the register the load or store transfers.
+    if (19..=29).contains(&(syndrome.iss() >> 16 & 0x1f)) {
+        return 0;
+    }
+    // SAFETY: the vector passes the GuestRegs and the FastVcpu that `run` was given: `run` holds
+    // the one exclusively and the other shared for as long as the guest runs, and nothing else
+    // touches them meanwhile (this CPU is in the vector, not in `run`'s caller).
+    let (regs, fast) = unsafe { (&mut *regs, &*fast) };
+    u64::from(fastpath::mmio(fast, regs, &syndrome))
 }
 
-/// Runs the vCPU whose registers are `regs` until it exits, and says how it exited.
+unsafe extern "C" {
+    /// `fast` is a `*const FastVcpu`, which the assembly only hands on to the fast path.
+    fn enter_guest(regs: *mut GuestRegs, fast: *const c_void) -> u64;
+}
+
+/// Runs the vCPU whose registers are `regs` until it exits, and says how it exited; `fast` is
+/// what its fast path answers from meanwhile.
 ///
 /// The vCPU's EL1 system registers and the stage-2 context must already be loaded.
-pub fn run(regs: &mut GuestRegs) -> ExitKind {
+pub fn run(regs: &mut GuestRegs, fast: &FastVcpu) -> ExitKind {
     // SAFETY: `regs` is a valid, exclusively borrowed GuestRegs with the layout the assembly
-    // expects (checked by a unit test); enter_guest preserves every callee-saved register and
-    // the stack, and returns only after the guest exits back to EL2.
-    let raw = unsafe { enter_guest(regs) };
+    // expects (checked by a unit test), and `fast` is valid for the call; enter_guest preserves
+    // every callee-saved register and the stack, and returns only after the guest exits back
+    // to EL2.
+    let raw = unsafe { enter_guest(regs, core::ptr::from_ref(fast).cast()) };
     ExitKind::from_raw(raw).expect("the vector table only passes ExitKind values")
 }
 
