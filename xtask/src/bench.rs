@@ -36,8 +36,16 @@
 //!     with the neighbour switching in and out. The timer latency includes switching the busy
 //!     vCPU out when the timer wakes the bench vCPU (the scheduler lets a vCPU woken after a
 //!     sleep preempt at once).
-//! - Linux boot to /init: the Debian Linux guest (1 vCPU); the figure is the kernel's own printk
-//!   timestamp of `Run /init as init process`, i.e. the time since the kernel's clock started.
+//! - Linux boot to /init: the Debian Linux guest with each of Debian's two arm64 kernel flavours
+//!   (`cloud-arm64`, the test guest's, and the generic `arm64`, of the same version), with 1 and
+//!   with 4 vCPUs on a board with as many CPUs; the figure is the kernel's own printk timestamp
+//!   of `Run /init as init process`, i.e. the time since the kernel's clock started. Each row is
+//!   run twice, both ways, and the table's `second run` column says how the second run differed
+//!   (the aim is `same`); the exit histogram of each first run under the hypervisor is printed.
+//!
+//! Every run gets `-seed` [`SEED`]: with the host's entropy behind RNDR and the device tree's
+//! seeds, Linux boots did not repeat (the same image under the hypervisor reached /init 1.2 and
+//! 3.6 ms apart with 4 vCPUs).
 //!
 //! The table goes to stdout and the figures to `target/bench.json`.
 
@@ -53,11 +61,16 @@ use crate::build::{self, workspace_root};
 use crate::bundle::{
     BoardPart, BundleSpec, InstanceSpec, write_board_bundle_file, write_bundle_file,
 };
-use crate::linux_guest;
+use crate::linux_guest::{self, Flavour};
 use crate::qemu::{self, CPU};
 
 /// The icount setting every benchmark run uses.
 pub const ICOUNT: &str = "shift=0,sleep=off";
+/// The seed of QEMU's random numbers in every benchmark run: the guest's RNDR and the
+/// `kaslr-seed`/`rng-seed` QEMU puts in a bare board's device tree come from the host's
+/// entropy otherwise, and Linux, which seeds its hash tables, address-space layout and stack
+/// offsets from them, then takes a different path on each boot (4 vCPUs: thousands of µs).
+pub const SEED: &str = "1";
 /// Longest a micro-benchmark run may take (wall time).
 pub const MICRO_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest a Linux boot may take to reach its shell prompt (wall time).
@@ -113,6 +126,8 @@ const NEIGHBOUR_END: &str = "spin: total";
 /// The line the bench guest prints once it has been switched out for the neighbour.
 const NEIGHBOUR_RUNS: &str = "the neighbour runs";
 
+/// The vCPU counts of the Linux rows (the board has as many CPUs).
+pub const LINUX_VCPUS: [u32; 2] = [1, 4];
 /// The aim for Linux boot to /init: at most this many hundredths of a percent over bare.
 pub const LINUX_AIM_HUNDREDTHS_PERCENT: u64 = 50;
 
@@ -166,6 +181,9 @@ pub struct Figure {
     pub alone: Option<u64>,
     /// What the hypervisor figure should be.
     pub aim: Aim,
+    /// The same figure from a second run, for figures that are run twice to show that they
+    /// repeat: with the hypervisor and on the bare board.
+    pub again: Option<(u64, Option<u64>)>,
 }
 
 impl Figure {
@@ -178,6 +196,7 @@ impl Figure {
             bare: Some(bare),
             alone: None,
             aim,
+            again: None,
         }
     }
 
@@ -191,6 +210,7 @@ impl Figure {
             bare: None,
             alone,
             aim: Aim::None,
+            again: None,
         }
     }
 
@@ -227,6 +247,34 @@ impl Figure {
         }
         text
     }
+
+    /// How the second run differed from the first (`same`, or the differences), `-` for a
+    /// figure taken once.
+    pub fn repeat_text(&self) -> String {
+        let Some((hypervisor, bare)) = self.again else {
+            return "-".into();
+        };
+        let change = |first: u64, second: u64| match i128::from(second) - i128::from(first) {
+            0 => "same".to_string(),
+            difference if self.unit == "instructions" => format!("{difference:+}"),
+            difference => format!("{difference:+} {}", self.unit),
+        };
+        let changes = [
+            Some(("hypervisor", change(self.hypervisor, hypervisor))),
+            self.bare
+                .zip(bare)
+                .map(|(first, second)| ("bare", change(first, second))),
+        ];
+        if changes.iter().flatten().all(|(_, text)| text == "same") {
+            return "same".into();
+        }
+        let parts: Vec<String> = changes
+            .iter()
+            .flatten()
+            .map(|(which, text)| format!("{which} {text}"))
+            .collect();
+        parts.join(", ")
+    }
 }
 
 /// `1234` → `12.34`.
@@ -259,7 +307,9 @@ pub fn bench(selection: Selection) -> Result<(), String> {
         figures.extend(sharing()?);
     }
     if selection.linux {
-        figures.push(linux()?);
+        let (rows, exits) = linux()?;
+        figures.extend(rows);
+        histograms.extend(exits);
     }
     let version = version
         .strip_prefix("QEMU emulator version ")
@@ -269,7 +319,7 @@ pub fn bench(selection: Selection) -> Result<(), String> {
         print!("{}", table(&figures));
         for histogram in &histograms {
             println!(
-                "(exits of the bench guest's instance, {}: {})",
+                "(exits of the instance under the hypervisor, {}: {})",
                 histogram.run,
                 histogram_text(&histogram.exits)
             );
@@ -298,6 +348,7 @@ fn qemu_command(gic: u32, virtualization: bool, cpus: u32, memory: &str) -> Comm
         .args(["-smp", &cpus.to_string()])
         .args(["-m", memory])
         .args(["-icount", ICOUNT])
+        .args(["-seed", SEED])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"]);
     command
 }
@@ -755,39 +806,82 @@ fn parse_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Vec<(String, 
     Ok(figures)
 }
 
-/// Linux boot to /init, both ways.
-fn linux() -> Result<Figure, String> {
-    let bundle = linux_guest::linux_bundle(1)?;
-    let (kernel, initramfs) = (linux_guest::kernel_image(), linux_guest::initramfs_image());
-    require(&kernel, "run `cargo xtask linux-guest`")?;
-    require(&initramfs, "run `cargo xtask linux-guest`")?;
-    let hypervisor = hypervisor_command(3, &bundle, 1, "1G", "");
-    // The bare board gets the RAM the instance has under the hypervisor, not the board's 1 GiB:
-    // the kernel's boot time grows with its memory (struct pages, buddy allocator), by about 3.6%
-    // of the figure from 256 MiB to 1 GiB, far more than the overhead being measured.
-    let mut bare = qemu_command(3, false, 1, &format!("{}M", linux_guest::MEMORY >> 20));
-    bare.arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initramfs)
-        .args(["-append", linux_guest::BOOTARGS]);
-    eprintln!("xtask: bench: Linux boot to /init, with the hypervisor and on the bare board");
-    let (on_hypervisor, on_bare) = both(
-        || linux_run("with the hypervisor", hypervisor, NEXT_INSTANCE),
-        || linux_run("on the bare board", bare, ""),
-    );
-    Ok(Figure::both_ways(
-        "linux_boot_to_init",
-        "us",
-        on_hypervisor?,
-        on_bare?,
-        Aim::OverheadHundredthsPercent(LINUX_AIM_HUNDREDTHS_PERCENT),
-    ))
+/// Linux boot to /init for each kernel flavour and vCPU count ([`LINUX_VCPUS`]), both ways,
+/// each taken twice to show that it repeats; with the exits of each first run under the
+/// hypervisor.
+fn linux() -> Result<(Vec<Figure>, Vec<ExitHistogram>), String> {
+    let (mut figures, mut histograms) = (Vec::new(), Vec::new());
+    for flavour in Flavour::ALL {
+        for vcpus in LINUX_VCPUS {
+            let name = linux_row_name(flavour, vcpus);
+            let bundle = flavour.bundle(vcpus)?;
+            let mut runs = Vec::new();
+            for run in 1..=2 {
+                eprintln!(
+                    "xtask: bench: {name} (run {run} of 2), with the hypervisor and on the bare \
+                     board"
+                );
+                let hypervisor = hypervisor_command(3, &bundle, vcpus, "1G", "");
+                // The bare board gets the RAM the instance has under the hypervisor, not the
+                // board's 1 GiB: the kernel's boot time grows with its memory (struct pages,
+                // buddy allocator), by about 3.6% of the figure from 256 MiB to 1 GiB, far more
+                // than the overhead being measured.
+                let mut bare =
+                    qemu_command(3, false, vcpus, &format!("{}M", linux_guest::MEMORY >> 20));
+                bare.arg("-kernel")
+                    .arg(flavour.kernel_image())
+                    .arg("-initrd")
+                    .arg(linux_guest::initramfs_image())
+                    .args(["-append", linux_guest::BOOTARGS]);
+                let (on_hypervisor, on_bare) = both(
+                    || linux_run(&name, "with the hypervisor", hypervisor, NEXT_INSTANCE),
+                    || linux_run(&name, "on the bare board", bare, ""),
+                );
+                runs.push((on_hypervisor?, on_bare?));
+            }
+            let [(first, first_bare), (second, second_bare)] =
+                <[_; 2]>::try_from(runs).unwrap_or_else(|_| unreachable!("two runs were taken"));
+            let exits = parse_exit_histogram(&first.serial, "linux").ok_or(format!(
+                "{name}: the hypervisor logged no exit histogram for `linux`"
+            ))?;
+            histograms.push(ExitHistogram {
+                run: name.clone(),
+                exits,
+            });
+            let mut figure = Figure::both_ways(
+                &name,
+                "us",
+                first.init_us,
+                first_bare.init_us,
+                Aim::OverheadHundredthsPercent(LINUX_AIM_HUNDREDTHS_PERCENT),
+            );
+            figure.again = Some((second.init_us, Some(second_bare.init_us)));
+            figures.push(figure);
+        }
+    }
+    Ok((figures, histograms))
 }
 
-/// One Linux boot: the printk timestamp of `Run /init as init process` in microseconds. `focus`
-/// is typed before `poweroff -f` (the key that gives a hypervisor's instance the keyboard).
-fn linux_run(how: &str, command: Command, focus: &str) -> Result<u64, String> {
+/// The name of the Linux row for `flavour` with `vcpus` vCPUs, e.g. `linux_init_cloud_4vcpu`.
+pub fn linux_row_name(flavour: Flavour, vcpus: u32) -> String {
+    let flavour = match flavour {
+        Flavour::Cloud => "cloud",
+        Flavour::Generic => "generic",
+    };
+    format!("linux_init_{flavour}_{vcpus}vcpu")
+}
+
+/// One Linux boot's figure and its serial log.
+struct LinuxRun {
+    /// The printk timestamp of [`LINUX_INIT_LINE`], in microseconds.
+    init_us: u64,
+    /// The board's serial output.
+    serial: String,
+}
+
+/// One Linux boot of row `row`: the printk timestamp of `Run /init as init process`. `focus` is
+/// typed before `poweroff -f` (the key that gives a hypervisor's instance the keyboard).
+fn linux_run(row: &str, how: &str, command: Command, focus: &str) -> Result<LinuxRun, String> {
     let mut sent = false;
     let run = Session::run(command, LINUX_TIMEOUT, |serial| {
         if sent {
@@ -801,7 +895,7 @@ fn linux_run(how: &str, command: Command, focus: &str) -> Result<u64, String> {
             _ => Step::Wait,
         }
     })?;
-    let fail = |what: String| Err(run.failure(&format!("Linux {how}: {what}")));
+    let fail = |what: String| Err(run.failure(&format!("{row} {how}: {what}")));
     if !run.finished {
         return fail(format!(
             "no `{LINUX_INIT_LINE}` line followed by the prompt {:?} within {}s",
@@ -820,7 +914,7 @@ fn linux_run(how: &str, command: Command, focus: &str) -> Result<u64, String> {
         return fail(format!("no printk timestamp in {line:?}"));
     };
     eprintln!(
-        "xtask: bench: Linux {how}: /init at {us} us ({}, {:.1}s wall)",
+        "xtask: bench: {row} {how}: /init at {us} us ({}, {:.1}s wall)",
         if run.exited {
             "powered off"
         } else {
@@ -828,7 +922,10 @@ fn linux_run(how: &str, command: Command, focus: &str) -> Result<u64, String> {
         },
         run.elapsed.as_secs_f64()
     );
-    Ok(us)
+    Ok(LinuxRun {
+        init_us: us,
+        serial: run.serial,
+    })
 }
 
 /// The `[ seconds.micros]` printk timestamp of a kernel log line (after any `[name] ` prefix), in
@@ -1024,6 +1121,10 @@ pub fn table(figures: &[Figure]) -> String {
         "overhead".into(),
         "aim".into(),
     ]];
+    let repeated = figures.iter().any(|figure| figure.again.is_some());
+    if repeated {
+        rows[0].push("second run".into());
+    }
     for figure in figures {
         let unit = match figure.unit {
             "instructions" => "",
@@ -1045,20 +1146,30 @@ pub fn table(figures: &[Figure]) -> String {
             (Some(text), Some(false)) => format!("{text}: MISSED"),
             _ => "-".into(),
         };
-        rows.push(vec![
+        let mut row = vec![
             figure.name.clone(),
             with_unit(figure.hypervisor),
             bare,
             figure.overhead_text(),
             aim,
-        ]);
+        ];
+        if repeated {
+            row.push(figure.repeat_text());
+        }
+        rows.push(row);
     }
-    // Names and aims left-aligned, figures right-aligned.
-    let mut text = render_table(&rows, &[0, 4]);
+    // Names, aims and repeats left-aligned, figures right-aligned.
+    let mut text = render_table(&rows, &[0, 4, 5]);
     text.push_str(
         "(micro-benchmarks in instructions per operation; under icount one counter tick is one \
          instruction)\n",
     );
+    if repeated {
+        text.push_str(
+            "(second run: the figures of a second run of the same images, against the first; \
+             they should be the same)\n",
+        );
+    }
     if figures.iter().any(|figure| figure.alone.is_some()) {
         text.push_str(&format!(
             "(*{BUSY_SUFFIX}: beside a CPU-bound instance on one CPU, overhead against the same \
@@ -1106,18 +1217,25 @@ pub fn render_table(rows: &[Vec<String>], left_columns: &[usize]) -> String {
 /// `target/bench.json`.
 pub fn to_json(qemu_version: &str, figures: &[Figure], histograms: &[ExitHistogram]) -> String {
     let mut text = format!(
-        "{{\n  \"qemu\": {},\n  \"cpu\": {},\n  \"icount\": {},\n  \"results\": [",
+        "{{\n  \"qemu\": {},\n  \"cpu\": {},\n  \"icount\": {},\n  \"seed\": {},\n  \"results\": [",
         json_string(qemu_version),
         json_string(CPU),
-        json_string(ICOUNT)
+        json_string(ICOUNT),
+        json_string(SEED)
     );
     for (index, figure) in figures.iter().enumerate() {
         text.push_str(if index == 0 { "\n" } else { ",\n" });
         let alone = figure
             .alone
             .map_or(String::new(), |alone| format!(", \"alone\": {alone}"));
+        let again = figure.again.map_or(String::new(), |(hypervisor, bare)| {
+            format!(
+                ", \"second_run\": {{ \"hypervisor\": {hypervisor}, \"bare\": {} }}",
+                bare.map_or("null".into(), |bare| bare.to_string())
+            )
+        });
         text.push_str(&format!(
-            "    {{ \"name\": {}, \"unit\": {}, \"hypervisor\": {}, \"bare\": {}{alone}, \"aim\": {} }}",
+            "    {{ \"name\": {}, \"unit\": {}, \"hypervisor\": {}, \"bare\": {}{alone}, \"aim\": {}{again} }}",
             json_string(&figure.name),
             json_string(figure.unit),
             figure.hypervisor,
@@ -1265,6 +1383,42 @@ mod tests {
             ["3968", "-", "+1500 over alone (2468)", "-"]
         );
         assert!(table.contains("(*_busy_neighbour: beside"), "{table}");
+        assert!(
+            !table.contains("second run"),
+            "no column for figures taken once"
+        );
+    }
+
+    #[test]
+    fn second_runs_are_compared_with_the_first() {
+        let boot = |again| Figure {
+            again,
+            ..Figure::both_ways("linux_init_cloud_1vcpu", "us", 800_000, 790_000, Aim::None)
+        };
+        assert_eq!(boot(None).repeat_text(), "-");
+        assert_eq!(boot(Some((800_000, Some(790_000)))).repeat_text(), "same");
+        assert_eq!(
+            boot(Some((800_035, Some(790_000)))).repeat_text(),
+            "hypervisor +35 us, bare same"
+        );
+        assert_eq!(
+            boot(Some((799_990, Some(790_001)))).repeat_text(),
+            "hypervisor -10 us, bare +1 us"
+        );
+        let table = table(&[boot(Some((800_035, Some(790_000))))]);
+        assert!(
+            table
+                .lines()
+                .next()
+                .is_some_and(|header| header.ends_with("| second run")),
+            "{table}"
+        );
+        assert!(table.contains("| hypervisor +35 us, bare same"), "{table}");
+        let json = to_json("10", &[boot(Some((800_035, None)))], &[]);
+        assert!(
+            json.contains(r#""second_run": { "hypervisor": 800035, "bare": null }"#),
+            "{json}"
+        );
     }
 
     #[test]
@@ -1419,7 +1573,8 @@ mod tests {
     #[test]
     fn linux_run_answers_the_prompt() {
         // A fake board: the /init line, the prompt, then it powers off once it reads the command.
-        let us = linux_run(
+        let run = linux_run(
+            "linux_init_fake",
             "fake",
             shell(
                 "echo '[linux] [    0.882834] Run /init as init process'; printf 'guest# '; \
@@ -1428,14 +1583,20 @@ mod tests {
             "",
         )
         .unwrap();
-        assert_eq!(us, 882_834);
+        assert_eq!(run.init_us, 882_834);
+        assert!(run.serial.ends_with("guest# off\n"), "{:?}", run.serial);
         let error = linux_run(
+            "linux_init_fake",
             "fake",
             shell("echo '[    1.000000] Run /init as init process'"),
             "",
         )
+        .map(|run| run.init_us)
         .unwrap_err();
-        assert!(error.contains("followed by the prompt"), "{error}");
+        assert!(
+            error.starts_with("linux_init_fake fake: ") && error.contains("followed by the prompt"),
+            "{error}"
+        );
     }
 
     #[test]

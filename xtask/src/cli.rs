@@ -159,11 +159,12 @@ const COMMANDS: [CommandHelp; 10] = [
         name: "bench",
         arguments: "[--only micro|linux|migrate]",
         alternative: "migrate",
-        summary: "micro-benchmarks (bench guest) and Linux boot to /init under -icount\n\
-                  shift=0,sleep=off, with the hypervisor and on the bare board: table on stdout,\n\
+        summary: "micro-benchmarks (bench guest) and Linux boot to /init (both Debian kernel\n\
+                  flavours, 1 and 4 vCPUs, each twice) under -icount shift=0,sleep=off, with the\n\
+                  hypervisor and on the bare board: table on stdout,\n\
                   figures in target/bench.json; then live migration between two boards beside\n\
                   QEMU's own (host time): table on stdout, target/bench-migrate.json",
-        options: "  --only micro|linux|migrate  only the micro-benchmarks, only the Linux boot, or\n                              \
+        options: "  --only micro|linux|migrate  only the micro-benchmarks, only the Linux boots, or\n                              \
                   only the migrations (`bench migrate` too)",
     },
     CommandHelp {

@@ -1,5 +1,6 @@
 //! The real Linux test guest: Debian's arm64 `cloud` kernel and a busybox initramfs, packed as
-//! a guest bundle.
+//! a guest bundle. The generic arm64 kernel of the same version (for the bench, and for the
+//! Raspberry Pi 4's device tree that its package carries) is fetched when asked for.
 //!
 //! The packages come from the Debian archive through apt (the arm64 architecture added to
 //! dpkg) and are fetched once into `target/guest-cache/`: delete that directory to fetch again.
@@ -44,14 +45,78 @@ echo "GUEST-INIT: cpus $(nproc) kernel $(uname -r)"
 exec setsid cttyhack sh
 "#;
 
+/// Debian's two arm64 kernel flavours, of one version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// `cloud-arm64`: virtual hardware only (the test guest's kernel).
+    Cloud,
+    /// `arm64`: the generic kernel, with drivers for real boards.
+    Generic,
+}
+
+impl Flavour {
+    /// Both flavours.
+    pub const ALL: [Flavour; 2] = [Flavour::Cloud, Flavour::Generic];
+
+    /// Debian's name of the flavour, as its packages end.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Cloud => "cloud-arm64",
+            Flavour::Generic => "arm64",
+        }
+    }
+
+    /// The decompressed kernel (a raw arm64 Image) in the cache.
+    pub fn kernel_image(self) -> PathBuf {
+        match self {
+            Flavour::Cloud => cache_dir().join("Image"),
+            Flavour::Generic => cache_dir().join("Image-arm64"),
+        }
+    }
+
+    /// Fetches the flavour's kernel, and busybox, into the cache unless they are there.
+    pub fn fetch(self) -> Result<(), String> {
+        match self {
+            Flavour::Cloud => fetch(),
+            Flavour::Generic => fetch_generic(),
+        }
+    }
+
+    /// The bundle [`Flavour::bundle`] writes for `vcpus` vCPUs.
+    pub fn bundle_path(self, vcpus: u32) -> PathBuf {
+        match self {
+            Flavour::Cloud => images_dir().join(format!("linux-{vcpus}cpu.fit")),
+            Flavour::Generic => images_dir().join(format!("linux-arm64-{vcpus}cpu.fit")),
+        }
+    }
+
+    /// Fetches (once), builds the initramfs and writes a guest bundle with this kernel for
+    /// `vcpus` vCPUs: instance `linux` with [`MEMORY`] and [`BOOTARGS`].
+    pub fn bundle(self, vcpus: u32) -> Result<PathBuf, String> {
+        self.fetch()?;
+        let initrd = build_initramfs()?;
+        let out = self.bundle_path(vcpus);
+        let spec = BundleSpec {
+            kernel: self.kernel_image(),
+            initrd: Some(initrd),
+            name: "linux".into(),
+            memory: MEMORY,
+            vcpus,
+            bootargs: BOOTARGS.into(),
+        };
+        write_bundle_file(&spec, &out)?;
+        Ok(out)
+    }
+}
+
 /// Where fetched packages are cached: `target/guest-cache`.
 pub fn cache_dir() -> PathBuf {
     workspace_root().join("target").join("guest-cache")
 }
 
-/// The decompressed kernel (a raw arm64 Image).
+/// The test guest's kernel: the cloud flavour's Image.
 pub fn kernel_image() -> PathBuf {
-    cache_dir().join("Image")
+    Flavour::Cloud.kernel_image()
 }
 
 /// The static arm64 busybox binary.
@@ -66,7 +131,7 @@ pub fn initramfs_image() -> PathBuf {
 
 /// The bundle that [`linux_bundle`] writes for `vcpus` vCPUs.
 pub fn bundle_path(vcpus: u32) -> PathBuf {
-    images_dir().join(format!("linux-{vcpus}cpu.fit"))
+    Flavour::Cloud.bundle_path(vcpus)
 }
 
 /// Fetches the kernel and busybox into the cache unless both are already there.
@@ -95,14 +160,8 @@ pub fn fetch() -> Result<(), String> {
 
     let bin = std::fs::read(root.join("bin/busybox"))
         .map_err(|error| format!("{BUSYBOX_PACKAGE} has no /bin/busybox: {error}"))?;
-    let vmlinuz = read_dir(&root.join("boot"))?
-        .into_iter()
-        .find(|path| {
-            path.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .ok_or(format!("{kernel_package} has no /boot/vmlinuz-*"))?;
-    let image = decompress_kernel(&std::fs::read(&vmlinuz).map_err(|e| e.to_string())?)?;
+    let vmlinuz = vmlinuz_in(&root, &kernel_package)?;
+    let image = decompress_kernel(&read(&vmlinuz)?)?;
     write_atomically(&busybox(), &bin)?;
     write_atomically(&cache.join("kernel-package"), kernel_package.as_bytes())?;
     write_atomically(&kernel_image(), &image)?;
@@ -124,7 +183,11 @@ fn download_and_unpack(packages: &[&str], debs: &Path, root: &Path) -> Result<()
         // apt's `_apt` user may not be allowed to write into the work tree; root downloads.
         download.args(["-o", "APT::Sandbox::User=root"]);
     }
-    download.args(["download", "-q"]).current_dir(debs);
+    // apt's progress goes to stderr with xtask's own: stdout is for tables (`bench`).
+    download
+        .args(["download", "-q"])
+        .current_dir(debs)
+        .stdout(Stdio::from(std::io::stderr()));
     run(download.args(packages.iter().map(|package| format!("{package}:arm64"))))?;
     for deb in read_dir(debs)? {
         run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root))?;
@@ -138,34 +201,56 @@ pub fn rpi4_dtb_path() -> PathBuf {
 }
 
 /// The Raspberry Pi 4's device tree (`bcm2711-rpi-4-b.dtb`), from Debian's generic arm64
-/// kernel package of the same version as the cached cloud kernel: fetched once, then cached.
+/// kernel package: fetched once, then cached.
 pub fn rpi4_dtb() -> Result<PathBuf, String> {
-    let cached = rpi4_dtb_path();
-    if cached.exists() {
-        return Ok(cached);
-    }
+    fetch_generic()?;
+    Ok(rpi4_dtb_path())
+}
+
+/// Fetches the cloud kernel and busybox ([`fetch`]), then Debian's generic arm64 kernel
+/// package of the same version unless its two files are cached: its kernel
+/// ([`Flavour::Generic`]) and the Raspberry Pi 4's device tree.
+fn fetch_generic() -> Result<(), String> {
+    // The cloud kernel's package names the version.
     fetch()?;
+    let (image, dtb_path) = (Flavour::Generic.kernel_image(), rpi4_dtb_path());
+    if image.exists() && dtb_path.exists() {
+        return Ok(());
+    }
     let cloud = std::fs::read_to_string(cache_dir().join("kernel-package"))
         .map_err(|error| format!("cannot read the cached kernel's package name: {error}"))?;
     let package = cloud.trim().replace("-cloud-arm64", "-arm64");
-    let dir = cache_dir().join("rpi4");
+    let dir = cache_dir().join("generic");
     let (debs, root) = (dir.join("debs"), dir.join("root"));
     let _ = std::fs::remove_dir_all(&dir);
     for dir in [&debs, &root] {
         std::fs::create_dir_all(dir)
             .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
     }
-    eprintln!("xtask: fetching {package} (arm64) for the Raspberry Pi 4 device tree");
+    eprintln!(
+        "xtask: fetching {package} (arm64): the generic kernel and the Raspberry Pi 4 device tree"
+    );
     download_and_unpack(&[&package], &debs, &root)?;
     let version = package.trim_start_matches("linux-image-");
-    let dtb = root.join(format!(
+    let dtb = read(&root.join(format!(
         "usr/lib/linux-image-{version}/broadcom/bcm2711-rpi-4-b.dtb"
-    ));
-    let bytes = std::fs::read(&dtb)
-        .map_err(|error| format!("{package} has no {}: {error}", dtb.display()))?;
-    write_atomically(&cached, &bytes)?;
+    )))?;
+    let kernel = decompress_kernel(&read(&vmlinuz_in(&root, &package)?)?)?;
+    write_atomically(&dtb_path, &dtb)?;
+    write_atomically(&image, &kernel)?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(cached)
+    Ok(())
+}
+
+/// The `/boot/vmlinuz-*` that `package` unpacked into `root`.
+fn vmlinuz_in(root: &Path, package: &str) -> Result<PathBuf, String> {
+    read_dir(&root.join("boot"))?
+        .into_iter()
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or(format!("{package} has no /boot/vmlinuz-*"))
 }
 
 /// Debian's arm64 `vmlinuz` is a gzip-compressed Image; a raw Image passes through.
@@ -222,22 +307,10 @@ pub fn build_initramfs() -> Result<PathBuf, String> {
     Ok(initramfs_image())
 }
 
-/// Fetches (once), builds the initramfs and writes the Linux guest bundle for `vcpus` vCPUs:
-/// `target/images/linux-<vcpus>cpu.fit`, instance `linux` with [`MEMORY`] and [`BOOTARGS`].
+/// The test guest's bundle (the cloud kernel) for `vcpus` vCPUs:
+/// `target/images/linux-<vcpus>cpu.fit` ([`Flavour::bundle`]).
 pub fn linux_bundle(vcpus: u32) -> Result<PathBuf, String> {
-    fetch()?;
-    let initrd = build_initramfs()?;
-    let out = bundle_path(vcpus);
-    let spec = BundleSpec {
-        kernel: kernel_image(),
-        initrd: Some(initrd),
-        name: "linux".into(),
-        memory: MEMORY,
-        vcpus,
-        bootargs: BOOTARGS.into(),
-    };
-    write_bundle_file(&spec, &out)?;
-    Ok(out)
+    Flavour::Cloud.bundle(vcpus)
 }
 
 /// The instances of `cargo xtask run`'s default board bundle.
@@ -336,6 +409,10 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, String> {
