@@ -129,6 +129,7 @@ pub fn answered_hvc(vcpu: &FastVcpu) {
 
 /// The guest's new x0 if the exit with syndrome `esr` and argument registers `x` (x0..x3) is
 /// answered on the fast path; `None` to take the full path.
+#[inline]
 pub fn answer(esr: u64, x: [u64; 4]) -> Option<u64> {
     let (ec, imm) = (esr >> 26 & 0x3f, esr & 0xffff);
     if ec != EC_HVC64 || imm != 0 {

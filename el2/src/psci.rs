@@ -109,6 +109,7 @@ pub enum SmcccCall {
 }
 
 /// Decodes a call from the guest's x0..x3.
+#[inline]
 pub fn decode(regs: [u64; 4]) -> SmcccCall {
     let function = regs[0] as u32;
     let is_smc32 = function & 0x4000_0000 == 0;
@@ -152,6 +153,7 @@ pub fn decode(regs: [u64; 4]) -> SmcccCall {
 /// The answer to a call that only asks about the firmware interface (its version, which
 /// functions exist): the same on every board and for every instance, so it needs no state and
 /// no lock. `None` for every call that acts or depends on an instance.
+#[inline]
 pub fn query_answer(call: SmcccCall) -> Option<i64> {
     Some(match call {
         SmcccCall::PsciVersion => PSCI_VERSION_1_1 as i64,
