@@ -6,7 +6,7 @@
 //! - Firmware-interface queries over HVC ([`crate::psci::query_answer`]: PSCI_VERSION,
 //!   PSCI_FEATURES, SMCCC_VERSION, SMCCC_ARCH_FEATURES, MIGRATE_INFO_TYPE), with only the
 //!   registers a Rust call may clobber saved ([`answer`]).
-//! - MMIO ([`mmio`], with every general-purpose register saved): 32-bit reads of the vGIC
+//! - MMIO ([`mmio`], with x0..x18, x30 and the PC saved): 32-bit reads of the vGIC
 //!   distributor's registers that never change (`GICD_TYPER`, `GICD_IIDR`, the identification
 //!   registers), reads of the console PL011's flag register, and bytes written to its data
 //!   register that only add to the line being written.
@@ -86,12 +86,17 @@ pub struct FastVcpu<'a> {
 
 /// Answers the data abort `syndrome` of `vcpu`, whose registers are `regs`, if it qualifies
 /// (module docs): the load's register written and the instruction stepped over. False, with
-/// `regs` untouched, to take the full path.
+/// `regs` untouched, to take the full path. The vector saves only x0..x18, x30 and the PC into
+/// `regs` (x19..x29 stay in the CPU's registers, which a Rust call preserves), so an access
+/// that transfers x19..x29 is declined.
 #[inline]
 pub fn mmio(vcpu: &FastVcpu, regs: &mut GuestRegs, syndrome: &TrapSyndrome) -> bool {
     let Ok(access) = MmioAccess::decode(syndrome.iss(), syndrome.fault_ipa()) else {
         return false;
     };
+    if (19..=29).contains(&access.reg) {
+        return false;
+    }
     let devices = vcpu.devices;
     let within = |base: u64, size: u64| access.ipa.checked_sub(base).filter(|&o| o < size);
     // Answered: Some(the value a load reads, None for a store).
@@ -255,8 +260,8 @@ mod tests {
             vcpu: 1,
         };
         let mut r = regs();
-        assert!(mmio(&vcpu, &mut r, &abort(UART_BASE + 0x18, 4, false, 19)));
-        assert_eq!(r.x[19], 0x90, "FR: TXFE, RXFE");
+        assert!(mmio(&vcpu, &mut r, &abort(UART_BASE + 0x18, 4, false, 18)));
+        assert_eq!(r.x[18], 0x90, "FR: TXFE, RXFE");
         r.x[5] = 0x1_0000 | u64::from(b'h');
         assert!(mmio(&vcpu, &mut r, &abort(UART_BASE, 1, true, 5)));
         assert_eq!(r.pc, 0x4000_0008);
@@ -269,8 +274,11 @@ mod tests {
             "a newline is the full path's, and the registers are untouched"
         );
         uart.receive(b'k');
-        assert!(mmio(&vcpu, &mut r, &abort(UART_BASE + 0x18, 4, false, 19)));
-        assert_eq!(r.x[19], 0x80, "FR: a byte waits");
+        assert!(mmio(&vcpu, &mut r, &abort(UART_BASE + 0x18, 4, false, 0)));
+        assert_eq!(r.x[0], 0x80, "FR: a byte waits");
+        assert!(mmio(&vcpu, &mut r, &abort(UART_BASE, 1, true, 31)));
+        assert_eq!(uart.save().line, b"h\0", "XZR stores a zero byte");
+        assert_eq!(devices.answered(), [("hvc_fast", 0), ("mmio_fast", 4)]);
     }
 
     #[test]
@@ -296,6 +304,10 @@ mod tests {
             abort(UART_BASE, 4, false, 3),
             abort(UART_BASE + 0x38, 4, true, 3),
             abort(UART_BASE + 0xfe0, 4, false, 3),
+            // A register the vector leaves live (x19..x29).
+            abort(GICD_BASE + 4, 4, false, 19),
+            abort(UART_BASE + 0x18, 4, false, 29),
+            abort(UART_BASE, 1, true, 24),
             // A redistributor, RAM, nothing.
             abort(devicetree::guest::GICR_BASE + 8, 4, false, 3),
             abort(devicetree::guest::RAM_BASE, 4, false, 3),

@@ -161,6 +161,8 @@ pub struct Pl011 {
     fast: Arc<Pl011Fast>,
     /// An empty buffer the size of a line, swapped with the line being passed on.
     spare: Vec<u8>,
+    /// The last text passed on was a prompt, already charged to the budget.
+    prompt_shown: bool,
     /// Bounds the lines this UART puts on the board console.
     budget: LogBudget,
     /// The counter and its frequency as last set (the budget's clock).
@@ -197,6 +199,7 @@ impl Pl011 {
                 rx_len: AtomicUsize::new(0),
             }),
             spare: Vec::with_capacity(MAX_LINE),
+            prompt_shown: false,
             budget: LogBudget::console(0),
             clock: (0, 1),
             rx: VecDeque::with_capacity(RX_FIFO),
@@ -221,31 +224,39 @@ impl Pl011 {
         let pass_on = {
             let mut tx = self.fast.tx.lock();
             tx.writer = vcpu;
-            match byte {
+            let pass_on = match byte {
                 b'\n' => Some(Emit::Line),
                 b'\r' => None,
                 _ => {
                     tx.bytes.push(byte);
                     (tx.bytes.len() >= MAX_LINE).then_some(Emit::Split)
                 }
+            };
+            if pass_on.is_some() {
+                core::mem::swap(&mut tx.bytes, &mut self.spare);
             }
+            pass_on
         };
         if let Some(how) = pass_on {
             self.emit(how);
         }
     }
 
-    /// Passes the line on to the sink, `how` it ends. The line's bytes are swapped with the
-    /// empty spare buffer under the shared part's lock, so that neither is allocated again.
+    /// Passes the line in the spare buffer on to the sink, `how` it ends, and empties the
+    /// buffer. (The line's bytes are swapped into it under the shared part's lock, in the same
+    /// hold that decided to pass them on, so that neither buffer is allocated again.)
     fn emit(&mut self, how: Emit) {
-        core::mem::swap(&mut self.fast.tx.lock().bytes, &mut self.spare);
         let text = String::from_utf8_lossy(&self.spare);
         let (now, hz) = self.clock;
-        // A prompt is passed on as it stands and costs nothing until its line ends; a line, or
-        // a chunk of one too long for a line, is charged to the console budget.
-        let admission = match how {
-            Emit::Line | Emit::Split => self.budget.admit(now, hz),
-            Emit::Prompt => Admission::Print { suppressed: 0 },
+        // Every line, chunk of a long line and prompt is charged to the console budget, but
+        // for the end of a line whose prompt was: a prompt and what is typed after it is one
+        // line.
+        let charged = !(how == Emit::Line && self.prompt_shown);
+        self.prompt_shown = how == Emit::Prompt;
+        let admission = if charged {
+            self.budget.admit(now, hz)
+        } else {
+            Admission::Print { suppressed: 0 }
         };
         let ends_line = how == Emit::Line;
         if let Admission::Print { suppressed } = admission {
@@ -272,8 +283,12 @@ impl Pl011 {
     /// written (an SMP guest prints from any CPU), so that line waits for its newline.
     pub fn flush_prompt(&mut self, vcpu: usize) {
         let open = {
-            let tx = self.fast.tx.lock();
-            !tx.bytes.is_empty() && tx.writer == vcpu
+            let mut tx = self.fast.tx.lock();
+            let open = !tx.bytes.is_empty() && tx.writer == vcpu;
+            if open {
+                core::mem::swap(&mut tx.bytes, &mut self.spare);
+            }
+            open
         };
         if open {
             self.emit(Emit::Prompt);
@@ -607,6 +622,36 @@ mod tests {
             uart.write(0, DR, 1, u64::from(b'x'));
         }
         assert_eq!(take_lines().len() as u64, LogBudget::CONSOLE_BURST);
+    }
+
+    #[test]
+    fn prompts_are_rate_limited_too_but_the_line_they_start_costs_nothing_more() {
+        let mut uart = Pl011::new("g", record, BASE, INTID);
+        uart.set_clock(0, 1_000_000_000);
+        for _ in 0..LogBudget::CONSOLE_BURST + 5 {
+            uart.write(0, DR, 1, u64::from(b'x'));
+            uart.flush_prompt(0);
+        }
+        assert_eq!(take_lines().len() as u64, LogBudget::CONSOLE_BURST);
+
+        let mut uart = Pl011::new("g", record, BASE, INTID);
+        uart.set_clock(0, 1_000_000_000);
+        for _ in 0..LogBudget::CONSOLE_BURST {
+            for byte in b"# ls\n" {
+                uart.write(0, DR, 1, u64::from(*byte));
+                if *byte == b' ' {
+                    uart.flush_prompt(0);
+                }
+            }
+        }
+        let lines = take_lines();
+        assert_eq!(
+            lines.len() as u64,
+            2 * LogBudget::CONSOLE_BURST,
+            "each prompt and its line"
+        );
+        assert_eq!(lines[0], ("g".to_string(), "# ".to_string(), false));
+        assert_eq!(lines[1], ("g".to_string(), "ls".to_string(), true));
     }
 
     #[test]

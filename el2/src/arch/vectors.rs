@@ -5,7 +5,7 @@
 //! A synchronous exception from AArch64 first tries the fast path (`crate::fastpath`): for an
 //! HVC, with only the registers a Rust call may clobber saved on the stack, `fast_exit` decides;
 //! for a data abort, with those registers and x0, x1 and the PC saved into the vCPU's
-//! `GuestRegs`, `fast_mmio` does. An exit either answers returns to the guest at once, any
+//! `GuestRegs`, `fast_mmio` does. An exit that either answers returns to the guest at once, any
 //! other continues as a full exit.
 
 use core::ffi::c_void;
@@ -266,7 +266,8 @@ struct FastAnswer {
 }
 
 /// The fast path's decision on an HVC, called from the vector with interrupts masked and only
-/// the caller-saved registers saved: it must touch no shared state (see `crate::fastpath`).
+/// the caller-saved registers saved: it touches no shared state but the instance's count of
+/// answered exits (see `crate::fastpath`).
 extern "C" fn fast_exit(
     esr: u64,
     x0: u64,
@@ -287,20 +288,15 @@ extern "C" fn fast_exit(
 }
 
 /// The fast path's decision on a data abort, called from the vector with interrupts masked and
-/// the guest's x0..x18, x30 and PC saved in `regs` (x19..x29 are still in their registers, so
-/// an access that names one of those is declined): 1 if answered (the guest resumes from
-/// `regs`), 0 for a full exit.
+/// the guest's x0..x18, x30 and PC saved in `regs` (x19..x29 are still in their registers:
+/// `fastpath::mmio` declines an access that names one of those): 1 if answered (the guest
+/// resumes from `regs`), 0 for a full exit.
 extern "C" fn fast_mmio(regs: *mut GuestRegs, fast: *const FastVcpu) -> u64 {
-    let syndrome = sysregs::trap_syndrome();
-    // ISS.SRT, the register the load or store transfers.
-    if (19..=29).contains(&(syndrome.iss() >> 16 & 0x1f)) {
-        return 0;
-    }
     // SAFETY: the vector passes the GuestRegs and the FastVcpu that `run` was given: `run` holds
     // the one exclusively and the other shared for as long as the guest runs, and nothing else
     // touches them meanwhile (this CPU is in the vector, not in `run`'s caller).
     let (regs, fast) = unsafe { (&mut *regs, &*fast) };
-    u64::from(fastpath::mmio(fast, regs, &syndrome))
+    u64::from(fastpath::mmio(fast, regs, &sysregs::trap_syndrome()))
 }
 
 unsafe extern "C" {
