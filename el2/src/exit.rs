@@ -118,6 +118,24 @@ pub struct SysRegAccess {
     pub read: bool,
 }
 
+impl SysRegAccess {
+    /// Decodes the ISS of a trapped MSR/MRS (EC 0x18).
+    #[inline]
+    pub fn decode(iss: u32) -> Self {
+        Self {
+            encoding: (
+                ((iss >> 20) & 0x3) as u8,
+                ((iss >> 14) & 0x7) as u8,
+                ((iss >> 10) & 0xf) as u8,
+                ((iss >> 1) & 0xf) as u8,
+                ((iss >> 17) & 0x7) as u8,
+            ),
+            reg: ((iss >> 5) & 0x1f) as u8,
+            read: iss & 1 != 0,
+        }
+    }
+}
+
 impl core::fmt::Display for SysRegAccess {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let (op0, op1, crn, crm, op2) = self.encoding;
@@ -217,17 +235,7 @@ impl ExitReason {
             ec::WFX => Self::Wfx {
                 wakes_itself: iss & 0b11 != 0,
             },
-            ec::SYSREG => Self::SysReg(SysRegAccess {
-                encoding: (
-                    ((iss >> 20) & 0x3) as u8,
-                    ((iss >> 14) & 0x7) as u8,
-                    ((iss >> 10) & 0xf) as u8,
-                    ((iss >> 1) & 0xf) as u8,
-                    ((iss >> 17) & 0x7) as u8,
-                ),
-                reg: ((iss >> 5) & 0x1f) as u8,
-                read: iss & 1 != 0,
-            }),
+            ec::SYSREG => Self::SysReg(SysRegAccess::decode(iss)),
             ec::DABT_LOWER => {
                 let ipa = syndrome.fault_ipa();
                 match MmioAccess::decode(iss, ipa) {

@@ -1,7 +1,6 @@
 //! The fast path: exits answered straight from the exception vector, without the list-register
 //! sync, the scheduler or the instance's lock, because the answer depends on nothing but the
-//! trapped instruction, the guest's registers and device state kept apart for it
-//! ([`FastDevices`]).
+//! trapped instruction, the guest's registers and state kept apart for it ([`FastState`]).
 //!
 //! - Firmware-interface queries over HVC ([`crate::psci::query_answer`]: PSCI_VERSION,
 //!   PSCI_FEATURES, SMCCC_VERSION, SMCCC_ARCH_FEATURES, MIGRATE_INFO_TYPE), with only the
@@ -10,11 +9,14 @@
 //!   distributor's registers that never change (`GICD_TYPER`, `GICD_IIDR`, the identification
 //!   registers), reads of the console PL011's flag register, and bytes written to its data
 //!   register that only add to the line being written.
+//! - System registers ([`sysreg`], saved as for MMIO): reads of the ID register block (TID3),
+//!   from the board's guest view of them.
 //!
 //! Everything else falls through to the full path unchanged, and so does every exit while the
 //! log level is `debug`, where the full path logs each trapped call (`arch::vectors` checks
-//! [`FAST_PATH`]). Answered exits count in the instance's exit histogram as `hvc_fast` and
-//! `mmio_fast`. docs/ARCHITECTURE.md has the table of which exit takes which path.
+//! [`FAST_PATH`]). Answered exits count in the instance's exit histogram as `hvc_fast`,
+//! `mmio_fast` and `sysreg_fast`. docs/ARCHITECTURE.md has the table of which exit takes which
+//! path.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -22,7 +24,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use devicetree::guest::{GICD_BASE, GICD_SIZE};
 
-use crate::exit::TrapSyndrome;
+use crate::exit::{SysRegAccess, TrapSyndrome};
+use crate::idregs::GuestIdRegisters;
 use crate::mmio::MmioAccess;
 use crate::pl011::{Pl011, Pl011Fast};
 use crate::psci;
@@ -38,37 +41,54 @@ pub const EC_HVC64: u64 = 0x16;
 /// `ESR_EL2.EC` of a data abort from a lower EL: an MMIO access, which may qualify.
 pub const EC_DATA_ABORT_LOWER: u64 = 0x24;
 
-/// What one instance's fast path answers from: the state of its devices that needs no lock of
-/// the instance's, and the count of exits answered. Built with the instance.
-pub struct FastDevices {
+/// `ESR_EL2.EC` of a trapped MSR/MRS: a system-register access, which may qualify.
+pub const EC_SYSREG: u64 = 0x18;
+
+/// The rows of [`FastState::answered`].
+const HVC: usize = 0;
+const MMIO: usize = 1;
+const SYSREG: usize = 2;
+
+/// What one instance's fast path answers from: the state of its devices and CPUs that needs no
+/// lock of the instance's, and the count of exits answered. Built with the instance.
+pub struct FastState {
     /// Guest-physical base of the console UART's register window.
     uart_base: u64,
     uart: Arc<Pl011Fast>,
     /// The vGIC distributor's registers that never change, `(offset, value)`.
     distributor: Vec<(u64, u32)>,
-    /// Exits answered: HVC calls, MMIO accesses.
-    answered: [AtomicU64; 2],
+    /// What trapped ID register reads answer.
+    id_registers: GuestIdRegisters,
+    /// Exits answered: HVC calls, MMIO accesses, system-register accesses.
+    answered: [AtomicU64; 3],
 }
 
-impl FastDevices {
-    /// The names of the exit-histogram rows of [`FastDevices::answered`].
-    pub const NAMES: [&'static str; 2] = ["hvc_fast", "mmio_fast"];
+impl FastState {
+    /// The names of the exit-histogram rows of [`FastState::answered`].
+    pub const NAMES: [&'static str; 3] = ["hvc_fast", "mmio_fast", "sysreg_fast"];
 
     /// The fast path of an instance whose console UART is at `uart_base` (its shared part
-    /// `uart`) and whose vGIC distributor has the constant registers `distributor`
-    /// (`gic::Vgic::distributor_constants`).
-    pub fn new(uart_base: u64, uart: Arc<Pl011Fast>, distributor: Vec<(u64, u32)>) -> Self {
+    /// `uart`), whose vGIC distributor has the constant registers `distributor`
+    /// (`gic::Vgic::distributor_constants`), and whose ID registers read as `id_registers`.
+    pub fn new(
+        uart_base: u64,
+        uart: Arc<Pl011Fast>,
+        distributor: Vec<(u64, u32)>,
+        id_registers: GuestIdRegisters,
+    ) -> Self {
         Self {
             uart_base,
             uart,
             distributor,
-            answered: [const { AtomicU64::new(0) }; 2],
+            id_registers,
+            answered: [const { AtomicU64::new(0) }; 3],
         }
     }
 
-    /// Exits answered so far, as rows of [`FastDevices::NAMES`].
-    pub fn answered(&self) -> [(&'static str, u64); 2] {
-        [0, 1].map(|row| (Self::NAMES[row], self.answered[row].load(Ordering::Relaxed)))
+    /// Exits answered so far, as rows of [`FastState::NAMES`].
+    pub fn answered(&self) -> [(&'static str, u64); 3] {
+        [HVC, MMIO, SYSREG]
+            .map(|row| (Self::NAMES[row], self.answered[row].load(Ordering::Relaxed)))
     }
 
     fn count(&self, row: usize) {
@@ -79,9 +99,28 @@ impl FastDevices {
 /// The vCPU a CPU runs, as the fast path sees it: handed to the vectors while it runs.
 pub struct FastVcpu<'a> {
     /// Its instance's fast-path state.
-    pub devices: &'a FastDevices,
+    pub state: &'a FastState,
     /// Its index in the instance.
     pub vcpu: usize,
+}
+
+/// Answers the trapped system-register access `syndrome` of `vcpu`, whose registers are
+/// `regs`, if it is a read of the ID register block: the register written and the instruction
+/// stepped over. False, with `regs` untouched, to take the full path; as for [`mmio`], also for
+/// an access that transfers x19..x29.
+#[inline]
+pub fn sysreg(vcpu: &FastVcpu, regs: &mut GuestRegs, syndrome: &TrapSyndrome) -> bool {
+    let access = SysRegAccess::decode(syndrome.iss());
+    if (19..=29).contains(&access.reg) {
+        return false;
+    }
+    let Some(value) = vcpu.state.id_registers.read(&access) else {
+        return false;
+    };
+    regs.set(access.reg, value);
+    regs.skip_instruction();
+    vcpu.state.count(SYSREG);
+    true
 }
 
 /// Answers the data abort `syndrome` of `vcpu`, whose registers are `regs`, if it qualifies
@@ -97,18 +136,18 @@ pub fn mmio(vcpu: &FastVcpu, regs: &mut GuestRegs, syndrome: &TrapSyndrome) -> b
     if (19..=29).contains(&access.reg) {
         return false;
     }
-    let devices = vcpu.devices;
+    let state = vcpu.state;
     let within = |base: u64, size: u64| access.ipa.checked_sub(base).filter(|&o| o < size);
     // Answered: Some(the value a load reads, None for a store).
-    let answer = if let Some(offset) = within(devices.uart_base, Pl011::WINDOW) {
+    let answer = if let Some(offset) = within(state.uart_base, Pl011::WINDOW) {
         if access.write {
             let value = access.store_value(regs.get(access.reg));
-            devices.uart.write(vcpu.vcpu, offset, value).then_some(None)
+            state.uart.write(vcpu.vcpu, offset, value).then_some(None)
         } else {
-            devices.uart.read(offset).map(Some)
+            state.uart.read(offset).map(Some)
         }
     } else if let Some(offset) = within(GICD_BASE, GICD_SIZE) {
-        devices
+        state
             .distributor
             .iter()
             .find(|(at, _)| *at == offset && !access.write && access.size == 4)
@@ -123,13 +162,13 @@ pub fn mmio(vcpu: &FastVcpu, regs: &mut GuestRegs, syndrome: &TrapSyndrome) -> b
         regs.set(access.reg, access.load_value(value));
     }
     regs.skip_instruction();
-    devices.count(1);
+    state.count(MMIO);
     true
 }
 
 /// Counts an HVC that [`answer`] answered for `vcpu`.
 pub fn answered_hvc(vcpu: &FastVcpu) {
-    vcpu.devices.count(0);
+    vcpu.state.count(HVC);
 }
 
 /// The guest's new x0 if the exit with syndrome `esr` and argument registers `x` (x0..x3) is
@@ -196,11 +235,13 @@ mod tests {
     }
 
     /// An instance's fast path: its UART at [`UART_BASE`], a GICv3 distributor for 2 vCPUs.
-    fn devices() -> (Pl011, FastDevices) {
+    fn devices() -> (Pl011, FastState) {
         fn sink(_: &str, _: &str, _: bool) {}
         let uart = Pl011::new("g", sink, UART_BASE, 33);
         let vgic = gic::Vgic::new(2, alloc::vec![0, 1], 64);
-        let fast = FastDevices::new(UART_BASE, uart.fast(), vgic.distributor_constants());
+        // Every ID register reads as 0x1000 + (CRm << 4) + op2.
+        let ids = GuestIdRegisters::from_hardware(|crm, op2| 0x1000 + u64::from(crm << 4 | op2));
+        let fast = FastState::new(UART_BASE, uart.fast(), vgic.distributor_constants(), ids);
         (uart, fast)
     }
 
@@ -233,7 +274,7 @@ mod tests {
     fn constant_distributor_registers_are_answered() {
         let (_uart, devices) = devices();
         let vcpu = FastVcpu {
-            devices: &devices,
+            state: &devices,
             vcpu: 1,
         };
         let mut r = regs();
@@ -249,14 +290,14 @@ mod tests {
             &abort(GICD_BASE + 0xfffc, 4, false, 30)
         ));
         assert_eq!(r.x[30], 0xb1, "CIDR3");
-        assert_eq!(devices.answered(), [("hvc_fast", 0), ("mmio_fast", 2)]);
+        assert_eq!(devices.answered()[..2], [("hvc_fast", 0), ("mmio_fast", 2)]);
     }
 
     #[test]
     fn the_console_uart_flag_reads_and_line_bytes_are_answered() {
         let (mut uart, devices) = devices();
         let vcpu = FastVcpu {
-            devices: &devices,
+            state: &devices,
             vcpu: 1,
         };
         let mut r = regs();
@@ -278,14 +319,14 @@ mod tests {
         assert_eq!(r.x[0], 0x80, "FR: a byte waits");
         assert!(mmio(&vcpu, &mut r, &abort(UART_BASE, 1, true, 31)));
         assert_eq!(uart.save().line, b"h\0", "XZR stores a zero byte");
-        assert_eq!(devices.answered(), [("hvc_fast", 0), ("mmio_fast", 4)]);
+        assert_eq!(devices.answered()[..2], [("hvc_fast", 0), ("mmio_fast", 4)]);
     }
 
     #[test]
     fn every_other_access_takes_the_full_path() {
         let (_uart, devices) = devices();
         let vcpu = FastVcpu {
-            devices: &devices,
+            state: &devices,
             vcpu: 0,
         };
         let mut no_syndrome = abort(GICD_BASE + 4, 4, false, 3);
@@ -318,5 +359,53 @@ mod tests {
             assert_eq!(r, regs());
         }
         assert_eq!(devices.answered()[1], ("mmio_fast", 0));
+    }
+
+    /// A trapped MRS (`read`) or MSR of `(op0, op1, CRn, CRm, op2)` with register `reg`.
+    fn system_register(encoding: (u64, u64, u64, u64, u64), reg: u64, read: bool) -> TrapSyndrome {
+        let (op0, op1, crn, crm, op2) = encoding;
+        let iss = op0 << 20 | op2 << 17 | op1 << 14 | crn << 10 | reg << 5 | crm << 1;
+        TrapSyndrome {
+            esr: EC_SYSREG << 26 | 1 << 25 | iss | u64::from(read),
+            far: 0,
+            hpfar: 0,
+        }
+    }
+
+    #[test]
+    fn id_register_reads_are_answered_and_other_system_registers_are_not() {
+        let (_uart, state) = devices();
+        let vcpu = FastVcpu {
+            state: &state,
+            vcpu: 0,
+        };
+        let mut r = regs();
+        // ID_AA64PFR0_EL1 (CRm 4, op2 0) into x7, ID_AA64ISAR0_EL1 (CRm 6, op2 0) into x30.
+        assert!(sysreg(
+            &vcpu,
+            &mut r,
+            &system_register((3, 0, 0, 4, 0), 7, true)
+        ));
+        assert_eq!(r.x[7], 0x1040);
+        assert!(sysreg(
+            &vcpu,
+            &mut r,
+            &system_register((3, 0, 0, 6, 0), 30, true)
+        ));
+        assert_eq!(r.x[30], 0x1060);
+        assert_eq!(r.pc, 0x4000_0008);
+        assert_eq!(state.answered()[2], ("sysreg_fast", 2));
+        for syndrome in [
+            // A write to an ID register, one into x19, ICC_SGI1R_EL1, CNTP_CTL_EL0.
+            system_register((3, 0, 0, 4, 0), 7, false),
+            system_register((3, 0, 0, 4, 0), 19, true),
+            system_register((3, 0, 12, 11, 5), 1, false),
+            system_register((3, 3, 14, 2, 1), 1, true),
+        ] {
+            let mut r = regs();
+            assert!(!sysreg(&vcpu, &mut r, &syndrome), "{syndrome:x?}");
+            assert_eq!(r, regs());
+        }
+        assert_eq!(state.answered()[2], ("sysreg_fast", 2));
     }
 }

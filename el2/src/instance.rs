@@ -17,7 +17,7 @@ use log::{Level, warn};
 use spin::Mutex;
 
 use crate::exit::{ExitKind, ExitReason, SysRegAccess, TrapSyndrome};
-use crate::fastpath::{FastDevices, FastVcpu};
+use crate::fastpath::{FastState, FastVcpu};
 use crate::idregs::GuestIdRegisters;
 use crate::mmio::{Changes, GicDistributor, GicRedistributors, MmioAccess, MmioDevice};
 use crate::pl011::{LineSink, Pl011, Pl011Port};
@@ -515,7 +515,7 @@ pub struct Instance {
     pub slot: usize,
     mpidrs: Vec<u64>,
     /// What the fast path answers from, without `shared`'s lock.
-    fast: FastDevices,
+    fast: FastState,
     shared: Mutex<Shared>,
     kick: Kick,
     checkpoint: Checkpoint,
@@ -554,7 +554,12 @@ impl Instance {
             .collect();
         let vgic = reset_vgic(board.gic, &mpidrs);
         let uart = Pl011::new(name, board.console, UART_BASE, UART_INTID);
-        let fast = FastDevices::new(UART_BASE, uart.fast(), vgic.distributor_constants());
+        let fast = FastState::new(
+            UART_BASE,
+            uart.fast(),
+            vgic.distributor_constants(),
+            board.id_registers.clone(),
+        );
         Self {
             name: name.into(),
             ram_size,
@@ -807,7 +812,7 @@ impl Instance {
     /// What the fast path of vCPU `vcpu` answers from while the vCPU runs.
     pub fn fast_vcpu(&self, vcpu: usize) -> FastVcpu<'_> {
         FastVcpu {
-            devices: &self.fast,
+            state: &self.fast,
             vcpu,
         }
     }

@@ -4,8 +4,8 @@
 //!
 //! A synchronous exception from AArch64 first tries the fast path (`crate::fastpath`): for an
 //! HVC, with only the registers a Rust call may clobber saved on the stack, `fast_exit` decides;
-//! for a data abort, with those registers and x0, x1 and the PC saved into the vCPU's
-//! `GuestRegs`, `fast_mmio` does. An exit that either answers returns to the guest at once, any
+//! for a data abort or a trapped system register, with those registers and x0, x1 and the PC
+//! saved into the vCPU's `GuestRegs`, `fast_mmio` or `fast_sysreg` does. An exit that either answers returns to the guest at once, any
 //! other continues as a full exit.
 
 use core::ffi::c_void;
@@ -78,6 +78,63 @@ core::arch::global_asm!(
     eret
 .endm
 
+// The fast path for a data abort or a system register, answered by `handler`: the registers a
+// Rust call may clobber, x0/x1 and the PC saved into the GuestRegs (x19..x29 stay live: the
+// handler declines an access that names one). Answered (x0 = 1): those come back and the guest
+// resumes at the PC the handler stepped on. Declined: the rest goes into the GuestRegs and the
+// exit goes on as a full one.
+.macro fast_trap handler
+    adrp    x1, {fast_path}
+    ldrb    w1, [x1, :lo12:{fast_path}]
+    cbz     w1, guest_sync_full
+    ldr     x0, [sp, #(16 + 96)]    // the GuestRegs pointer enter_guest saved
+    stp     x2, x3, [x0, #16]
+    stp     x4, x5, [x0, #32]
+    stp     x6, x7, [x0, #48]
+    stp     x8, x9, [x0, #64]
+    stp     x10, x11, [x0, #80]
+    stp     x12, x13, [x0, #96]
+    stp     x14, x15, [x0, #112]
+    stp     x16, x17, [x0, #128]
+    str     x18, [x0, #144]
+    str     x30, [x0, #240]
+    ldp     x2, x3, [sp]            // the guest's x0, x1
+    stp     x2, x3, [x0]
+    mrs     x2, elr_el2
+    str     x2, [x0, #248]
+    ldr     x1, [sp, #(16 + 104)]   // the FastVcpu pointer
+    bl      \handler
+    ldr     x1, [sp, #(16 + 96)]
+    cbz     x0, 4f
+    mov     x0, x1
+    ldr     x1, [x0, #248]
+    msr     elr_el2, x1
+    ldp     x2, x3, [x0, #16]
+    ldp     x4, x5, [x0, #32]
+    ldp     x6, x7, [x0, #48]
+    ldp     x8, x9, [x0, #64]
+    ldp     x10, x11, [x0, #80]
+    ldp     x12, x13, [x0, #96]
+    ldp     x14, x15, [x0, #112]
+    ldp     x16, x17, [x0, #128]
+    ldr     x18, [x0, #144]
+    ldr     x30, [x0, #240]
+    ldp     x0, x1, [x0]
+    add     sp, sp, #16
+    eret
+4:  str     x19, [x1, #152]
+    stp     x20, x21, [x1, #160]
+    stp     x22, x23, [x1, #176]
+    stp     x24, x25, [x1, #192]
+    stp     x26, x27, [x1, #208]
+    stp     x28, x29, [x1, #224]
+    mrs     x2, spsr_el2
+    str     x2, [x1, #256]
+    add     sp, sp, #16
+    mov     x1, #0                  // ExitKind::Synchronous
+    b       return_to_host
+.endm
+
 // The registers a Rust call may clobber besides x0/x1 (x2..x18, x30), on the stack and back.
 .macro push_call_clobbered
     stp     x2, x3, [sp, #-144]!
@@ -145,73 +202,35 @@ enter_guest:
     load_guest_regs_and_eret
 
 // A synchronous exception from AArch64, the guest's x0, x1 pushed: the fast path if it is on
-// and answers, else a full exit. Any exception class but an HVC or a data abort pays seven
-// instructions.
+// and answers, else a full exit. Any exception class but an HVC, a data abort or a trapped
+// system register pays nine instructions.
 guest_sync_entry:
     mrs     x1, esr_el2
     lsr     x1, x1, #26
     cmp     x1, #{ec_hvc64}
     b.eq    3f
     cmp     x1, #{ec_data_abort}
-    b.ne    2f
-    adrp    x1, {fast_path}
-    ldrb    w1, [x1, :lo12:{fast_path}]
-    cbz     w1, 2f
-    // A data abort: the registers a Rust call may clobber, x0/x1 and the PC saved into the
-    // GuestRegs (x19..x29 stay live: `fast_mmio` declines an access that names one). Answered
-    // (x0 = 1): those come back and the guest resumes at the PC `fast_mmio` stepped on.
-    // Declined: the rest goes into the GuestRegs and the exit goes on as a full one.
-    ldr     x0, [sp, #(16 + 96)]    // the GuestRegs pointer enter_guest saved
-    stp     x2, x3, [x0, #16]
-    stp     x4, x5, [x0, #32]
-    stp     x6, x7, [x0, #48]
-    stp     x8, x9, [x0, #64]
-    stp     x10, x11, [x0, #80]
-    stp     x12, x13, [x0, #96]
-    stp     x14, x15, [x0, #112]
-    stp     x16, x17, [x0, #128]
-    str     x18, [x0, #144]
-    str     x30, [x0, #240]
-    ldp     x2, x3, [sp]            // the guest's x0, x1
-    stp     x2, x3, [x0]
-    mrs     x2, elr_el2
-    str     x2, [x0, #248]
-    ldr     x1, [sp, #(16 + 104)]   // the FastVcpu pointer
-    bl      {fast_mmio}
-    ldr     x1, [sp, #(16 + 96)]
-    cbz     x0, 4f
-    mov     x0, x1
-    ldr     x1, [x0, #248]
-    msr     elr_el2, x1
-    ldp     x2, x3, [x0, #16]
-    ldp     x4, x5, [x0, #32]
-    ldp     x6, x7, [x0, #48]
-    ldp     x8, x9, [x0, #64]
-    ldp     x10, x11, [x0, #80]
-    ldp     x12, x13, [x0, #96]
-    ldp     x14, x15, [x0, #112]
-    ldp     x16, x17, [x0, #128]
-    ldr     x18, [x0, #144]
-    ldr     x30, [x0, #240]
-    ldp     x0, x1, [x0]
-    add     sp, sp, #16
-    eret
-4:  str     x19, [x1, #152]
-    stp     x20, x21, [x1, #160]
-    stp     x22, x23, [x1, #176]
-    stp     x24, x25, [x1, #192]
-    stp     x26, x27, [x1, #208]
-    stp     x28, x29, [x1, #224]
-    mrs     x2, spsr_el2
-    str     x2, [x1, #256]
-    add     sp, sp, #16
-    mov     x1, #0                  // ExitKind::Synchronous
-    b       return_to_host
+    b.eq    guest_sync_data_abort
+    cmp     x1, #{ec_sysreg}
+    b.ne    guest_sync_full
+    // Of the system registers only an MRS of the ID block can qualify: ISS op0 = 3 [21:20],
+    // op1 = 0 [16:14], CRn = 0 [13:10], direction = read [0] (x0 is free: it is pushed).
+    mrs     x0, esr_el2
+    mov     w1, #0xfc01
+    movk    w1, #0x31, lsl #16
+    and     w0, w0, w1
+    mov     w1, #0x0001
+    movk    w1, #0x30, lsl #16
+    cmp     w0, w1
+    b.ne    guest_sync_full
+    fast_trap {fast_sysreg}
+guest_sync_data_abort:
+    fast_trap {fast_mmio}
     // An HVC: only the call-clobbered registers saved; `fast_exit` answers (x0 = 1, the
     // guest's new x0 in x1) or the exit goes on as a full one.
 3:  adrp    x1, {fast_path}
     ldrb    w1, [x1, :lo12:{fast_path}]
-    cbz     w1, 2f
+    cbz     w1, guest_sync_full
     push_call_clobbered
     ldr     x5, [sp, #(144 + 16 + 104)] // fast_exit(esr, x0, x1, x2, x3, the FastVcpu)
     mov     x4, x3
@@ -226,7 +245,8 @@ guest_sync_entry:
     add     sp, sp, #16
     eret
 1:  pop_call_clobbered
-2:  mov     x1, #0                  // ExitKind::Synchronous
+guest_sync_full:
+    mov     x1, #0                  // ExitKind::Synchronous
     b       guest_exit_common
 
 // Entered from a lower-EL vector with the guest's x0, x1 pushed and the exit kind in x1.
@@ -253,8 +273,10 @@ el2_fault_entry:
     fast_path = sym fastpath::FAST_PATH,
     ec_hvc64 = const fastpath::EC_HVC64,
     ec_data_abort = const fastpath::EC_DATA_ABORT_LOWER,
+    ec_sysreg = const fastpath::EC_SYSREG,
     fast_exit = sym fast_exit,
     fast_mmio = sym fast_mmio,
+    fast_sysreg = sym fast_sysreg,
 );
 
 /// What `fast_exit` tells the vector: whether it answered, and the guest's new x0. Returned in
@@ -292,11 +314,18 @@ extern "C" fn fast_exit(
 /// `fastpath::mmio` declines an access that names one of those): 1 if answered (the guest
 /// resumes from `regs`), 0 for a full exit.
 extern "C" fn fast_mmio(regs: *mut GuestRegs, fast: *const FastVcpu) -> u64 {
+    // SAFETY: as for `fast_sysreg`.
+    let (regs, fast) = unsafe { (&mut *regs, &*fast) };
+    u64::from(fastpath::mmio(fast, regs, &sysregs::trap_syndrome()))
+}
+
+/// The fast path's decision on a trapped MRS of the ID register block, called as `fast_mmio`.
+extern "C" fn fast_sysreg(regs: *mut GuestRegs, fast: *const FastVcpu) -> u64 {
     // SAFETY: the vector passes the GuestRegs and the FastVcpu that `run` was given: `run` holds
     // the one exclusively and the other shared for as long as the guest runs, and nothing else
     // touches them meanwhile (this CPU is in the vector, not in `run`'s caller).
     let (regs, fast) = unsafe { (&mut *regs, &*fast) };
-    u64::from(fastpath::mmio(fast, regs, &sysregs::trap_syndrome()))
+    u64::from(fastpath::sysreg(fast, regs, &sysregs::trap_syndrome()))
 }
 
 unsafe extern "C" {
