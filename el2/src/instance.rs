@@ -10,7 +10,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use devicetree::guest::{RAM_BASE, UART_BASE, UART_SPI};
 use gic::{Shape, Vgic};
 use log::{Level, warn};
@@ -45,6 +45,10 @@ const FAULT_STREAK_LIMIT: u32 = 1000;
 /// waits, or interrupts the physical CPU it runs on.
 pub type Kick = fn(slot: usize, vcpu: usize);
 
+/// Tells physical CPU `cpu`, which has a vCPU loaded, that the vCPU has a new interrupt: it
+/// refills the vCPU's list registers without a scheduling decision.
+pub type KickLoaded = fn(cpu: usize);
+
 /// Starts taking the checkpoint of the instance in a slot (see [`BoardServices::checkpoint`]).
 pub type Checkpoint = fn(slot: usize) -> Result<(), (i64, String)>;
 
@@ -55,6 +59,8 @@ pub struct BoardServices {
     pub console: LineSink,
     /// Reaches a vCPU wherever it is.
     pub kick: Kick,
+    /// Reaches the CPU a vCPU is loaded on, for a new interrupt.
+    pub kick_loaded: KickLoaded,
     /// Starts taking the checkpoint of the instance in a slot for the management side
     /// (HV_CHECKPOINT); else the status for the guest (NOT_SUPPORTED: no board link; DENIED:
     /// a move is on) and why.
@@ -518,6 +524,10 @@ pub struct Instance {
     fast: FastState,
     shared: Mutex<Shared>,
     kick: Kick,
+    kick_loaded: KickLoaded,
+    /// Per vCPU: 1 + the physical CPU it is loaded on (its registers and list registers live
+    /// there), 0 while it is not.
+    loaded_on: Vec<AtomicUsize>,
     checkpoint: Checkpoint,
     /// Counter ticks per second (`CNTFRQ_EL0`), for the log budget.
     counter_hz: u64,
@@ -576,6 +586,8 @@ impl Instance {
             slot,
             mpidrs,
             kick: board.kick,
+            kick_loaded: board.kick_loaded,
+            loaded_on: affinities.iter().map(|_| AtomicUsize::new(0)).collect(),
             checkpoint: board.checkpoint,
             counter_hz: board.counter_hz.max(1),
             id_registers: board.id_registers,
@@ -903,13 +915,30 @@ impl Instance {
         }
         self.interrupts_raised
             .fetch_add(u64::from(targets.count_ones()), Ordering::Relaxed);
+        // The vGIC changes these kicks announce come before the reads of where the vCPUs
+        // are loaded, as `vcpu_loaded` orders a CPU's unloading before it looks at the vGIC
+        // again: either a kick finds its vCPU loaded, or that CPU sees the change.
+        fence(Ordering::SeqCst);
         (0..self.mpidrs.len())
             .filter(|&n| n != caller && targets & (1 << n) != 0)
-            .for_each(|n| self.kick_vcpu(n));
+            .for_each(|n| match self.loaded_on[n].load(Ordering::Relaxed) {
+                0 => self.kick_vcpu(n),
+                on => (self.kick_loaded)(on - 1),
+            });
     }
 
     fn kick_vcpu(&self, vcpu: usize) {
         (self.kick)(self.slot, vcpu);
+    }
+
+    /// Physical CPU `cpu` has loaded vCPU `vcpu` (`Some`), or has taken it off (`None`): then
+    /// before the CPU looks at the vGIC for it again (`has_pending`, say), so that a kick for a
+    /// new interrupt either finds it loaded or is seen there (see `kick_all`).
+    pub fn vcpu_loaded(&self, vcpu: usize, cpu: Option<usize>) {
+        if let Some(on) = self.loaded_on.get(vcpu) {
+            on.store(cpu.map_or(0, |cpu| cpu + 1), Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+        }
     }
 
     /// The number of vCPUs.
@@ -1408,6 +1437,14 @@ mod tests {
         KICKED.with(|kicked| kicked.fetch_or(1 << vcpu, Ordering::Relaxed));
     }
 
+    std::thread_local! {
+        static KICKED_CPUS: AtomicU64 = const { AtomicU64::new(0) };
+    }
+
+    fn record_kick_loaded(cpu: usize) {
+        KICKED_CPUS.with(|kicked| kicked.fetch_or(1 << cpu, Ordering::Relaxed));
+    }
+
     fn take_kicks() -> u64 {
         KICKED.with(|kicked| kicked.swap(0, Ordering::Relaxed))
     }
@@ -1424,6 +1461,7 @@ mod tests {
         let board = BoardServices {
             console: discard,
             kick: record_kick,
+            kick_loaded: record_kick_loaded,
             checkpoint,
             counter_hz: HZ,
             id_registers: GuestIdRegisters::from_hardware(|crm, op2| u64::from(crm) << op2),
@@ -1702,6 +1740,41 @@ mod tests {
             spi.is_some_and(|irq| irq.line),
             "the vGIC sees the UART line"
         );
+    }
+
+    #[test]
+    fn a_new_interrupt_for_a_loaded_vcpu_goes_to_its_cpu_without_the_scheduler() {
+        let (guest, mut vcpu) = instance(2);
+        // SGIs are Group 1 in vCPU 1's redistributor.
+        vcpu.regs.x[2] = u64::from(u32::MAX);
+        exit(
+            &guest,
+            &mut vcpu,
+            data_abort(GICR_BASE + GICR_STRIDE + 0x1_0080, 2, true),
+        );
+        let kicked_cpus = || KICKED_CPUS.with(|kicked| kicked.swap(0, Ordering::Relaxed));
+        take_kicks();
+        // vCPU 0 sends SGI `n` to vCPU 1 (target list bit 1).
+        let mut send = |n: u64| {
+            vcpu.regs.x[3] = n << 24 | 0b10;
+            exit(&guest, &mut vcpu, sysreg((3, 0, 12, 11, 5), 3, false));
+        };
+        send(1);
+        assert_eq!(
+            (take_kicks(), kicked_cpus()),
+            (0b10, 0),
+            "not loaded: the scheduler's kick"
+        );
+        guest.vcpu_loaded(1, Some(3));
+        send(2);
+        assert_eq!(
+            (take_kicks(), kicked_cpus()),
+            (0, 1 << 3),
+            "loaded on CPU 3: that CPU"
+        );
+        guest.vcpu_loaded(1, None);
+        send(3);
+        assert_eq!((take_kicks(), kicked_cpus()), (0b10, 0), "taken off again");
     }
 
     #[test]

@@ -279,10 +279,12 @@ impl PerCpu {
         sysregs::load_virtual_timer(&vcpu.virtual_timer, vm.instance.counter_offset());
         gic::load_cpu_interface(vcpu.vmcr, vcpu.active_priorities);
         self.loaded.valid = false;
+        vm.instance.vcpu_loaded(vcpu.index, Some(self.index));
     }
 
     /// Takes `vcpu` of `vm` off this CPU, leaving nothing of it running.
     fn save(&mut self, vm: &Vm, vcpu: &mut Vcpu) {
+        vm.instance.vcpu_loaded(vcpu.index, None);
         vcpu.el1 = sysregs::save_el1();
         sysregs::save_fp(&mut vcpu.fp);
         vcpu.virtual_timer = sysregs::save_virtual_timer();
@@ -340,6 +342,10 @@ impl PerCpu {
                     self.load_interrupts(vm, vcpu);
                     gic::deactivate(interrupt);
                 }
+                // An interrupt became pending for a vCPU loaded here: the list registers are
+                // refilled before it enters the guest again (its epoch moved), and a vCPU
+                // waiting in place sees it pending. Nothing for the scheduler.
+                (gic::INTERRUPT_SGI, _) => gic::deactivate(interrupt),
                 // The emulated physical timer's deadline passed.
                 (gic::DEADLINE_TIMER_INTID, _) => {
                     sysregs::mask_deadline_timer();

@@ -211,6 +211,7 @@ impl Vm {
             BoardServices {
                 console: console::guest_line,
                 kick,
+                kick_loaded: gic::kick_interrupt,
                 checkpoint: crate::arch::transfer::checkpoint_for_guest,
                 counter_hz: sysregs::counter_frequency(),
                 id_registers: sysregs::guest_id_registers(),

@@ -19,7 +19,7 @@ use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 
-use super::{KICK_SGI, LIST_REGISTERS, PRIORITY, PRIVATE_INTIDS};
+use super::{LIST_REGISTERS, PRIORITY, PRIVATE_INTIDS};
 use crate::arch::boot::MAX_CPUS;
 
 /// `GICC_IAR.InterruptID`.
@@ -167,10 +167,10 @@ pub fn deactivate(iar: u32) {
 /// `GICD_SGIR.TargetListFilter`: the requesting CPU only.
 const SGIR_TO_SELF: u32 = 0b10 << 24;
 
-/// Sends the kick SGI to physical CPU `cpu` (`GICD_SGIR`, by its CPU interface mask). A GIC with
+/// Sends SGI `sgi` to physical CPU `cpu` (`GICD_SGIR`, by its CPU interface mask). A GIC with
 /// one CPU interface reads `ITARGETSR0` as zero, so a CPU without a mask is the only one: the
 /// SGI goes to "self".
-pub fn kick(cpu: usize) {
+pub fn send_sgi(cpu: usize, sgi: u32) {
     let Some(mask) = CPU_MASKS.get(cpu).map(|m| m.load(Ordering::Relaxed)) else {
         return;
     };
@@ -179,7 +179,7 @@ pub fn kick(cpu: usize) {
     } else {
         u32::from(mask) << 16
     };
-    gicd().sgir.set(target | KICK_SGI);
+    gicd().sgir.set(target | sgi);
 }
 
 /// Reads the list registers, in the `ICH_LR<n>_EL2` encoding. Kept out of line: the exit path

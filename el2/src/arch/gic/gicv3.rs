@@ -12,7 +12,7 @@ use arm_gic::{IntId, InterruptGroup, UniqueMmioPointer};
 use spin::{Mutex, Once};
 use tock_registers::interfaces::{Readable, Writeable};
 
-use super::{KICK_SGI, LIST_REGISTERS, PRIORITY, PRIVATE_INTIDS};
+use super::{LIST_REGISTERS, PRIORITY, PRIVATE_INTIDS};
 
 /// `ICH_HCR_EL2.En`: the virtual CPU interface is on.
 const ICH_HCR_EN: u64 = 1;
@@ -114,8 +114,8 @@ pub fn deactivate(intid: u32) {
     };
 }
 
-/// Sends the kick SGI to physical CPU `cpu`.
-pub fn kick(cpu: usize) {
+/// Sends SGI `sgi` to physical CPU `cpu`.
+pub fn send_sgi(cpu: usize, sgi: u32) {
     let Some(affinity) = CPU_AFFINITIES
         .get()
         .and_then(|affinities| affinities.get(cpu))
@@ -129,8 +129,8 @@ pub fn kick(cpu: usize) {
         affinity1: (affinity >> 8) as u8,
         target_list: 1 << (affinity & 0xf),
     };
-    GicCpuInterface::send_sgi(IntId::sgi(KICK_SGI), target, SgiTargetGroup::CurrentGroup1)
-        .expect("SGI 0 is an SGI");
+    GicCpuInterface::send_sgi(IntId::sgi(sgi), target, SgiTargetGroup::CurrentGroup1)
+        .expect("the hypervisor's SGIs are SGIs");
 }
 
 /// Reads the list registers.

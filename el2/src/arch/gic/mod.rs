@@ -6,7 +6,8 @@
 //! Physical interrupts the hypervisor takes: the virtual timer PPI (forwarded to the running
 //! vCPU with the HW bit, so the guest's deactivation deactivates the physical interrupt), the
 //! maintenance PPI (list registers need refilling), SGI 0 (another CPU wants this one to look at
-//! its vCPU again), the deadline and scheduling timers, and the board devices' SPIs. EOImode is
+//! its vCPU again), SGI 1 (the vCPU loaded here has a new interrupt: refill, nothing to
+//! schedule), the deadline and scheduling timers, and the board devices' SPIs. EOImode is
 //! 1 on both: priority drop and deactivation are separate, which is what lets the timer stay
 //! active until the guest is done with it.
 //!
@@ -24,6 +25,9 @@ pub use gic::Shape;
 
 /// SGI a CPU sends another to make it re-examine its vCPU.
 pub const KICK_SGI: u32 = 0;
+/// SGI a CPU sends another that has a vCPU loaded, for which an interrupt became pending:
+/// it only refills that vCPU's list registers (no scheduling decision).
+pub const INTERRUPT_SGI: u32 = 1;
 /// The virtual timer PPI's INTID (PPI 11).
 pub const VTIMER_INTID: u32 = 27;
 /// The GIC maintenance interrupt's INTID (PPI 9).
@@ -38,8 +42,9 @@ pub const LIST_REGISTERS: usize = 4;
 /// Priority of the interrupts the hypervisor takes.
 const PRIORITY: u8 = 0x80;
 /// The private interrupts every CPU takes.
-const PRIVATE_INTIDS: [u32; 5] = [
+const PRIVATE_INTIDS: [u32; 6] = [
     KICK_SGI,
+    INTERRUPT_SGI,
     VTIMER_INTID,
     MAINTENANCE_INTID,
     DEADLINE_TIMER_INTID,
@@ -177,13 +182,22 @@ pub fn deactivate(interrupt: Interrupt) {
     }
 }
 
-/// Sends the kick SGI to physical CPU `cpu`.
+/// Sends the kick SGI to physical CPU `cpu`: look at the scheduler again.
 pub fn kick(cpu: usize) {
-    // The vGIC update the kick announces must be visible before the SGI is.
+    send_sgi(cpu, KICK_SGI);
+}
+
+/// Sends the interrupt SGI to physical CPU `cpu`: the vCPU loaded there has a new interrupt.
+pub fn kick_interrupt(cpu: usize) {
+    send_sgi(cpu, INTERRUPT_SGI);
+}
+
+fn send_sgi(cpu: usize, sgi: u32) {
+    // The vGIC update the SGI announces must be visible before the SGI is.
     aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
     match shape() {
-        Shape::V3 => gicv3::kick(cpu),
-        Shape::V2 => gicv2::kick(cpu),
+        Shape::V3 => gicv3::send_sgi(cpu, sgi),
+        Shape::V2 => gicv2::send_sgi(cpu, sgi),
     }
 }
 
