@@ -915,12 +915,17 @@ impl Instance {
         }
         self.interrupts_raised
             .fetch_add(u64::from(targets.count_ones()), Ordering::Relaxed);
+        let others = targets & !(1 << caller);
+        if others == 0 {
+            return;
+        }
         // The vGIC changes these kicks announce come before the reads of where the vCPUs
         // are loaded, as `vcpu_loaded` orders a CPU's unloading before it looks at the vGIC
-        // again: either a kick finds its vCPU loaded, or that CPU sees the change.
+        // again (the vGIC's lock orders the two as well): either a kick finds its vCPU
+        // loaded, or that CPU sees the change.
         fence(Ordering::SeqCst);
         (0..self.mpidrs.len())
-            .filter(|&n| n != caller && targets & (1 << n) != 0)
+            .filter(|&n| others & (1 << n) != 0)
             .for_each(|n| match self.loaded_on[n].load(Ordering::Relaxed) {
                 0 => self.kick_vcpu(n),
                 on => (self.kick_loaded)(on - 1),

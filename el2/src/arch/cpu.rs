@@ -345,7 +345,12 @@ impl PerCpu {
                 // An interrupt became pending for a vCPU loaded here: the list registers are
                 // refilled before it enters the guest again (its epoch moved), and a vCPU
                 // waiting in place sees it pending. Nothing for the scheduler.
-                (gic::INTERRUPT_SGI, _) => gic::deactivate(interrupt),
+                (gic::INTERRUPT_SGI, _) => {
+                    // Pairs with the sender's barrier before the SGI: what this CPU reads of
+                    // the vGIC next (its epoch) is read after the acknowledgement.
+                    aarch64_cpu::asm::barrier::dmb(aarch64_cpu::asm::barrier::ISHLD);
+                    gic::deactivate(interrupt)
+                }
                 // The emulated physical timer's deadline passed.
                 (gic::DEADLINE_TIMER_INTID, _) => {
                     sysregs::mask_deadline_timer();
