@@ -1783,6 +1783,29 @@ mod tests {
     }
 
     #[test]
+    fn a_uart_interrupt_raised_by_one_vcpu_kicks_the_vcpu_it_is_routed_to() {
+        let (guest, mut vcpu) = instance(2);
+        let (word, bit) = (u64::from(UART_INTID / 32), UART_INTID % 32);
+        let mut write = |ipa: u64, size: u8, value: u64| {
+            vcpu.regs.x[2] = value;
+            let sas = u64::from(size.trailing_zeros());
+            let mut syndrome = data_abort(ipa, 2, true);
+            syndrome.esr = syndrome.esr & !(0b11 << 22) | sas << 22 | u64::from(size == 8) << 15;
+            exit(&guest, &mut vcpu, syndrome);
+        };
+        // Group 1 on, the UART's SPI Group 1, enabled and routed to vCPU 1.
+        write(GICD_BASE, 4, 0x2);
+        write(GICD_BASE + 0x80 + 4 * word, 4, 1 << bit);
+        write(GICD_BASE + 0x100 + 4 * word, 4, 1 << bit);
+        write(GICD_BASE + 0x6000 + 8 * u64::from(UART_INTID), 8, 1);
+        take_kicks();
+        // vCPU 0 unmasks the UART's transmit interrupt: the line rises.
+        write(UART_BASE + 0x38, 4, 1 << 5);
+        assert_eq!(take_kicks(), 1 << 1, "vCPU 1, wherever it waits, is woken");
+        assert!(guest.has_pending(1));
+    }
+
+    #[test]
     fn unmapped_accesses_get_an_external_abort() {
         let (guest, mut vcpu) = instance(1);
         let (next, el1) = exit(&guest, &mut vcpu, data_abort(0x3000_0008, 1, true));

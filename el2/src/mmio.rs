@@ -126,8 +126,9 @@ impl Changes {
 
 /// Where devices drive their interrupt lines: the interrupt controller as a device sees it.
 pub trait InterruptSink {
-    /// Drives the level-sensitive line of interrupt `intid` (an SPI) high or low.
-    fn set_line(&mut self, intid: u32, level: bool);
+    /// Drives the level-sensitive line of interrupt `intid` (an SPI) high or low; returns the
+    /// vCPUs (bit n: vCPU n) for which that made it pending and forwardable, to kick.
+    fn set_line(&mut self, intid: u32, level: bool) -> u64;
 }
 
 /// A device that the hypervisor emulates behind a range of guest-physical addresses.
@@ -144,12 +145,11 @@ pub trait MmioDevice {
     fn write(&mut self, offset: u64, size: u8, value: u64) -> Changes;
 }
 
-/// Device lines reach the vGIC as SPIs, which belong to no vCPU.
+/// Device lines reach the vGIC as SPIs: the vCPU to kick is the one the SPI is routed to.
 impl InterruptSink for Vgic {
-    fn set_line(&mut self, intid: u32, level: bool) {
-        // The vCPU argument only selects a bank of SGIs and PPIs. The vCPU to kick that the vGIC
-        // answers is not used: a device line kicks no vCPU.
-        Vgic::set_line(self, 0, intid, level);
+    fn set_line(&mut self, intid: u32, level: bool) -> u64 {
+        // The vCPU argument only selects a bank of SGIs and PPIs.
+        Vgic::set_line(self, 0, intid, level).map_or(0, |vcpu| 1 << vcpu)
     }
 }
 
@@ -378,12 +378,26 @@ mod tests {
     }
 
     #[test]
-    fn device_lines_reach_the_vgic_as_spis() {
+    fn device_lines_reach_the_vgic_as_spis_and_kick_the_vcpu_they_are_routed_to() {
         let mut vgic = vgic(2);
-        InterruptSink::set_line(&mut vgic, 33, true);
+        assert_eq!(
+            InterruptSink::set_line(&mut vgic, 33, true),
+            0,
+            "not enabled"
+        );
         assert!(vgic.irq(1, 33).is_some_and(|irq| irq.line));
-        InterruptSink::set_line(&mut vgic, 33, false);
+        assert_eq!(InterruptSink::set_line(&mut vgic, 33, false), 0);
         assert!(vgic.irq(0, 33).is_some_and(|irq| !irq.line));
+        // Group 1 enabled, SPI 33 Group 1, enabled and routed to vCPU 1 (MPIDR affinity 1).
+        let mut distributor = GicDistributor {
+            vgic: &mut vgic,
+            vcpu: 0,
+        };
+        let _ = distributor.write(0x0, 4, 0x2);
+        let _ = distributor.write(0x84, 4, 1 << 1);
+        let _ = distributor.write(0x104, 4, 1 << 1);
+        let _ = distributor.write(0x6000 + 8 * 33, 8, 1);
+        assert_eq!(InterruptSink::set_line(&mut vgic, 33, true), 1 << 1);
     }
 
     #[test]

@@ -336,8 +336,10 @@ impl Pl011 {
             return Changes::default();
         }
         self.irq_level = level;
-        irq.set_line(self.intid, level);
-        Changes::INTERRUPTS
+        Changes {
+            interrupts: true,
+            kicks: irq.set_line(self.intid, level),
+        }
     }
 
     /// The interrupt controller the line goes to was reset, so the line is low there: the UART
@@ -491,8 +493,9 @@ mod tests {
     struct Lines(Vec<(u32, bool)>);
 
     impl InterruptSink for Lines {
-        fn set_line(&mut self, intid: u32, level: bool) {
+        fn set_line(&mut self, intid: u32, level: bool) -> u64 {
             self.0.push((intid, level));
+            0
         }
     }
 
