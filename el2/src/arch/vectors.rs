@@ -30,8 +30,9 @@ core::arch::global_asm!(
     b       guest_sync_entry
 .endm
 
-// Saves the guest's registers into the GuestRegs at x0, with its x0, x1 popped from the stack.
-.macro save_guest_regs
+// x2..x17 into the GuestRegs at x0, and back: what every save and load of the guest's
+// registers shares.
+.macro store_x2_to_x17
     stp     x2, x3, [x0, #16]
     stp     x4, x5, [x0, #32]
     stp     x6, x7, [x0, #48]
@@ -40,6 +41,22 @@ core::arch::global_asm!(
     stp     x12, x13, [x0, #96]
     stp     x14, x15, [x0, #112]
     stp     x16, x17, [x0, #128]
+.endm
+
+.macro load_x2_to_x17
+    ldp     x2, x3, [x0, #16]
+    ldp     x4, x5, [x0, #32]
+    ldp     x6, x7, [x0, #48]
+    ldp     x8, x9, [x0, #64]
+    ldp     x10, x11, [x0, #80]
+    ldp     x12, x13, [x0, #96]
+    ldp     x14, x15, [x0, #112]
+    ldp     x16, x17, [x0, #128]
+.endm
+
+// Saves the guest's registers into the GuestRegs at x0, with its x0, x1 popped from the stack.
+.macro save_guest_regs
+    store_x2_to_x17
     stp     x18, x19, [x0, #144]
     stp     x20, x21, [x0, #160]
     stp     x22, x23, [x0, #176]
@@ -59,14 +76,7 @@ core::arch::global_asm!(
     ldp     x1, x2, [x0, #248]      // pc, pstate
     msr     elr_el2, x1
     msr     spsr_el2, x2
-    ldp     x2, x3, [x0, #16]
-    ldp     x4, x5, [x0, #32]
-    ldp     x6, x7, [x0, #48]
-    ldp     x8, x9, [x0, #64]
-    ldp     x10, x11, [x0, #80]
-    ldp     x12, x13, [x0, #96]
-    ldp     x14, x15, [x0, #112]
-    ldp     x16, x17, [x0, #128]
+    load_x2_to_x17
     ldp     x18, x19, [x0, #144]
     ldp     x20, x21, [x0, #160]
     ldp     x22, x23, [x0, #176]
@@ -88,14 +98,7 @@ core::arch::global_asm!(
     ldrb    w1, [x1, :lo12:{fast_path}]
     cbz     w1, guest_sync_full
     ldr     x0, [sp, #(16 + 96)]    // the GuestRegs pointer enter_guest saved
-    stp     x2, x3, [x0, #16]
-    stp     x4, x5, [x0, #32]
-    stp     x6, x7, [x0, #48]
-    stp     x8, x9, [x0, #64]
-    stp     x10, x11, [x0, #80]
-    stp     x12, x13, [x0, #96]
-    stp     x14, x15, [x0, #112]
-    stp     x16, x17, [x0, #128]
+    store_x2_to_x17
     str     x18, [x0, #144]
     str     x30, [x0, #240]
     ldp     x2, x3, [sp]            // the guest's x0, x1
@@ -109,14 +112,7 @@ core::arch::global_asm!(
     mov     x0, x1
     ldr     x1, [x0, #248]
     msr     elr_el2, x1
-    ldp     x2, x3, [x0, #16]
-    ldp     x4, x5, [x0, #32]
-    ldp     x6, x7, [x0, #48]
-    ldp     x8, x9, [x0, #64]
-    ldp     x10, x11, [x0, #80]
-    ldp     x12, x13, [x0, #96]
-    ldp     x14, x15, [x0, #112]
-    ldp     x16, x17, [x0, #128]
+    load_x2_to_x17
     ldr     x18, [x0, #144]
     ldr     x30, [x0, #240]
     ldp     x0, x1, [x0]
