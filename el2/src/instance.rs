@@ -849,12 +849,13 @@ impl Instance {
     }
 
     /// The virtual timer of `vcpu` fired: deliver its PPI, backed by physical INTID `pintid`.
-    pub fn timer_fired(&self, vcpu: usize, intid: u32, pintid: u32) {
+    /// True if that made it pending and forwardable (the vCPU has an interrupt to take).
+    pub fn timer_fired(&self, vcpu: usize, intid: u32, pintid: u32) -> bool {
         self.interrupts_raised.fetch_add(1, Ordering::Relaxed);
         self.update(|shared| {
             shared.vgic.set_hw_mapping(vcpu, intid, Some(pintid));
-            shared.vgic.pulse(vcpu, intid);
-        });
+            shared.vgic.pulse(vcpu, intid) == Some(vcpu)
+        })
     }
 
     /// How many bytes the instance's UART can take now.
@@ -862,10 +863,11 @@ impl Instance {
         self.shared.lock().uart.receive_space()
     }
 
-    /// The hypervisor's deadline for the emulated physical timer of `vcpu` passed.
-    pub fn phys_timer_fired(&self, vcpu: usize) {
+    /// The hypervisor's deadline for the emulated physical timer of `vcpu` passed. True if
+    /// that made its interrupt pending and forwardable.
+    pub fn phys_timer_fired(&self, vcpu: usize) -> bool {
         self.interrupts_raised.fetch_add(1, Ordering::Relaxed);
-        self.update(|shared| shared.vgic.set_line(vcpu, PHYS_TIMER_INTID, true));
+        self.update(|shared| shared.vgic.set_line(vcpu, PHYS_TIMER_INTID, true) == Some(vcpu))
     }
 
     /// Bytes typed on the board console arrive at the instance's UART.
@@ -1907,7 +1909,7 @@ mod tests {
         exit(&guest, &mut vcpu, data_abort(GICR_BASE + 0x1_0100, 2, true));
         vcpu.regs.x[2] = 0x2;
         exit(&guest, &mut vcpu, data_abort(GICD_BASE, 2, true));
-        guest.timer_fired(0, 27, 27);
+        assert!(guest.timer_fired(0, 27, 27), "pending and forwardable");
         assert!(guest.has_pending(0));
         assert_eq!(exit(&guest, &mut vcpu, wfi).0, Next::Resume);
     }

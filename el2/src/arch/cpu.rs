@@ -60,6 +60,9 @@ struct PerCpu {
     sleepers: Vec<(u64, VcpuId)>,
     /// A kick or the scheduling timer arrived: look at the scheduler again.
     resched: bool,
+    /// A timer of the vCPU loaded here raised an interrupt it can take (so a vCPU waiting in
+    /// place need not ask the vGIC).
+    raised: bool,
 }
 
 /// Runs vCPUs on physical CPU `index` for as long as the board runs.
@@ -69,6 +72,7 @@ pub fn run(index: usize) -> ! {
         loaded: LoadedInterrupts::default(),
         sleepers: Vec::new(),
         resched: false,
+        raised: false,
     };
     let board = board();
     loop {
@@ -236,6 +240,7 @@ impl PerCpu {
     fn wait_in_place(&mut self, board: &Board, vm: &Vm, index: usize, slice_end: &mut u64) -> bool {
         vm.show_prompt(index);
         let start = sysregs::counter();
+        self.raised = false;
         let woke = loop {
             // Any vCPU queued anywhere: leave, so that this CPU picks or steals it.
             let (queued, slice) = {
@@ -248,7 +253,7 @@ impl PerCpu {
             }
             aarch64_cpu::asm::wfi();
             self.take_interrupts(Some((vm, index)));
-            if vm.instance.has_pending(index) {
+            if core::mem::take(&mut self.raised) || vm.instance.has_pending(index) {
                 break true;
             }
             // Waiting time is idle time: the board link may use it.
@@ -332,8 +337,9 @@ impl PerCpu {
                 // Left active: the guest's deactivation of the HW-mapped virtual interrupt
                 // deactivates it.
                 (gic::VTIMER_INTID, Some((vm, vcpu))) => {
-                    vm.instance
-                        .timer_fired(vcpu, gic::VTIMER_INTID, gic::VTIMER_INTID)
+                    self.raised |=
+                        vm.instance
+                            .timer_fired(vcpu, gic::VTIMER_INTID, gic::VTIMER_INTID);
                 }
                 // The maintenance interrupt stays asserted until the list registers change:
                 // fold them into the vGIC and refill them now.
@@ -355,7 +361,7 @@ impl PerCpu {
                 (gic::DEADLINE_TIMER_INTID, _) => {
                     sysregs::mask_deadline_timer();
                     if let Some((vm, vcpu)) = current {
-                        vm.instance.phys_timer_fired(vcpu);
+                        self.raised |= vm.instance.phys_timer_fired(vcpu);
                     }
                     gic::deactivate(interrupt);
                 }
