@@ -310,7 +310,9 @@ extern "C" fn fast_exit(
 /// `fastpath::mmio` declines an access that names one of those): 1 if answered (the guest
 /// resumes from `regs`), 0 for a full exit.
 extern "C" fn fast_mmio(regs: *mut GuestRegs, fast: *const FastVcpu) -> u64 {
-    // SAFETY: as for `fast_sysreg`.
+    // SAFETY: the vector passes the GuestRegs and the FastVcpu that `run` was given: `run` holds
+    // the one exclusively and the other shared for as long as the guest runs, and nothing else
+    // touches them meanwhile (this CPU is in the vector, not in `run`'s caller).
     let (regs, fast) = unsafe { (&mut *regs, &*fast) };
     u64::from(fastpath::mmio(fast, regs, &sysregs::trap_syndrome()))
 }
