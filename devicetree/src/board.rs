@@ -365,7 +365,7 @@ fn check_structure(block: &[u8], strings: &[u8]) -> Result<(), DtError> {
         match token {
             FDT_BEGIN_NODE => {
                 let Some(len) = c_str(block, pos) else {
-                    return bad("unterminated node name");
+                    return bad("node name not NUL-terminated UTF-8");
                 };
                 pos = (pos + len + 1).next_multiple_of(4);
                 depth += 1;

@@ -293,6 +293,22 @@ fn a_device_tree_the_hypervisor_cannot_use_is_named_on_the_early_console() {
         },
         "the board's device tree cannot be used: no GIC node",
     );
+    // A corrupt device tree (a node name that is not UTF-8; QEMU's own handling of `-dtb` does
+    // not look at it): said on the fallback console, QEMU virt's PL011.
+    let corrupt = TempFile::new("corrupt.dtb");
+    boot_refused(
+        "corrupt device tree",
+        |board| {
+            with_patched_dtb(
+                board,
+                &corrupt,
+                b"\0\0\0\x01pl011@9000000\0",
+                b"\0\0\0\x01pl011@90000\xff0\0",
+            )
+        },
+        "the board's device tree cannot be used: bad DTB structure: node name not \
+         NUL-terminated UTF-8",
+    );
 }
 
 #[test]
