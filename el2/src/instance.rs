@@ -288,6 +288,24 @@ impl Vcpu {
     }
 }
 
+/// What a timer that fired did to the vCPU it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerRaise {
+    /// Nothing it can take now (the interrupt is disabled, masked by its group, or active).
+    Nothing,
+    /// An interrupt to take; the epoch moved, so its list registers are refilled.
+    Pending,
+    /// An interrupt to take, already given list register `slot` as `value`
+    /// (`ICH_LR<n>_EL2` encoding): the caller writes that one register, and nothing else
+    /// changed.
+    InLr {
+        /// The free list register it takes.
+        slot: usize,
+        /// Its value.
+        value: u64,
+    },
+}
+
 /// Why an instance stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -848,26 +866,61 @@ impl Instance {
         );
     }
 
-    /// The virtual timer of `vcpu` fired: deliver its PPI, backed by physical INTID `pintid`.
-    /// True if that made it pending and forwardable (the vCPU has an interrupt to take).
-    pub fn timer_fired(&self, vcpu: usize, intid: u32, pintid: u32) -> bool {
-        self.interrupts_raised.fetch_add(1, Ordering::Relaxed);
-        self.update(|shared| {
-            shared.vgic.set_hw_mapping(vcpu, intid, Some(pintid));
-            shared.vgic.pulse(vcpu, intid) == Some(vcpu)
+    /// The virtual timer of `vcpu` fired: deliver its PPI `intid`, backed by physical INTID
+    /// `pintid`. `lrs_as_filled` are the live list registers of the CPU that runs `vcpu` if
+    /// they are exactly as its last fill left them and the epoch has not moved since: the
+    /// interrupt may then go straight into a free one.
+    pub fn timer_fired(
+        &self,
+        vcpu: usize,
+        intid: u32,
+        pintid: u32,
+        lrs_as_filled: Option<&[u64]>,
+    ) -> TimerRaise {
+        self.raise_timer(vcpu, intid, lrs_as_filled, |vgic| {
+            vgic.set_hw_mapping(vcpu, intid, Some(pintid));
+            vgic.pulse(vcpu, intid)
         })
+    }
+
+    /// The hypervisor's deadline for the emulated physical timer of `vcpu` passed: its level
+    /// rises (`lrs_as_filled` as for [`Instance::timer_fired`]).
+    pub fn phys_timer_fired(&self, vcpu: usize, lrs_as_filled: Option<&[u64]>) -> TimerRaise {
+        self.raise_timer(vcpu, PHYS_TIMER_INTID, lrs_as_filled, |vgic| {
+            vgic.set_line(vcpu, PHYS_TIMER_INTID, true)
+        })
+    }
+
+    /// Raises private interrupt `intid` of `vcpu` by `raise` (which returns the vCPU to kick),
+    /// straight into a free list register where [`Vgic::inject_into_free_lr`] allows: the
+    /// epoch then stays, and no CPU refills for it.
+    fn raise_timer(
+        &self,
+        vcpu: usize,
+        intid: u32,
+        lrs_as_filled: Option<&[u64]>,
+        raise: impl FnOnce(&mut Vgic) -> Option<usize>,
+    ) -> TimerRaise {
+        self.interrupts_raised.fetch_add(1, Ordering::Relaxed);
+        let raised = {
+            let vgic = &mut self.shared.lock().vgic;
+            if raise(vgic) != Some(vcpu) {
+                TimerRaise::Nothing
+            } else if let Some((slot, value)) =
+                lrs_as_filled.and_then(|lrs| vgic.inject_into_free_lr(vcpu, intid, lrs))
+            {
+                return TimerRaise::InLr { slot, value };
+            } else {
+                TimerRaise::Pending
+            }
+        };
+        self.interrupt_epoch.fetch_add(1, Ordering::Release);
+        raised
     }
 
     /// How many bytes the instance's UART can take now.
     pub fn console_space(&self) -> usize {
         self.shared.lock().uart.receive_space()
-    }
-
-    /// The hypervisor's deadline for the emulated physical timer of `vcpu` passed. True if
-    /// that made its interrupt pending and forwardable.
-    pub fn phys_timer_fired(&self, vcpu: usize) -> bool {
-        self.interrupts_raised.fetch_add(1, Ordering::Relaxed);
-        self.update(|shared| shared.vgic.set_line(vcpu, PHYS_TIMER_INTID, true) == Some(vcpu))
     }
 
     /// Bytes typed on the board console arrive at the instance's UART.
@@ -1909,9 +1962,28 @@ mod tests {
         exit(&guest, &mut vcpu, data_abort(GICR_BASE + 0x1_0100, 2, true));
         vcpu.regs.x[2] = 0x2;
         exit(&guest, &mut vcpu, data_abort(GICD_BASE, 2, true));
-        assert!(guest.timer_fired(0, 27, 27), "pending and forwardable");
+        assert_eq!(
+            guest.timer_fired(0, 27, 27, None),
+            TimerRaise::Pending,
+            "pending and forwardable"
+        );
         assert!(guest.has_pending(0));
         assert_eq!(exit(&guest, &mut vcpu, wfi).0, Next::Resume);
+        // The guest takes it; with the list registers as filled, the next one goes straight
+        // into a free one and nothing else has to be refilled.
+        let mut lrs = [0; 4];
+        guest.flush_interrupts(0, &mut lrs);
+        lrs[0] = 0;
+        guest.sync_interrupts(0, &lrs);
+        guest.flush_interrupts(0, &mut lrs);
+        assert_eq!(lrs, [0; 4], "taken");
+        let epoch = guest.interrupt_epoch();
+        let TimerRaise::InLr { slot: 0, value } = guest.timer_fired(0, 27, 27, Some(&lrs)) else {
+            panic!("not into the free LR 0");
+        };
+        assert_eq!(value as u32, 27, "vINTID 27");
+        assert_eq!(guest.interrupt_epoch(), epoch, "no refill for anyone");
+        assert!(guest.has_pending(0));
     }
 
     #[test]
@@ -1955,7 +2027,7 @@ mod tests {
         assert!(!guest.has_pending(0), "not yet due");
         exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 0), 6, true)); // CNTP_TVAL_EL0
         assert_eq!(vcpu.regs.x[6], 500);
-        guest.phys_timer_fired(0);
+        assert_eq!(guest.phys_timer_fired(0, None), TimerRaise::Pending);
         assert!(guest.has_pending(0));
         vcpu.regs.x[5] = 0;
         exit(&guest, &mut vcpu, sysreg((3, 3, 14, 2, 1), 5, false)); // disable

@@ -466,6 +466,7 @@ impl Vgic {
     /// before the interrupt is delivered merge into one; a pulse while it is active is
     /// delivered again after the guest deactivates it. On a level-triggered interrupt this acts
     /// as a write to `ISPENDR`. Returns the vCPU to kick, as [`Vgic::set_line`].
+    #[inline]
     pub fn pulse(&mut self, vcpu: usize, intid: u32) -> Option<usize> {
         self.irq_mut(vcpu, intid)?.latch = true;
         self.mark(vcpu, intid);
@@ -523,6 +524,7 @@ impl Vgic {
     /// Maps `intid` (a PPI of `vcpu`, or an SPI) to physical INTID `pintid`: its LRs then get
     /// HW = 1 and the guest's deactivation deactivates the physical interrupt. `None` unmaps.
     /// SGIs cannot be mapped and are ignored.
+    #[inline]
     pub fn set_hw_mapping(&mut self, vcpu: usize, intid: u32, pintid: Option<u32>) {
         if intid >= 16
             && let Some(irq) = self.irq_mut(vcpu, intid)

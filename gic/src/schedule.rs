@@ -179,7 +179,34 @@ impl Vgic {
         candidates > slots
     }
 
+    /// Puts private interrupt `intid` of `vcpu` (an SGI or PPI just made pending) straight into
+    /// a free list register, as [`Vgic::flush_to_lrs`] would have, without a refill: for a vCPU
+    /// whose LRs hold exactly what the last flush put there and whose vGIC has not changed since
+    /// except for this interrupt (`lrs` are their live values). Every candidate of that flush
+    /// then fitted, so a free LR means this interrupt is the only one waiting. Returns the slot
+    /// and its value (canonical encoding) to write, or `None` when it does not qualify (already
+    /// in an LR or active, not pending and forwardable, no free LR): the caller then refills.
+    #[inline]
+    pub fn inject_into_free_lr(
+        &mut self,
+        vcpu: usize,
+        intid: u32,
+        lrs: &[u64],
+    ) -> Option<(usize, u64)> {
+        let irq = self.irq(vcpu, intid).filter(|_| intid < 32)?;
+        if irq.in_lr.is_some() || irq.active || !irq.model_pending() || !self.forwardable(irq) {
+            return None;
+        }
+        let used = self.cands.get(vcpu)?.lr_used;
+        let slot =
+            (0..lrs.len().min(MAX_LRS)).find(|&slot| used & 1 << slot == 0 && lrs[slot] == 0)?;
+        self.vcpus[vcpu].lrs[slot] = Some(intid);
+        self.cands[vcpu].lr_used |= 1 << slot;
+        Some((slot, self.load_lr(vcpu, intid)))
+    }
+
     /// Moves `intid` into an LR of `vcpu` and returns the LR value.
+    #[inline]
     fn load_lr(&mut self, vcpu: usize, intid: u32) -> u64 {
         let Some(irq) = self.irq(vcpu, intid) else {
             return 0;

@@ -378,6 +378,73 @@ fn hw_mapped_virtual_timer(shape: Shape) {
     assert_ne!(g.lrs[0] & lr::EOI, 0);
 }
 
+/// As the hypervisor writes one list register: in the shape's own encoding and back.
+fn as_written(v: &Vgic, value: u64) -> u64 {
+    match v.shape() {
+        Shape::V2 => lr::from_gich(lr::to_gich(value)),
+        Shape::V3 => value,
+    }
+}
+
+fn timer_goes_straight_into_a_free_lr(shape: Shape) {
+    let mut v = setup(shape);
+    v.set_hw_mapping(0, 27, Some(27));
+    v.pulse(0, 32);
+    let mut g = Guest::new();
+    assert!(!flush(&mut v, 0, &mut g.lrs));
+    assert_eq!(g.contents(), [(32, LrState::Pending)]);
+    // The timer fires with the LRs as filled: it takes the first free one.
+    assert_eq!(v.pulse(0, 27), Some(0));
+    let (slot, value) = v.inject_into_free_lr(0, 27, &g.lrs).expect("a free LR");
+    assert_eq!(slot, 1);
+    assert_eq!(
+        value,
+        flush_of_timer_alone(shape),
+        "the value a flush writes"
+    );
+    g.lrs[slot] = as_written(&v, value);
+    assert_eq!(
+        v.inject_into_free_lr(0, 27, &g.lrs),
+        None,
+        "not into two LRs"
+    );
+    assert!(v.has_pending(0));
+    // A flush (the vGIC changed meanwhile) keeps both, each in one LR; each is delivered once.
+    let mut before = g.lrs;
+    assert!(!flush(&mut v, 0, &mut g.lrs));
+    let mut after = g.lrs;
+    before.sort_unstable();
+    after.sort_unstable();
+    assert_eq!(after, before);
+    let mut delivered = drain(&mut v, 0, &mut g);
+    delivered.sort_unstable();
+    assert_eq!(delivered, [27, 32]);
+    assert!(!v.has_pending(0));
+    // Full LRs, an interrupt the guest disabled, one not pending: the caller refills instead.
+    for intid in 33..37 {
+        v.pulse(0, intid);
+    }
+    flush(&mut v, 0, &mut g.lrs);
+    v.pulse(0, 27);
+    assert_eq!(v.inject_into_free_lr(0, 27, &g.lrs), None, "no free LR");
+    drain(&mut v, 0, &mut g);
+    write(&mut v, 0, 0x180, 4, 1 << 27);
+    v.pulse(0, 27);
+    assert_eq!(v.inject_into_free_lr(0, 27, &g.lrs), None, "disabled");
+    assert_eq!(v.inject_into_free_lr(0, 26, &g.lrs), None, "not pending");
+    assert_eq!(v.inject_into_free_lr(0, 40, &g.lrs), None, "not private");
+}
+
+/// The LR a flush writes for the HW-mapped timer of [`setup`]'s vCPU 0 pending on its own.
+fn flush_of_timer_alone(shape: Shape) -> u64 {
+    let mut v = setup(shape);
+    v.set_hw_mapping(0, 27, Some(27));
+    v.pulse(0, 27);
+    let mut lrs = [0; 4];
+    v.flush_to_lrs(0, &mut lrs);
+    lrs[0]
+}
+
 fn disabled_interrupts_not_delivered(shape: Shape) {
     let mut v = setup(shape);
     write(&mut v, 0, 0x184, 4, 1 << 5);
@@ -589,6 +656,7 @@ both_shapes!(
     edge_pulse_while_active_delivered_again_after_eoi,
     edge_rising_edges_of_set_line,
     hw_mapped_virtual_timer,
+    timer_goes_straight_into_a_free_lr,
     disabled_interrupts_not_delivered,
     disabling_while_in_an_lr_keeps_it_pending,
     gicd_ctlr_group_enables_gate_delivery,

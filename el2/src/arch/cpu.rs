@@ -9,7 +9,7 @@ use crate::arch::board::{Board, board, kick};
 use crate::arch::guest::Vm;
 use crate::arch::{gic, management, sysregs, transfer, vectors};
 use crate::exit::{ExitKind, TrapSyndrome};
-use crate::instance::{Next, Vcpu, VcpuStatus};
+use crate::instance::{Next, TimerRaise, Vcpu, VcpuStatus};
 use crate::sched::VcpuId;
 
 /// The list registers as this CPU last filled them, and the vGIC epoch they reflect.
@@ -19,6 +19,9 @@ struct LoadedInterrupts {
     epoch: u64,
     /// False until filled for the vCPU now loaded.
     valid: bool,
+    /// The guest ran since `lrs` were last filled or compared with the live ones: those may
+    /// differ now (the guest acknowledges and completes interrupts in them).
+    guest_ran: bool,
 }
 
 /// A stage-2 abort that [`Vm::ram_fault`] resolves: the guest retries the access. Out of the
@@ -38,6 +41,16 @@ impl LoadedInterrupts {
     /// register: array equality would call `memcmp` on this path.
     fn is_current(&self, lrs: &[u64; gic::LIST_REGISTERS], epoch: u64) -> bool {
         self.valid && self.epoch == epoch && self.lrs.iter().zip(lrs).all(|(a, b)| a == b)
+    }
+
+    /// The live list registers: read from the GIC only if the guest ran since they were filled
+    /// (a read costs four system registers, or four MMIO reads and conversions on a GICv2).
+    fn live(&self) -> [u64; gic::LIST_REGISTERS] {
+        if self.valid && !self.guest_ran {
+            self.lrs
+        } else {
+            gic::read_lrs()
+        }
     }
 }
 
@@ -162,6 +175,7 @@ impl PerCpu {
         let end = loop {
             self.load_interrupts(vm, index);
             let kind = vectors::run(&mut vcpu.regs, &fast);
+            self.loaded.guest_ran = true;
             self.sync_interrupts(vm, index);
             if kind == ExitKind::Irq {
                 self.take_interrupts(Some((vm, index)));
@@ -191,7 +205,8 @@ impl PerCpu {
                 Next::Resume => {}
                 // `handle_exit` found nothing pending.
                 Next::Wait => {
-                    if !self.wait_in_place(board, vm, index, &mut slice_end) {
+                    let timer_armed = armed.is_some() || sysregs::virtual_timer_may_fire();
+                    if !self.wait_in_place(board, vm, index, timer_armed, &mut slice_end) {
                         break SliceEnd::Waiting { wake_at: None };
                     }
                 }
@@ -233,12 +248,26 @@ impl PerCpu {
     }
 
     /// Waits with vCPU `index` of `vm` still loaded for as long as no vCPU waits in any queue:
-    /// its own interrupts then reach it for the cost of a WFI rather than two switches. True when
-    /// it has an interrupt to take; false when it should leave the CPU (a vCPU waits, which this
-    /// CPU may take, or it was paused or turned off). The scheduling timer keeps ticking each slice so
-    /// that a vCPU queued here meanwhile is seen. The time waited is not its CPU time.
-    fn wait_in_place(&mut self, board: &Board, vm: &Vm, index: usize, slice_end: &mut u64) -> bool {
+    /// its own interrupts then reach it for the cost of a WFI rather than two switches
+    /// (`timer_armed`: one of its timers may wake it). True when it has an interrupt to take;
+    /// false when it should leave the CPU (a vCPU waits, which this CPU may take, or it was
+    /// paused or turned off). The scheduling timer keeps ticking each slice so that a vCPU
+    /// queued here meanwhile is seen. The time waited is not its CPU time.
+    fn wait_in_place(
+        &mut self,
+        board: &Board,
+        vm: &Vm,
+        index: usize,
+        timer_armed: bool,
+        slice_end: &mut u64,
+    ) -> bool {
         vm.show_prompt(index);
+        // With one of its timers armed, filled now, before the wait rather than after the
+        // wake: the timer's interrupt then goes straight into a free list register
+        // (`lrs_as_filled`), with no refill between the interrupt and the guest.
+        if timer_armed {
+            self.load_interrupts(vm, index);
+        }
         let start = sysregs::counter();
         self.raised = false;
         let woke = loop {
@@ -337,9 +366,14 @@ impl PerCpu {
                 // Left active: the guest's deactivation of the HW-mapped virtual interrupt
                 // deactivates it.
                 (gic::VTIMER_INTID, Some((vm, vcpu))) => {
-                    self.raised |=
-                        vm.instance
-                            .timer_fired(vcpu, gic::VTIMER_INTID, gic::VTIMER_INTID);
+                    let lrs = self.lrs_as_filled(vm);
+                    let raised = vm.instance.timer_fired(
+                        vcpu,
+                        gic::VTIMER_INTID,
+                        gic::VTIMER_INTID,
+                        lrs.as_ref().map(|lrs| &lrs[..]),
+                    );
+                    self.timer_raised(raised);
                 }
                 // The maintenance interrupt stays asserted until the list registers change:
                 // fold them into the vGIC and refill them now.
@@ -361,7 +395,11 @@ impl PerCpu {
                 (gic::DEADLINE_TIMER_INTID, _) => {
                     sysregs::mask_deadline_timer();
                     if let Some((vm, vcpu)) = current {
-                        self.raised |= vm.instance.phys_timer_fired(vcpu);
+                        let lrs = self.lrs_as_filled(vm);
+                        let raised = vm
+                            .instance
+                            .phys_timer_fired(vcpu, lrs.as_ref().map(|lrs| &lrs[..]));
+                        self.timer_raised(raised);
                     }
                     gic::deactivate(interrupt);
                 }
@@ -396,14 +434,39 @@ impl PerCpu {
         }
     }
 
+    /// The live list registers, if they are exactly as this CPU last filled them and the
+    /// vGIC of `vm` has not changed since: an interrupt of the vCPU loaded here may then go
+    /// straight into a free one ([`TimerRaise::InLr`]).
+    fn lrs_as_filled(&self, vm: &Vm) -> Option<[u64; gic::LIST_REGISTERS]> {
+        let lrs = self.loaded.live();
+        self.loaded
+            .is_current(&lrs, vm.instance.interrupt_epoch())
+            .then_some(lrs)
+    }
+
+    /// Records what a timer of the vCPU loaded here raised; writes the list register it was
+    /// given, which leaves the others as filled (no refill before the next entry).
+    fn timer_raised(&mut self, raised: TimerRaise) {
+        match raised {
+            TimerRaise::Nothing => {}
+            TimerRaise::Pending => self.raised = true,
+            TimerRaise::InLr { slot, value } => {
+                gic::write_lr(slot, value);
+                self.loaded.lrs[slot] = value;
+                self.raised = true;
+            }
+        }
+    }
+
     /// Fills the list registers with the vCPU's most urgent interrupts, unless they are still
     /// exactly as last filled and the vGIC has not changed since. The vGIC folds in the current
     /// contents first if it has not seen them since its last fill (after a refill on a
     /// maintenance interrupt, say), so they must be the live values, never blanks.
     fn load_interrupts(&mut self, vm: &Vm, vcpu: usize) {
-        let mut lrs = gic::read_lrs();
+        let mut lrs = self.loaded.live();
         let epoch = vm.instance.interrupt_epoch();
         if self.loaded.is_current(&lrs, epoch) {
+            self.loaded.guest_ran = false;
             return;
         }
         let refill = vm.instance.flush_interrupts(vcpu, &mut lrs);
@@ -412,6 +475,7 @@ impl PerCpu {
             lrs,
             epoch,
             valid: true,
+            guest_ran: false,
         };
     }
 

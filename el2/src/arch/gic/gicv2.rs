@@ -202,6 +202,13 @@ pub fn write_lrs(lrs: &[u64; LIST_REGISTERS], refill: bool) {
         .set(GICH_HCR_EN | if refill { GICH_HCR_UIE } else { 0 });
 }
 
+/// Writes list register `slot` (given in the `ICH_LR<n>_EL2` encoding); the interface is
+/// already on. Out of line, as [`read_lrs`].
+#[inline(never)]
+pub fn write_lr(slot: usize, value: u64) {
+    gich().lr[slot].set(gic::lr::to_gich(value));
+}
+
 /// Loads `GICH_VMCR` and `GICH_APR` (the first active-priorities word).
 pub fn load_cpu_interface(vmcr: u64, active_priorities: [u64; 2]) {
     let gich = gich();

@@ -154,6 +154,17 @@ pub fn write_lrs(lrs: &[u64; LIST_REGISTERS], refill: bool) {
     ICH_HCR_EL2.set(ICH_HCR_EN | if refill { ICH_HCR_UIE } else { 0 });
 }
 
+/// Writes list register `slot` (< [`LIST_REGISTERS`]); the interface is already on.
+#[inline]
+pub fn write_lr(slot: usize, value: u64) {
+    match slot {
+        0 => ICH_LR0_EL2.set(value),
+        1 => ICH_LR1_EL2.set(value),
+        2 => ICH_LR2_EL2.set(value),
+        _ => ICH_LR3_EL2.set(value),
+    }
+}
+
 /// Loads `ICH_VMCR_EL2` and the active priorities (`ICH_AP0R0_EL2`, `ICH_AP1R0_EL2`).
 pub fn load_cpu_interface(vmcr: u64, active_priorities: [u64; 2]) {
     ICH_VMCR_EL2.set(vmcr);

@@ -220,6 +220,16 @@ pub fn write_lrs(lrs: &[u64; LIST_REGISTERS], refill: bool) {
     }
 }
 
+/// Writes list register `slot` (`ICH_LR<n>_EL2` encoding) of an interface that
+/// [`write_lrs`] turned on.
+#[inline]
+pub fn write_lr(slot: usize, value: u64) {
+    match shape() {
+        Shape::V3 => gicv3::write_lr(slot, value),
+        Shape::V2 => gicv2::write_lr(slot, value),
+    }
+}
+
 /// Loads a vCPU's virtual CPU interface control and active priorities (as saved by
 /// [`save_cpu_interface`] on a board of the same GIC shape).
 pub fn load_cpu_interface(vmcr: u64, active_priorities: [u64; 2]) {
