@@ -5,12 +5,15 @@
 //! - Firmware-interface queries over HVC ([`crate::psci::query_answer`]: PSCI_VERSION,
 //!   PSCI_FEATURES, SMCCC_VERSION, SMCCC_ARCH_FEATURES, MIGRATE_INFO_TYPE), with only the
 //!   registers a Rust call may clobber saved ([`answer`]).
-//! - MMIO ([`mmio`], with x0..x18, x30 and the PC saved): 32-bit reads of the vGIC
-//!   distributor's registers that never change (`GICD_TYPER`, `GICD_IIDR`, the identification
-//!   registers), reads of the console PL011's flag register, and bytes written to its data
-//!   register that only add to the line being written.
+//! - MMIO ([`mmio`], with x0..x18, x30 and the PC saved): reads of the vGIC's registers that
+//!   never change (the distributor's `GICD_TYPER`, `GICD_IIDR` and identification registers;
+//!   each redistributor's `GICR_TYPER`, `GICR_IIDR` and identification registers), reads of the
+//!   console PL011's flag register, and bytes written to its data register that only add to
+//!   the line being written.
 //! - System registers ([`sysreg`], saved as for MMIO): reads of the ID register block (TID3),
-//!   from the board's guest view of them.
+//!   from the board's guest view of them, and reads of the emulated physical timer and counter
+//!   (`CNTP_CTL_EL0`, `CNTP_CVAL_EL0`, `CNTP_TVAL_EL0`, `CNTPCT_EL0`), from the vCPU's own
+//!   timer state and the instance's time.
 //!
 //! Everything else falls through to the full path unchanged, and so does every exit while the
 //! log level is `debug`, where the full path logs each trapped call (`arch::vectors` checks
@@ -22,13 +25,15 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use devicetree::guest::{GICD_BASE, GICD_SIZE};
+use devicetree::guest::{GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE};
+use gic::{ConstantRead, Vgic};
 
 use crate::exit::{SysRegAccess, TrapSyndrome};
 use crate::idregs::GuestIdRegisters;
 use crate::mmio::MmioAccess;
 use crate::pl011::{Pl011, Pl011Fast};
 use crate::psci;
+use crate::timer::{EmulatedTimer, TimerRegister};
 use crate::vcpu::GuestRegs;
 
 /// Whether the vectors try the fast path (off under `log=debug`, set once at boot).
@@ -55,8 +60,10 @@ pub struct FastState {
     /// Guest-physical base of the console UART's register window.
     uart_base: u64,
     uart: Arc<Pl011Fast>,
-    /// The vGIC distributor's registers that never change, `(offset, value)`.
-    distributor: Vec<(u64, u32)>,
+    /// The vGIC distributor's registers that never change.
+    distributor: Vec<ConstantRead>,
+    /// Those of each vCPU's redistributor (none on a GICv2), by vCPU.
+    redistributors: Vec<Vec<ConstantRead>>,
     /// What trapped ID register reads answer.
     id_registers: GuestIdRegisters,
     /// Exits answered: HVC calls, MMIO accesses, system-register accesses.
@@ -68,18 +75,21 @@ impl FastState {
     pub const NAMES: [&'static str; 3] = ["hvc_fast", "mmio_fast", "sysreg_fast"];
 
     /// The fast path of an instance whose console UART is at `uart_base` (its shared part
-    /// `uart`), whose vGIC distributor has the constant registers `distributor`
-    /// (`gic::Vgic::distributor_constants`), and whose ID registers read as `id_registers`.
+    /// `uart`), whose vGIC is `vgic` (its constant registers are taken from it) and whose ID
+    /// registers read as `id_registers`.
     pub fn new(
         uart_base: u64,
         uart: Arc<Pl011Fast>,
-        distributor: Vec<(u64, u32)>,
+        vgic: &Vgic,
         id_registers: GuestIdRegisters,
     ) -> Self {
         Self {
             uart_base,
             uart,
-            distributor,
+            distributor: vgic.distributor_constants(),
+            redistributors: (0..vgic.num_vcpus())
+                .map(|vcpu| vgic.redistributor_constants(vcpu))
+                .collect(),
             id_registers,
             answered: [const { AtomicU64::new(0) }; 3],
         }
@@ -102,19 +112,32 @@ pub struct FastVcpu<'a> {
     pub state: &'a FastState,
     /// Its index in the instance.
     pub vcpu: usize,
+    /// Its emulated physical timer, as the run loop last handed it over (only the full path
+    /// changes it, and the run loop copies it in before every entry).
+    pub phys_timer: EmulatedTimer,
 }
 
 /// Answers the trapped system-register access `syndrome` of `vcpu`, whose registers are
-/// `regs`, if it is a read of the ID register block: the register written and the instruction
-/// stepped over. False, with `regs` untouched, to take the full path; as for [`mmio`], also for
-/// an access that transfers x19..x29.
+/// `regs`, if it is a read of the ID register block or of the emulated physical timer or
+/// counter (`guest_now` gives the instance's counter): the register written and the
+/// instruction stepped over. False, with `regs` untouched, to take the full path; as for
+/// [`mmio`], also for an access that transfers x19..x29.
 #[inline]
-pub fn sysreg(vcpu: &FastVcpu, regs: &mut GuestRegs, syndrome: &TrapSyndrome) -> bool {
+pub fn sysreg(
+    vcpu: &FastVcpu,
+    regs: &mut GuestRegs,
+    syndrome: &TrapSyndrome,
+    guest_now: impl FnOnce() -> u64,
+) -> bool {
     let access = SysRegAccess::decode(syndrome.iss());
-    if (19..=29).contains(&access.reg) {
+    if (19..=29).contains(&access.reg) || !access.read {
         return false;
     }
-    let Some(value) = vcpu.state.id_registers.read(&access) else {
+    let value = if let Some(value) = vcpu.state.id_registers.read(&access) {
+        value
+    } else if let Some(register) = TimerRegister::decode(access.encoding) {
+        vcpu.phys_timer.read(register, guest_now())
+    } else {
         return false;
     };
     regs.set(access.reg, value);
@@ -146,12 +169,14 @@ pub fn mmio(vcpu: &FastVcpu, regs: &mut GuestRegs, syndrome: &TrapSyndrome) -> b
         } else {
             state.uart.read(offset).map(Some)
         }
+    } else if access.write {
+        None
     } else if let Some(offset) = within(GICD_BASE, GICD_SIZE) {
-        state
-            .distributor
-            .iter()
-            .find(|(at, _)| *at == offset && !access.write && access.size == 4)
-            .map(|&(_, value)| Some(u64::from(value)))
+        constant(&state.distributor, offset, access.size)
+    } else if let Some(offset) = within(GICR_BASE, GICR_STRIDE * state.redistributors.len() as u64)
+    {
+        let frame = &state.redistributors[(offset / GICR_STRIDE) as usize];
+        constant(frame, offset % GICR_STRIDE, access.size)
     } else {
         None
     };
@@ -164,6 +189,14 @@ pub fn mmio(vcpu: &FastVcpu, regs: &mut GuestRegs, syndrome: &TrapSyndrome) -> b
     regs.skip_instruction();
     state.count(MMIO);
     true
+}
+
+/// The value of the constant read at `offset` of `size` bytes in `registers`, as a load's answer.
+fn constant(registers: &[ConstantRead], offset: u64, size: u8) -> Option<Option<u64>> {
+    registers
+        .iter()
+        .find(|register| register.offset == offset && register.size == size)
+        .map(|register| Some(register.value))
 }
 
 /// Counts an HVC that [`answer`] answered for `vcpu`.
@@ -186,6 +219,8 @@ pub fn answer(esr: u64, x: [u64; 4]) -> Option<u64> {
 mod tests {
     use super::*;
     use devicetree::guest::UART_BASE;
+
+    use crate::timer::TimerRegister;
 
     /// ESR_EL2 of an HVC #imm from AArch64 (IL set).
     fn hvc(imm: u16) -> u64 {
@@ -241,7 +276,7 @@ mod tests {
         let vgic = gic::Vgic::new(2, alloc::vec![0, 1], 64);
         // Every ID register reads as 0x1000 + (CRm << 4) + op2.
         let ids = GuestIdRegisters::from_hardware(|crm, op2| 0x1000 + u64::from(crm << 4 | op2));
-        let fast = FastState::new(UART_BASE, uart.fast(), vgic.distributor_constants(), ids);
+        let fast = FastState::new(UART_BASE, uart.fast(), &vgic, ids);
         (uart, fast)
     }
 
@@ -262,6 +297,15 @@ mod tests {
         }
     }
 
+    /// vCPU `vcpu` of the instance with fast path `state`, its physical timer disabled.
+    fn on(state: &FastState, vcpu: usize) -> FastVcpu<'_> {
+        FastVcpu {
+            state,
+            vcpu,
+            phys_timer: EmulatedTimer::default(),
+        }
+    }
+
     fn regs() -> GuestRegs {
         GuestRegs {
             x: core::array::from_fn(|n| 0x1000 + n as u64),
@@ -273,10 +317,7 @@ mod tests {
     #[test]
     fn constant_distributor_registers_are_answered() {
         let (_uart, devices) = devices();
-        let vcpu = FastVcpu {
-            state: &devices,
-            vcpu: 1,
-        };
+        let vcpu = on(&devices, 1);
         let mut r = regs();
         assert!(mmio(&vcpu, &mut r, &abort(GICD_BASE + 4, 4, false, 3)));
         assert_eq!(
@@ -294,12 +335,27 @@ mod tests {
     }
 
     #[test]
+    fn constant_redistributor_registers_of_every_frame_are_answered() {
+        let (_uart, devices) = devices();
+        let vcpu = on(&devices, 0);
+        let mut r = regs();
+        // GICR_TYPER of vCPU 1's frame (as Linux reads each frame to find its own), whole and
+        // its upper half; GICR_PIDR2 of vCPU 0's.
+        let typer = GICR_BASE + GICR_STRIDE + 8;
+        assert!(mmio(&vcpu, &mut r, &abort(typer, 8, false, 4)));
+        assert_eq!(r.x[4], 0x1_0000_0110, "Aff0 1, processor 1, Last");
+        assert!(mmio(&vcpu, &mut r, &abort(typer + 4, 4, false, 5)));
+        assert_eq!(r.x[5], 1);
+        assert!(mmio(&vcpu, &mut r, &abort(GICR_BASE + 0xffe8, 4, false, 6)));
+        assert_eq!(r.x[6], 0x3b, "PIDR2: GICv3");
+        assert_eq!(r.pc, 0x4000_000c);
+        assert_eq!(devices.answered()[1], ("mmio_fast", 3));
+    }
+
+    #[test]
     fn the_console_uart_flag_reads_and_line_bytes_are_answered() {
         let (mut uart, devices) = devices();
-        let vcpu = FastVcpu {
-            state: &devices,
-            vcpu: 1,
-        };
+        let vcpu = on(&devices, 1);
         let mut r = regs();
         assert!(mmio(&vcpu, &mut r, &abort(UART_BASE + 0x18, 4, false, 18)));
         assert_eq!(r.x[18], 0x90, "FR: TXFE, RXFE");
@@ -325,10 +381,7 @@ mod tests {
     #[test]
     fn every_other_access_takes_the_full_path() {
         let (_uart, devices) = devices();
-        let vcpu = FastVcpu {
-            state: &devices,
-            vcpu: 0,
-        };
+        let vcpu = on(&devices, 0);
         let mut no_syndrome = abort(GICD_BASE + 4, 4, false, 3);
         no_syndrome.esr &= !(1 << 24);
         let mut permission = abort(GICD_BASE + 4, 4, false, 3);
@@ -349,8 +402,12 @@ mod tests {
             abort(GICD_BASE + 4, 4, false, 19),
             abort(UART_BASE + 0x18, 4, false, 29),
             abort(UART_BASE, 1, true, 24),
-            // A redistributor, RAM, nothing.
-            abort(devicetree::guest::GICR_BASE + 8, 4, false, 3),
+            // A redistributor: registers that hold state, a write, beyond the last frame.
+            abort(GICR_BASE + 0x14, 4, false, 3),
+            abort(GICR_BASE + GICR_STRIDE + 0x1_0100, 4, false, 3),
+            abort(GICR_BASE + 8, 8, true, 3),
+            abort(GICR_BASE + 2 * GICR_STRIDE + 8, 8, false, 3),
+            // RAM, nothing.
             abort(devicetree::guest::RAM_BASE, 4, false, 3),
             abort(0x1000, 4, false, 3),
         ] {
@@ -375,37 +432,67 @@ mod tests {
     #[test]
     fn id_register_reads_are_answered_and_other_system_registers_are_not() {
         let (_uart, state) = devices();
-        let vcpu = FastVcpu {
-            state: &state,
-            vcpu: 0,
-        };
+        let vcpu = on(&state, 0);
         let mut r = regs();
         // ID_AA64PFR0_EL1 (CRm 4, op2 0) into x7, ID_AA64ISAR0_EL1 (CRm 6, op2 0) into x30.
         assert!(sysreg(
             &vcpu,
             &mut r,
-            &system_register((3, 0, 0, 4, 0), 7, true)
+            &system_register((3, 0, 0, 4, 0), 7, true),
+            || unreachable!()
         ));
         assert_eq!(r.x[7], 0x1040);
         assert!(sysreg(
             &vcpu,
             &mut r,
-            &system_register((3, 0, 0, 6, 0), 30, true)
+            &system_register((3, 0, 0, 6, 0), 30, true),
+            || unreachable!()
         ));
         assert_eq!(r.x[30], 0x1060);
         assert_eq!(r.pc, 0x4000_0008);
         assert_eq!(state.answered()[2], ("sysreg_fast", 2));
         for syndrome in [
-            // A write to an ID register, one into x19, ICC_SGI1R_EL1, CNTP_CTL_EL0.
+            // A write to an ID register, one into x19, ICC_SGI1R_EL1, a timer write, CNTV_CTL.
             system_register((3, 0, 0, 4, 0), 7, false),
             system_register((3, 0, 0, 4, 0), 19, true),
             system_register((3, 0, 12, 11, 5), 1, false),
-            system_register((3, 3, 14, 2, 1), 1, true),
+            system_register((3, 3, 14, 2, 1), 1, false),
+            system_register((3, 3, 14, 3, 1), 1, true),
         ] {
             let mut r = regs();
-            assert!(!sysreg(&vcpu, &mut r, &syndrome), "{syndrome:x?}");
+            assert!(
+                !sysreg(&vcpu, &mut r, &syndrome, || unreachable!()),
+                "{syndrome:x?}"
+            );
             assert_eq!(r, regs());
         }
         assert_eq!(state.answered()[2], ("sysreg_fast", 2));
+    }
+
+    #[test]
+    fn physical_timer_and_counter_reads_are_answered_from_the_vcpu() {
+        let (_uart, state) = devices();
+        let mut vcpu = on(&state, 1);
+        let now = 5_000;
+        vcpu.phys_timer
+            .write(TimerRegister::CompareValue, now + 700, now);
+        vcpu.phys_timer.write(TimerRegister::Control, 1, now);
+        let mut r = regs();
+        let mut read = |encoding, reg, now: u64| {
+            assert!(sysreg(
+                &vcpu,
+                &mut r,
+                &system_register(encoding, reg, true),
+                || now
+            ));
+            r.x[reg as usize]
+        };
+        assert_eq!(read((3, 3, 14, 2, 1), 2, now), 1, "CNTP_CTL: enabled");
+        assert_eq!(read((3, 3, 14, 2, 1), 2, now + 700), 5, "ISTATUS when due");
+        assert_eq!(read((3, 3, 14, 2, 2), 3, now), now + 700, "CNTP_CVAL");
+        assert_eq!(read((3, 3, 14, 2, 0), 4, now + 200), 500, "CNTP_TVAL");
+        assert_eq!(read((3, 3, 14, 0, 1), 30, 1234), 1234, "CNTPCT");
+        assert_eq!(r.pc, 0x4000_0014);
+        assert_eq!(state.answered()[2], ("sysreg_fast", 5));
     }
 }

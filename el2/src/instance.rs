@@ -582,12 +582,7 @@ impl Instance {
             .collect();
         let vgic = reset_vgic(board.gic, &mpidrs);
         let uart = Pl011::new(name, board.console, UART_BASE, UART_INTID);
-        let fast = FastState::new(
-            UART_BASE,
-            uart.fast(),
-            vgic.distributor_constants(),
-            board.id_registers.clone(),
-        );
+        let fast = FastState::new(UART_BASE, uart.fast(), &vgic, board.id_registers.clone());
         Self {
             name: name.into(),
             ram_size,
@@ -839,11 +834,13 @@ impl Instance {
             .collect()
     }
 
-    /// What the fast path of vCPU `vcpu` answers from while the vCPU runs.
+    /// What the fast path of vCPU `vcpu` answers from while the vCPU runs (the run loop copies
+    /// the vCPU's physical timer in before each entry).
     pub fn fast_vcpu(&self, vcpu: usize) -> FastVcpu<'_> {
         FastVcpu {
             state: &self.fast,
             vcpu,
+            phys_timer: EmulatedTimer::default(),
         }
     }
 

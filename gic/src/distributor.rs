@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 
 use crate::regs;
-use crate::{AFFINITY_MASK, Bank, IROUTER_IRM, Shape, Vgic};
+use crate::{AFFINITY_MASK, Bank, ConstantRead, IROUTER_IRM, Shape, Vgic};
 
 const GICD_CTLR: u64 = 0x0;
 pub(crate) const GICD_TYPER: u64 = 0x4;
@@ -44,9 +44,8 @@ pub(crate) fn id_reg(ids: &[u8; 12], offset: u64, size: u8) -> u64 {
 
 impl Vgic {
     /// The distributor registers whose values never change for this vGIC (`GICD_TYPER`,
-    /// `GICD_IIDR` and the identification registers), as `(offset, value)` of their 32-bit
-    /// reads: what the fast path answers without the vGIC's lock.
-    pub fn distributor_constants(&self) -> Vec<(u64, u32)> {
+    /// `GICD_IIDR` and the identification registers), as their 32-bit reads.
+    pub fn distributor_constants(&self) -> Vec<ConstantRead> {
         let ids = match self.shape {
             Shape::V3 => ID_REGS,
             Shape::V2 => crate::distributor_v2::ID_REGS,
@@ -54,12 +53,13 @@ impl Vgic {
         [GICD_TYPER, GICD_IIDR]
             .into_iter()
             .chain((0..12).map(|index| ids + 4 * index))
-            .map(|offset| {
-                let value = match self.shape {
+            .map(|offset| ConstantRead {
+                offset,
+                size: 4,
+                value: match self.shape {
                     Shape::V3 => self.distributor_read(offset, 4),
                     Shape::V2 => self.distributor_v2_read(0, offset, 4),
-                };
-                (offset, value as u32)
+                },
             })
             .collect()
     }

@@ -52,6 +52,19 @@ use alloc::vec::Vec;
 use candidates::Candidates;
 
 pub use irq::{InFlight, IrqState, Trigger};
+
+/// A register read that answers the same for the life of a vGIC, whatever the guest writes:
+/// what an emulator's fast path may answer without the vGIC ([`Vgic::distributor_constants`],
+/// [`Vgic::redistributor_constants`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConstantRead {
+    /// Offset in the register frame.
+    pub offset: u64,
+    /// Access size in bytes.
+    pub size: u8,
+    /// The value read.
+    pub value: u64,
+}
 pub use snapshot::RestoreError;
 
 /// Most list registers the model fills (a GICv3 CPU interface has `ICH_VTR_EL2.ListRegs` + 1 ≤

@@ -2,7 +2,9 @@
 //! `GICR_*`).
 
 use crate::distributor::{ID_REGS, IIDR, id_reg};
-use crate::{Bank, Shape, Vgic, regs};
+use alloc::vec::Vec;
+
+use crate::{Bank, ConstantRead, Shape, Vgic, regs};
 
 const GICR_IIDR: u64 = 0x4;
 const GICR_TYPER: u64 = 0x8;
@@ -85,6 +87,29 @@ impl Vgic {
             }
         }
         0
+    }
+
+    /// The registers of `vcpu`'s redistributor whose reads never change (`GICR_TYPER` as one
+    /// 64-bit read or two 32-bit halves, `GICR_IIDR`, the identification registers); none on a
+    /// GICv2, which has no redistributors.
+    pub fn redistributor_constants(&self, vcpu: usize) -> Vec<ConstantRead> {
+        if self.shape != Shape::V3 || vcpu >= self.vcpus.len() {
+            return Vec::new();
+        }
+        [
+            (GICR_TYPER, 8),
+            (GICR_TYPER, 4),
+            (GICR_TYPER + 4, 4),
+            (GICR_IIDR, 4),
+        ]
+        .into_iter()
+        .chain((0..12).map(|index| (ID_REGS + 4 * index, 4)))
+        .map(|(offset, size)| ConstantRead {
+            offset,
+            size,
+            value: self.redistributor_read(vcpu, offset, size),
+        })
+        .collect()
     }
 
     /// `GICR_TYPER`: Affinity_Value \[63:32\] (Aff3.Aff2.Aff1.Aff0 of the MPIDR),

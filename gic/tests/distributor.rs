@@ -402,18 +402,26 @@ fn constants_are_what_reads_answer_whatever_is_written() {
             14,
             "TYPER, IIDR and 12 identification registers"
         );
-        assert_eq!(constants[0].0, TYPER);
-        assert_eq!(constants[1], (IIDR, 0x43b));
-        for &(offset, _) in &constants {
-            let _ = all_ones(&mut v, offset);
+        assert_eq!(constants[0].offset, TYPER);
+        assert_eq!(
+            constants[1],
+            gic::ConstantRead {
+                offset: IIDR,
+                size: 4,
+                value: 0x43b
+            }
+        );
+        for constant in &constants {
+            let _ = all_ones(&mut v, constant.offset);
         }
         let _ = all_ones(&mut v, CTLR);
-        for &(offset, value) in &constants {
+        for constant in &constants {
+            let (offset, size) = (constant.offset, constant.size);
             let read = match v.shape() {
-                gic::Shape::V3 => v.distributor_read(offset, 4),
-                gic::Shape::V2 => v.distributor_v2_read(3, offset, 4),
+                gic::Shape::V3 => v.distributor_read(offset, size),
+                gic::Shape::V2 => v.distributor_v2_read(3, offset, size),
             };
-            assert_eq!(read, u64::from(value), "{:?} {offset:#x}", v.shape());
+            assert_eq!(read, constant.value, "{:?} {offset:#x}", v.shape());
         }
         assert_eq!(v.distributor_constants(), constants);
     }

@@ -257,3 +257,35 @@ fn unknown_vcpu_raz_wi() {
     assert_eq!(v.redistributor_read(4, TYPER, 8), 0);
     assert_eq!(r32(&v, 4, 0xffe8), 0);
 }
+
+#[test]
+fn constants_are_what_reads_answer_whatever_is_written() {
+    let mut v = vgic();
+    let constants: Vec<_> = (0..4).map(|vcpu| v.redistributor_constants(vcpu)).collect();
+    for (vcpu, frame) in constants.iter().enumerate() {
+        assert_eq!(
+            frame.len(),
+            16,
+            "TYPER (one 64-bit, two 32-bit reads), IIDR, 12 identification registers"
+        );
+        assert_eq!((frame[0].offset, frame[0].size), (TYPER, 8));
+        assert_eq!(frame[0].value, v.redistributor_read(vcpu, TYPER, 8));
+        for constant in frame {
+            v.redistributor_write(vcpu, constant.offset, constant.size, u64::MAX);
+        }
+        v.redistributor_write(vcpu, CTLR, 4, u64::MAX);
+        v.redistributor_write(vcpu, WAKER, 4, 0);
+    }
+    for (vcpu, frame) in constants.iter().enumerate() {
+        for constant in frame {
+            assert_eq!(
+                v.redistributor_read(vcpu, constant.offset, constant.size),
+                constant.value,
+                "vCPU {vcpu} {constant:x?}"
+            );
+        }
+        assert_eq!(v.redistributor_constants(vcpu), *frame);
+    }
+    assert_eq!(v.redistributor_constants(4), [], "no such vCPU");
+    assert_eq!(Vgic::new_v2(2, 64).redistributor_constants(0), [], "GICv2");
+}

@@ -209,6 +209,18 @@ impl Log {
             .count()
     }
 
+    /// How many exits for `reason` (a row of the exit histogram, e.g. `sysreg_fast`) the
+    /// hypervisor logged for `instance` when it stopped; 0 for a reason that did not occur.
+    pub fn exits(&self, instance: &str, reason: &str) -> u64 {
+        let Some(histogram) = xtask::bench::parse_exit_histogram(self.serial(), instance) else {
+            self.fail(&format!("no exit histogram for {instance}"));
+        };
+        histogram
+            .into_iter()
+            .find_map(|(row, count)| (row == reason).then_some(count))
+            .unwrap_or(0)
+    }
+
     /// Fails the scenario with `what` (and the log) unless `ok`.
     pub fn check(&self, ok: bool, what: &str) -> &Self {
         if !ok {

@@ -171,9 +171,10 @@ impl PerCpu {
         // change costs a conversion to board time and a timer write.
         let mut armed = vcpu.phys_timer.deadline();
         sysregs::arm_deadline_timer(vcpu.phys_deadline(offset, sysregs::counter()));
-        let fast = vm.instance.fast_vcpu(index);
+        let mut fast = vm.instance.fast_vcpu(index);
         let end = loop {
             self.load_interrupts(vm, index);
+            fast.phys_timer = vcpu.phys_timer;
             let kind = vectors::run(&mut vcpu.regs, &fast);
             self.loaded.guest_ran = true;
             self.sync_interrupts(vm, index);

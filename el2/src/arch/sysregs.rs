@@ -168,6 +168,12 @@ pub fn counter() -> u64 {
     CNTPCT_EL0.get()
 }
 
+/// The counter as the vCPU loaded here sees it: its instance's time, the board's counter less
+/// `CNTVOFF_EL2` (loaded with the instance's offset).
+pub fn guest_counter() -> u64 {
+    CNTVCT_EL0.get()
+}
+
 /// Arms this CPU's deadline timer (the EL1 physical timer, which guests cannot reach) to fire
 /// at `deadline`, or stops it.
 pub fn arm_deadline_timer(deadline: Option<u64>) {

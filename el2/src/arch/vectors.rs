@@ -209,8 +209,9 @@ guest_sync_entry:
     b.eq    guest_sync_data_abort
     cmp     x1, #{ec_sysreg}
     b.ne    guest_sync_full
-    // Of the system registers only an MRS of the ID block can qualify: ISS op0 = 3 [21:20],
-    // op1 = 0 [16:14], CRn = 0 [13:10], direction = read [0] (x0 is free: it is pushed).
+    // Of the system registers only an MRS of the ID block or of the generic timer can
+    // qualify: ISS op0 = 3 [21:20], op1 = 0, CRn = 0 or op1 = 3, CRn = 14 [16:14, 13:10],
+    // direction = read [0] (x0 is free: it is pushed).
     mrs     x0, esr_el2
     mov     w1, #0xfc01
     movk    w1, #0x31, lsl #16
@@ -218,7 +219,12 @@ guest_sync_entry:
     mov     w1, #0x0001
     movk    w1, #0x30, lsl #16
     cmp     w0, w1
+    b.eq    guest_sync_sysreg
+    mov     w1, #0xf801
+    movk    w1, #0x30, lsl #16
+    cmp     w0, w1
     b.ne    guest_sync_full
+guest_sync_sysreg:
     fast_trap {fast_sysreg}
 guest_sync_data_abort:
     fast_trap {fast_mmio}
@@ -317,13 +323,20 @@ extern "C" fn fast_mmio(regs: *mut GuestRegs, fast: *const FastVcpu) -> u64 {
     u64::from(fastpath::mmio(fast, regs, &sysregs::trap_syndrome()))
 }
 
-/// The fast path's decision on a trapped MRS of the ID register block, called as `fast_mmio`.
+/// The fast path's decision on a trapped MRS of the ID register block or the generic timer,
+/// called as `fast_mmio`.
 extern "C" fn fast_sysreg(regs: *mut GuestRegs, fast: *const FastVcpu) -> u64 {
     // SAFETY: the vector passes the GuestRegs and the FastVcpu that `run` was given: `run` holds
     // the one exclusively and the other shared for as long as the guest runs, and nothing else
     // touches them meanwhile (this CPU is in the vector, not in `run`'s caller).
     let (regs, fast) = unsafe { (&mut *regs, &*fast) };
-    u64::from(fastpath::sysreg(fast, regs, &sysregs::trap_syndrome()))
+    let syndrome = sysregs::trap_syndrome();
+    u64::from(fastpath::sysreg(
+        fast,
+        regs,
+        &syndrome,
+        sysregs::guest_counter,
+    ))
 }
 
 unsafe extern "C" {
