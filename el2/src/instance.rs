@@ -794,7 +794,10 @@ impl Instance {
     /// Passes on console output that vCPU `vcpu` left without its newline (a prompt), now
     /// that the vCPU is idle.
     pub fn flush_console(&self, vcpu: usize) {
-        self.shared.lock().uart.flush_prompt(vcpu);
+        // Without the instance's lock when there is nothing to pass on, as on most waits.
+        if self.fast.console().holds_line_of(vcpu) {
+            self.shared.lock().uart.flush_prompt(vcpu);
+        }
     }
 
     /// Fills `lrs` (the list registers) for entering `vcpu`; true if interrupts are left over.

@@ -126,6 +126,13 @@ impl Pl011Fast {
         (offset == FR).then(|| flags(self.rx_len.load(Ordering::Relaxed)))
     }
 
+    /// True if the line being written is vCPU `vcpu`'s and not empty (a prompt to pass on
+    /// when it goes idle); the model's [`Pl011::flush_prompt`] checks again under its lock.
+    pub fn holds_line_of(&self, vcpu: usize) -> bool {
+        let tx = self.tx.lock();
+        !tx.bytes.is_empty() && tx.writer == vcpu
+    }
+
     /// A write of `value` by vCPU `vcpu` at `offset` if it needs nothing but this part: true
     /// for a byte written to DR that goes into the line. A newline, or a byte that would fill
     /// the line, passes the line on: the model's part, under the instance's lock, with the

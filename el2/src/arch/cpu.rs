@@ -22,6 +22,8 @@ struct LoadedInterrupts {
     /// The guest ran since `lrs` were last filled or compared with the live ones: those may
     /// differ now (the guest acknowledges and completes interrupts in them).
     guest_ran: bool,
+    /// The last fill left interrupts over (more than fit in the list registers).
+    overflow: bool,
 }
 
 /// A stage-2 abort that [`Vm::ram_fault`] resolves: the guest retries the access. Out of the
@@ -283,7 +285,7 @@ impl PerCpu {
             }
             aarch64_cpu::asm::wfi();
             self.take_interrupts(Some((vm, index)));
-            if core::mem::take(&mut self.raised) || vm.instance.has_pending(index) {
+            if core::mem::take(&mut self.raised) || self.interrupts_to_take(vm, index) {
                 break true;
             }
             // Waiting time is idle time: the board link may use it.
@@ -477,7 +479,21 @@ impl PerCpu {
             epoch,
             valid: true,
             guest_ran: false,
+            overflow: refill,
         };
+    }
+
+    /// For a vCPU waiting in place: fills its list registers as before an entry (so a wake
+    /// looks at the vGIC once, not once to ask and again to fill) and says whether it has an
+    /// interrupt to take: one pending in them, or more than fit.
+    fn interrupts_to_take(&mut self, vm: &Vm, vcpu: usize) -> bool {
+        self.load_interrupts(vm, vcpu);
+        self.loaded.overflow
+            || self
+                .loaded
+                .lrs
+                .iter()
+                .any(|&lr| ::gic::lr::state(lr).pending())
     }
 
     /// Folds the list registers into the vGIC after an exit, if the guest changed them.
