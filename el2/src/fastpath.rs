@@ -12,7 +12,7 @@
 //!   the line being written.
 //! - System registers ([`sysreg`], saved as for MMIO): reads of the ID register block (TID3),
 //!   from the board's guest view of them, and reads of the emulated physical timer and counter
-//!   (`CNTP_CTL_EL0`, `CNTP_CVAL_EL0`, `CNTP_TVAL_EL0`, `CNTPCT_EL0`), from the vCPU's own
+//!   (`CNTP_CTL_EL0`, `CNTP_CVAL_EL0`, `CNTP_TVAL_EL0`, `CNTPCT_EL0`, `CNTPCTSS_EL0`), from the vCPU's own
 //!   timer state and the instance's time.
 //!
 //! Everything else falls through to the full path unchanged, and so does every exit while the
@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use devicetree::guest::{GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE};
-use gic::{ConstantRead, Vgic};
+use gic::{ConstantRead, Shape, Vgic};
 
 use crate::exit::{SysRegAccess, TrapSyndrome};
 use crate::idregs::GuestIdRegisters;
@@ -87,9 +87,12 @@ impl FastState {
             uart_base,
             uart,
             distributor: vgic.distributor_constants(),
-            redistributors: (0..vgic.num_vcpus())
-                .map(|vcpu| vgic.redistributor_constants(vcpu))
-                .collect(),
+            redistributors: match vgic.shape() {
+                Shape::V3 => (0..vgic.num_vcpus())
+                    .map(|vcpu| vgic.redistributor_constants(vcpu))
+                    .collect(),
+                Shape::V2 => Vec::new(),
+            },
             id_registers,
             answered: [const { AtomicU64::new(0) }; 3],
         }

@@ -291,9 +291,10 @@ impl Vcpu {
 /// What a timer that fired did to the vCPU it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerRaise {
-    /// Nothing it can take now (the interrupt is disabled, masked by its group, or active).
+    /// Nothing it can take now (the interrupt is disabled, or its group is).
     Nothing,
-    /// An interrupt to take; the epoch moved, so its list registers are refilled.
+    /// An interrupt to take (or one that waits until the guest deactivates it); the epoch
+    /// moved, so its list registers are refilled.
     Pending,
     /// An interrupt to take, already given list register `slot` as `value`
     /// (`ICH_LR<n>_EL2` encoding): the caller writes that one register, and nothing else
@@ -555,7 +556,10 @@ pub struct Instance {
     log_budget: Mutex<LogBudget>,
     /// Bit n: vCPU n is on and the instance has not stopped (read on every exit, without the lock).
     running: AtomicU64,
-    /// Counts changes to the vGIC's state, so a CPU can tell that its list registers are current.
+    /// Counts changes to the vGIC's state, so a CPU can tell that its list registers are
+    /// current. A timer's interrupt put straight into a free list register of the CPU that runs
+    /// its vCPU ([`TimerRaise::InLr`]) changes the vGIC without moving it: that CPU's registers
+    /// already say so, and no other vCPU's depend on it.
     interrupt_epoch: AtomicU64,
     /// Exits by reason (rows of [`ExitReason::NAMES`]).
     exits: [AtomicU64; ExitReason::NAMES.len()],
@@ -837,13 +841,14 @@ impl Instance {
             .collect()
     }
 
-    /// What the fast path of vCPU `vcpu` answers from while the vCPU runs (the run loop copies
-    /// the vCPU's physical timer in before each entry).
-    pub fn fast_vcpu(&self, vcpu: usize) -> FastVcpu<'_> {
+    /// What the fast path of `vcpu` answers from while it runs, as the vCPU stands now (its
+    /// physical timer changes only on the full path: the run loop copies it in again before
+    /// each entry).
+    pub fn fast_vcpu(&self, vcpu: &Vcpu) -> FastVcpu<'_> {
         FastVcpu {
             state: &self.fast,
-            vcpu,
-            phys_timer: EmulatedTimer::default(),
+            vcpu: vcpu.index,
+            phys_timer: vcpu.phys_timer,
         }
     }
 

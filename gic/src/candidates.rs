@@ -84,6 +84,10 @@ mod tests {
         /// A GICv2 distributor write by a vCPU (offset, size, value).
         V2(usize, u64, u8, u64),
         HwMap(usize, u32, Option<u32>),
+        /// The vCPU waits in place (its LRs filled unless they are as filled) and a timer of
+        /// its fires (a pulse of a private interrupt): straight into a free LR if it can be,
+        /// as the hypervisor does.
+        Timer(usize, u32),
         /// Flush, then the guest rewrites the state of each LR (bits 0..1 of each nibble).
         Run(usize, u32),
         Sync(usize),
@@ -119,6 +123,7 @@ mod tests {
             3 => (vcpu.clone(), reg, any::<u64>()).prop_map(|(v, r, val)| Op::Redist(v, r, val)),
             1 => (vcpu.clone(), any::<bool>()).prop_map(|(v, s)| Op::Waker(v, s)),
             1 => (vcpu.clone(), 16..32 + SPIS, proptest::option::of(16..64u32)).prop_map(|(v, i, p)| Op::HwMap(v, i, p)),
+            3 => (vcpu.clone(), 16..32u32).prop_map(|(v, i)| Op::Timer(v, i)),
             6 => (vcpu.clone(), any::<u32>()).prop_map(|(v, g)| Op::Run(v, g)),
             2 => vcpu.prop_map(Op::Sync),
         ]
@@ -154,6 +159,7 @@ mod tests {
                 Op::V2(v, o, s, val)
             }),
             1 => (vcpu.clone(), 16..32 + SPIS, proptest::option::of(16..64u32)).prop_map(|(v, i, p)| Op::HwMap(v, i, p)),
+            3 => (vcpu.clone(), 16..32u32).prop_map(|(v, i)| Op::Timer(v, i)),
             6 => (vcpu.clone(), any::<u32>()).prop_map(|(v, g)| Op::Run(v, g)),
             2 => vcpu.prop_map(Op::Sync),
         ]
@@ -192,7 +198,12 @@ mod tests {
     /// Runs `ops` on `v`, checking the bitmaps, `has_pending` and a full-scan flush all along.
     fn check_ops(mut v: Vgic, ops: &[Op]) {
         let mut lrs: Vec<[u64; 4]> = vec![[0; 4]; VCPUS];
+        // Per vCPU: its LRs are as its last flush left them and nothing else changed since (the
+        // hypervisor's interrupt epoch has not moved): a timer may go straight into one.
+        let mut as_filled = [false; VCPUS];
         for op in ops {
+            let was_filled = as_filled;
+            as_filled = [false; VCPUS];
             match *op {
                 Op::SetLine(c, i, h) => {
                     v.set_line(c, i, h);
@@ -231,10 +242,26 @@ mod tests {
                     assert_eq!(kicked & !cause, 0, "kicked without cause");
                 }
                 Op::HwMap(c, i, p) => v.set_hw_mapping(c, i, p),
+                Op::Timer(c, i) => {
+                    // The vCPU waits in place: its LRs are filled before the wait.
+                    let mut was_filled = was_filled;
+                    if !was_filled[c] {
+                        checked_flush(&mut v, c, &mut lrs[c]);
+                        was_filled[c] = true;
+                    }
+                    v.pulse(c, i);
+                    if let Some((slot, value)) = v.inject_into_free_lr(c, i, &lrs[c]) {
+                        assert_eq!(lrs[c][slot], 0, "a free LR");
+                        lrs[c][slot] = value;
+                        // Nothing else changed: the epoch stays.
+                        as_filled = was_filled;
+                    }
+                }
                 Op::Run(c, guest) => {
                     checked_flush(&mut v, c, &mut lrs[c]);
                     v.check_candidates();
                     check_has_pending(&v);
+                    let filled = lrs[c];
                     for (n, value) in lrs[c].iter_mut().enumerate() {
                         if lr::state(*value) != LrState::Invalid && guest & 1 << (8 + n) != 0 {
                             let bits = guest >> (2 * n);
@@ -244,8 +271,15 @@ mod tests {
                             );
                         }
                     }
+                    // A flush moves no epoch; the guest's LR changes are seen at the next exit.
+                    as_filled = was_filled;
+                    as_filled[c] = lrs[c] == filled;
                 }
-                Op::Sync(c) => v.sync_from_lrs(c, &lrs[c]),
+                Op::Sync(c) => {
+                    v.sync_from_lrs(c, &lrs[c]);
+                    as_filled = was_filled;
+                    as_filled[c] = false;
+                }
             }
             v.check_candidates();
             check_has_pending(&v);

@@ -182,10 +182,13 @@ impl Vgic {
     /// Puts private interrupt `intid` of `vcpu` (an SGI or PPI just made pending) straight into
     /// a free list register, as [`Vgic::flush_to_lrs`] would have, without a refill: for a vCPU
     /// whose LRs hold exactly what the last flush put there and whose vGIC has not changed since
-    /// except for this interrupt (`lrs` are their live values). Every candidate of that flush
-    /// then fitted, so a free LR means this interrupt is the only one waiting. Returns the slot
-    /// and its value (canonical encoding) to write, or `None` when it does not qualify (already
-    /// in an LR or active, not pending and forwardable, no free LR): the caller then refills.
+    /// except for this interrupt (`lrs` are their live values): the caller knows that from
+    /// its own record of the fill and an epoch that every other change moves. Every candidate
+    /// of that flush then fitted, so a free LR means this interrupt is the only one waiting (a
+    /// change racing with this call moves the epoch after it, and the refill that follows puts
+    /// everything in order). Returns the slot and its value (canonical encoding) to write, or
+    /// `None` when it does not qualify (already in an LR or active, not pending and
+    /// forwardable, no free LR): the caller then refills.
     #[inline]
     pub fn inject_into_free_lr(
         &mut self,

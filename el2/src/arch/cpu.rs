@@ -45,8 +45,9 @@ impl LoadedInterrupts {
         self.valid && self.epoch == epoch && self.lrs.iter().zip(lrs).all(|(a, b)| a == b)
     }
 
-    /// The live list registers: read from the GIC only if the guest ran since they were filled
-    /// (a read costs four system registers, or four MMIO reads and conversions on a GICv2).
+    /// The live list registers: read from the GIC unless they were filled (or compared) for
+    /// the vCPU loaded now and the guest has not run since (a read costs four system
+    /// registers, or four MMIO reads and conversions on a GICv2).
     fn live(&self) -> [u64; gic::LIST_REGISTERS] {
         if self.valid && !self.guest_ran {
             self.lrs
@@ -173,7 +174,7 @@ impl PerCpu {
         // change costs a conversion to board time and a timer write.
         let mut armed = vcpu.phys_timer.deadline();
         sysregs::arm_deadline_timer(vcpu.phys_deadline(offset, sysregs::counter()));
-        let mut fast = vm.instance.fast_vcpu(index);
+        let mut fast = vm.instance.fast_vcpu(&vcpu);
         let end = loop {
             self.load_interrupts(vm, index);
             fast.phys_timer = vcpu.phys_timer;
@@ -267,7 +268,7 @@ impl PerCpu {
         vm.show_prompt(index);
         // With one of its timers armed, filled now, before the wait rather than after the
         // wake: the timer's interrupt then goes straight into a free list register
-        // (`lrs_as_filled`), with no refill between the interrupt and the guest.
+        // (`raise_timer`), with no refill between the interrupt and the guest.
         if timer_armed {
             self.load_interrupts(vm, index);
         }
@@ -368,16 +369,10 @@ impl PerCpu {
             match (interrupt.intid(), current) {
                 // Left active: the guest's deactivation of the HW-mapped virtual interrupt
                 // deactivates it.
-                (gic::VTIMER_INTID, Some((vm, vcpu))) => {
-                    let lrs = self.lrs_as_filled(vm);
-                    let raised = vm.instance.timer_fired(
-                        vcpu,
-                        gic::VTIMER_INTID,
-                        gic::VTIMER_INTID,
-                        lrs.as_ref().map(|lrs| &lrs[..]),
-                    );
-                    self.timer_raised(raised);
-                }
+                (gic::VTIMER_INTID, Some((vm, vcpu))) => self.raise_timer(vm, |lrs| {
+                    vm.instance
+                        .timer_fired(vcpu, gic::VTIMER_INTID, gic::VTIMER_INTID, lrs)
+                }),
                 // The maintenance interrupt stays asserted until the list registers change:
                 // fold them into the vGIC and refill them now.
                 (gic::MAINTENANCE_INTID, Some((vm, vcpu))) => {
@@ -398,11 +393,7 @@ impl PerCpu {
                 (gic::DEADLINE_TIMER_INTID, _) => {
                     sysregs::mask_deadline_timer();
                     if let Some((vm, vcpu)) = current {
-                        let lrs = self.lrs_as_filled(vm);
-                        let raised = vm
-                            .instance
-                            .phys_timer_fired(vcpu, lrs.as_ref().map(|lrs| &lrs[..]));
-                        self.timer_raised(raised);
+                        self.raise_timer(vm, |lrs| vm.instance.phys_timer_fired(vcpu, lrs));
                     }
                     gic::deactivate(interrupt);
                 }
@@ -437,20 +428,15 @@ impl PerCpu {
         }
     }
 
-    /// The live list registers, if they are exactly as this CPU last filled them and the
-    /// vGIC of `vm` has not changed since: an interrupt of the vCPU loaded here may then go
-    /// straight into a free one ([`TimerRaise::InLr`]).
-    fn lrs_as_filled(&self, vm: &Vm) -> Option<[u64; gic::LIST_REGISTERS]> {
+    /// Raises a timer interrupt of the vCPU of `vm` loaded here by `fire`, which is given the
+    /// live list registers if they are exactly as this CPU last filled them and the vGIC has
+    /// not changed since (the interrupt may then go straight into a free one,
+    /// [`TimerRaise::InLr`]: that one register is written, the others stay as filled and no
+    /// refill follows).
+    fn raise_timer(&mut self, vm: &Vm, fire: impl FnOnce(Option<&[u64]>) -> TimerRaise) {
         let lrs = self.loaded.live();
-        self.loaded
-            .is_current(&lrs, vm.instance.interrupt_epoch())
-            .then_some(lrs)
-    }
-
-    /// Records what a timer of the vCPU loaded here raised; writes the list register it was
-    /// given, which leaves the others as filled (no refill before the next entry).
-    fn timer_raised(&mut self, raised: TimerRaise) {
-        match raised {
+        let as_filled = self.loaded.is_current(&lrs, vm.instance.interrupt_epoch());
+        match fire(as_filled.then_some(&lrs[..])) {
             TimerRaise::Nothing => {}
             TimerRaise::Pending => self.raised = true,
             TimerRaise::InLr { slot, value } => {
@@ -485,21 +471,24 @@ impl PerCpu {
 
     /// For a vCPU waiting in place: fills its list registers as before an entry (so a wake
     /// looks at the vGIC once, not once to ask and again to fill) and says whether it has an
-    /// interrupt to take: one pending in them, or more than fit.
+    /// interrupt to take: one pending in them, or (rarely: more candidates than fit, which
+    /// may all be active) one the vGIC says is pending.
     fn interrupts_to_take(&mut self, vm: &Vm, vcpu: usize) -> bool {
         self.load_interrupts(vm, vcpu);
-        self.loaded.overflow
-            || self
-                .loaded
-                .lrs
-                .iter()
-                .any(|&lr| ::gic::lr::state(lr).pending())
+        self.loaded
+            .lrs
+            .iter()
+            .any(|&lr| ::gic::lr::state(lr).pending())
+            || (self.loaded.overflow && vm.instance.has_pending(vcpu))
     }
 
     /// Folds the list registers into the vGIC after an exit, if the guest changed them.
     fn sync_interrupts(&mut self, vm: &Vm, vcpu: usize) {
         let lrs = gic::read_lrs();
-        if !self.loaded.is_current(&lrs, self.loaded.epoch) {
+        if self.loaded.is_current(&lrs, self.loaded.epoch) {
+            // As filled: the next entry need not read them again.
+            self.loaded.guest_ran = false;
+        } else {
             vm.instance.sync_interrupts(vcpu, &lrs);
         }
     }

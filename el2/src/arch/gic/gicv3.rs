@@ -161,7 +161,8 @@ pub fn write_lr(slot: usize, value: u64) {
         0 => ICH_LR0_EL2.set(value),
         1 => ICH_LR1_EL2.set(value),
         2 => ICH_LR2_EL2.set(value),
-        _ => ICH_LR3_EL2.set(value),
+        3 => ICH_LR3_EL2.set(value),
+        _ => unreachable!("list register {slot} of {LIST_REGISTERS}"),
     }
 }
 
