@@ -339,7 +339,9 @@ impl core::fmt::Display for StopReason {
 pub enum Next {
     /// Enter the guest again.
     Resume,
-    /// The vCPU waits (WFI) with nothing pending: block until an interrupt, then resume.
+    /// The vCPU waits for an interrupt (WFI, CPU_SUSPEND standby): resume once one is pending,
+    /// which may be at once (the run loop asks the vGIC, through the refill of the list
+    /// registers that an entry needs anyway).
     Wait,
     /// This vCPU is off (CPU_OFF, or the instance stopped or is being reset): leave the guest.
     Leave,
@@ -1039,7 +1041,7 @@ impl Instance {
             }
             ExitReason::Wfx { wakes_itself } => {
                 vcpu.regs.skip_instruction();
-                if wakes_itself || self.has_pending(vcpu.index) {
+                if wakes_itself {
                     Next::Resume
                 } else {
                     Next::Wait
@@ -1323,11 +1325,7 @@ impl Instance {
                 if power_state & psci::POWER_STATE_POWERDOWN == 0 {
                     // Standby: a WFI that returns SUCCESS once an interrupt is pending.
                     vcpu.regs.x[0] = status::SUCCESS as u64;
-                    return if self.has_pending(vcpu.index) {
-                        Next::Resume
-                    } else {
-                        Next::Wait
-                    };
+                    return Next::Wait;
                 }
                 if !self.in_ram(entry) {
                     status::INVALID_ADDRESS
@@ -1951,7 +1949,7 @@ mod tests {
     }
 
     #[test]
-    fn wfi_waits_only_when_nothing_is_pending() {
+    fn wfi_waits_and_a_timer_makes_its_interrupt_pending() {
         let (guest, mut vcpu) = instance(1);
         let wfi = TrapSyndrome {
             esr: (0x01 << 26) | (1 << 25),
@@ -1973,7 +1971,10 @@ mod tests {
             "pending and forwardable"
         );
         assert!(guest.has_pending(0));
-        assert_eq!(exit(&guest, &mut vcpu, wfi).0, Next::Resume);
+        // WFI still waits: the run loop's refill finds the interrupt and resumes at once.
+        let pc = vcpu.regs.pc;
+        assert_eq!(exit(&guest, &mut vcpu, wfi).0, Next::Wait);
+        assert_eq!(vcpu.regs.pc, pc + 4);
         // The guest takes it; with the list registers as filled, the next one goes straight
         // into a free one and nothing else has to be refilled.
         let mut lrs = [0; 4];

@@ -207,10 +207,8 @@ impl PerCpu {
             }
             match next {
                 Next::Resume => {}
-                // `handle_exit` found nothing pending.
                 Next::Wait => {
-                    let timer_armed = armed.is_some() || sysregs::virtual_timer_may_fire();
-                    if !self.wait_in_place(board, vm, index, timer_armed, &mut slice_end) {
+                    if !self.wait_in_place(board, vm, index, &mut slice_end) {
                         break SliceEnd::Waiting { wake_at: None };
                     }
                 }
@@ -252,26 +250,21 @@ impl PerCpu {
     }
 
     /// Waits with vCPU `index` of `vm` still loaded for as long as no vCPU waits in any queue:
-    /// its own interrupts then reach it for the cost of a WFI rather than two switches
-    /// (`timer_armed`: one of its timers may wake it). True when it has an interrupt to take;
-    /// false when it should leave the CPU (a vCPU waits, which this CPU may take, or it was
-    /// paused or turned off). The scheduling timer keeps ticking each slice so that a vCPU
-    /// queued here meanwhile is seen. The time waited is not its CPU time.
-    fn wait_in_place(
-        &mut self,
-        board: &Board,
-        vm: &Vm,
-        index: usize,
-        timer_armed: bool,
-        slice_end: &mut u64,
-    ) -> bool {
-        vm.show_prompt(index);
-        // With one of its timers armed, filled now, before the wait rather than after the
-        // wake: the timer's interrupt then goes straight into a free list register
-        // (`raise_timer`), with no refill between the interrupt and the guest.
-        if timer_armed {
-            self.load_interrupts(vm, index);
+    /// its own interrupts then reach it for the cost of a WFI rather than two switches. True when
+    /// it has an interrupt to take (at once, if one is pending already); false when it should
+    /// leave the CPU (a vCPU waits, which this CPU may take, or it was paused or turned off).
+    /// The scheduling timer keeps ticking each slice so that a vCPU queued here meanwhile is
+    /// seen. The time waited is not its CPU time.
+    fn wait_in_place(&mut self, board: &Board, vm: &Vm, index: usize, slice_end: &mut u64) -> bool {
+        // What it waits for may be there already: the refill that the next entry needs says,
+        // without the vGIC's lock while its list registers are current. Filled before the wait
+        // rather than after the wake, they also let a timer's interrupt go straight into a
+        // free one (`raise_timer`), with no refill between the interrupt and the guest.
+        let on = vm.instance.is_on(index) && !vm.is_paused();
+        if on && self.interrupts_to_take(vm, index) {
+            return true;
         }
+        vm.show_prompt(index);
         let start = sysregs::counter();
         self.raised = false;
         let woke = loop {

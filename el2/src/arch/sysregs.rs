@@ -217,12 +217,6 @@ pub fn load_virtual_timer(timer: &EmulatedTimer, counter_offset: u64) {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// True if the running vCPU's virtual timer is enabled and unmasked: it may raise its
-/// interrupt.
-pub fn virtual_timer_may_fire() -> bool {
-    CNTV_CTL_EL0.matches_all(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR)
-}
-
 /// Saves the running vCPU's virtual timer and stops it, so that it cannot fire for the next.
 pub fn save_virtual_timer() -> EmulatedTimer {
     let timer = EmulatedTimer {
