@@ -60,6 +60,9 @@ pub struct FastState {
     /// Guest-physical base of the console UART's register window.
     uart_base: u64,
     uart: Arc<Pl011Fast>,
+    /// The address of the UART's FR value (`Pl011Fast::flag_register`, inside `uart`, which
+    /// keeps it alive), for the vector's answer to a plain load of FR.
+    uart_flags: usize,
     /// The vGIC distributor's registers that never change.
     distributor: Vec<ConstantRead>,
     /// Those of each vCPU's redistributor (none on a GICv2), by vCPU.
@@ -85,6 +88,7 @@ impl FastState {
     ) -> Self {
         Self {
             uart_base,
+            uart_flags: core::ptr::from_ref(uart.flag_register()) as usize,
             uart,
             distributor: vgic.distributor_constants(),
             redistributors: match vgic.shape() {
@@ -112,6 +116,27 @@ impl FastState {
     fn count(&self, row: usize) {
         self.answered[row].fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Where the vector finds what it answers a plain load of the console UART's FR from (byte
+/// offsets, for `arch::vectors`): the FastVcpu's FastState, and in it the UART's base, the
+/// address of FR's value and the count of answered MMIO exits.
+pub mod offsets {
+    use core::mem::offset_of;
+
+    use super::{FastState, FastVcpu, MMIO};
+    use crate::pl011::FR;
+
+    /// `FastVcpu::state`.
+    pub const VCPU_STATE: usize = offset_of!(FastVcpu, state);
+    /// `FastState::uart_base`.
+    pub const UART_BASE: usize = offset_of!(FastState, uart_base);
+    /// `FastState::uart_flags`.
+    pub const UART_FLAGS: usize = offset_of!(FastState, uart_flags);
+    /// The `mmio_fast` row of `FastState::answered`.
+    pub const ANSWERED_MMIO: usize = offset_of!(FastState, answered) + 8 * MMIO;
+    /// FR's offset in the UART's window.
+    pub const UART_FR: u64 = FR;
 }
 
 /// The vCPU a CPU runs, as the fast path sees it: handed to the vectors while it runs.

@@ -17,7 +17,7 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 
@@ -26,7 +26,8 @@ use crate::ratelimit::{Admission, LogBudget};
 
 const DR: u64 = 0x000;
 const RSR_ECR: u64 = 0x004;
-const FR: u64 = 0x018;
+/// The flag register (FR): its offset in the register window.
+pub const FR: u64 = 0x018;
 const ILPR: u64 = 0x020;
 const IBRD: u64 = 0x024;
 const FBRD: u64 = 0x028;
@@ -116,14 +117,21 @@ struct TxLine {
 /// written (under a lock of its own) and the receive FIFO's fill level.
 pub struct Pl011Fast {
     tx: Mutex<TxLine>,
-    /// Bytes in the receive FIFO, as the model last left it.
-    rx_len: AtomicUsize,
+    /// FR as a read answers it now (it follows the receive FIFO's level, as the model last
+    /// left it): read by the fast path, in the exception vector itself for a plain load.
+    flag_register: AtomicU64,
 }
 
 impl Pl011Fast {
     /// A read at `offset` if it needs nothing but this part (FR): its value.
     pub fn read(&self, offset: u64) -> Option<u64> {
-        (offset == FR).then(|| flags(self.rx_len.load(Ordering::Relaxed)))
+        (offset == FR).then(|| self.flag_register.load(Ordering::Relaxed))
+    }
+
+    /// FR's value as a read answers it now, for a reader that loads it by address (the
+    /// exception vector's answer to a plain load of FR).
+    pub fn flag_register(&self) -> &AtomicU64 {
+        &self.flag_register
     }
 
     /// True if the line being written is vCPU `vcpu`'s and not empty (a prompt to pass on
@@ -203,7 +211,7 @@ impl Pl011 {
                     bytes: Vec::with_capacity(MAX_LINE),
                     writer: 0,
                 }),
-                rx_len: AtomicUsize::new(0),
+                flag_register: AtomicU64::new(flags(0)),
             }),
             spare: Vec::with_capacity(MAX_LINE),
             prompt_shown: false,
@@ -310,9 +318,11 @@ impl Pl011 {
         }
     }
 
-    /// Tells the fast path how full the receive FIFO is now.
+    /// Tells the fast path what FR reads now that the receive FIFO's level changed.
     fn rx_changed(&self) {
-        self.fast.rx_len.store(self.rx.len(), Ordering::Relaxed);
+        self.fast
+            .flag_register
+            .store(flags(self.rx.len()), Ordering::Relaxed);
     }
 
     /// Room left in the receive FIFO.

@@ -131,6 +131,78 @@ core::arch::global_asm!(
     b       return_to_host
 .endm
 
+// A plain load of the console UART's FR, which an early console makes before every byte it
+// writes: answered here, before any register is saved, with x2/x3 borrowed besides the pushed
+// x0/x1. It qualifies with a syndrome (ISV), as a load (WnR clear) without sign extension
+// (SSE), of a stage-2 translation fault (DFSC 0b0001xx) that is no stage-1 walk or cache
+// maintenance, at the instance's UART base + FR; the value is the UART's FR as its model last
+// set it, written into the transfer register (ISS SRT [20:16]) through a table of two
+// instructions an entry. Anything else falls through with the registers as they came (FAR_EL2's
+// page offset is looked at first, so other accesses pay four instructions). ISS: FnV [10] clear
+// says FAR_EL2 is valid.
+.macro console_flag_read
+    mrs     x1, far_el2
+    and     x1, x1, #0xfff
+    cmp     x1, #{uart_fr}
+    b.ne    9f                      // not FR's offset in its page: four instructions for others
+    adrp    x1, {fast_path}
+    ldrb    w1, [x1, :lo12:{fast_path}]
+    cbz     w1, guest_sync_full
+    stp     x2, x3, [sp, #-16]!
+    mrs     x0, esr_el2
+    mov     w1, #0x05fc
+    movk    w1, #0x0120, lsl #16    // ISV [24], SSE [21], FnV [10], CM [8], S1PTW [7], WnR [6], DFSC [5:2]
+    and     w1, w0, w1
+    mov     w2, #0x0004
+    movk    w2, #0x0100, lsl #16
+    cmp     w1, w2
+    b.ne    5f
+    ldr     x3, [sp, #(32 + 104)]   // the FastVcpu
+    ldr     x3, [x3, #{vcpu_state}] // its FastState
+    mrs     x1, hpfar_el2
+    lsr     x1, x1, #4
+    mrs     x2, far_el2
+    bfi     x2, x1, #12, #52        // the IPA: HPFAR_EL2.FIPA, then FAR_EL2[11:0]
+    ldr     x1, [x3, #{uart_base}]
+    add     x1, x1, #{uart_fr}
+    cmp     x1, x2
+    b.ne    5f
+    add     x1, x3, #{answered_mmio}
+6:  ldxr    x2, [x1]
+    add     x2, x2, #1
+    stxr    w0, x2, [x1]
+    cbnz    w0, 6b
+    ldr     x0, [x3, #{uart_flags}]
+    ldr     x0, [x0]                // FR's value
+    mrs     x1, esr_el2
+    ubfx    x1, x1, #16, #5         // SRT
+    adr     x2, 7f
+    add     x2, x2, x1, lsl #3
+    br      x2
+7:  str     x0, [sp, #16]           // x0 and x1 come back from the stack
+    b       8f
+    str     x0, [sp, #24]
+    b       8f
+    str     x0, [sp]                // so do the borrowed x2 and x3
+    b       8f
+    str     x0, [sp, #8]
+    b       8f
+    .irp n, 4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30
+    mov     x\n, x0
+    b       8f
+    .endr
+    b       8f                      // XZR: nothing written
+    nop
+8:  mrs     x1, elr_el2
+    add     x1, x1, #4
+    msr     elr_el2, x1
+    ldp     x2, x3, [sp], #16
+    ldp     x0, x1, [sp], #16
+    eret
+5:  ldp     x2, x3, [sp], #16
+9:
+.endm
+
 // The registers a Rust call may clobber besides x0/x1 (x2..x18, x30), on the stack and back.
 .macro push_call_clobbered
     stp     x2, x3, [sp, #-144]!
@@ -227,6 +299,7 @@ guest_sync_entry:
 guest_sync_sysreg:
     fast_trap {fast_sysreg}
 guest_sync_data_abort:
+    console_flag_read
     fast_trap {fast_mmio}
     // An HVC: only the call-clobbered registers saved; `fast_exit` answers (x0 = 1, the
     // guest's new x0 in x1) or the exit goes on as a full one.
@@ -279,6 +352,11 @@ el2_fault_entry:
     fast_exit = sym fast_exit,
     fast_mmio = sym fast_mmio,
     fast_sysreg = sym fast_sysreg,
+    vcpu_state = const fastpath::offsets::VCPU_STATE,
+    uart_base = const fastpath::offsets::UART_BASE,
+    uart_flags = const fastpath::offsets::UART_FLAGS,
+    answered_mmio = const fastpath::offsets::ANSWERED_MMIO,
+    uart_fr = const fastpath::offsets::UART_FR,
 );
 
 /// What `fast_exit` tells the vector: whether it answered, and the guest's new x0. Returned in

@@ -137,6 +137,23 @@ mod guest {
             ),
         );
 
+        // FR read into every register, at every size: the hypervisor answers a plain load of FR
+        // in its exception vector, writing the transfer register itself (a sign-extending load
+        // takes its other fast path).
+        let mut got = [0u64; FR_LOADS];
+        // SAFETY: FR is a readable device register of the console's PL011, and `got` has room
+        // for every value the routine stores; it preserves the registers the ABI asks for.
+        unsafe { fr_into_every_register(console::base() + 0x18, got.as_mut_ptr()) };
+        let idle = u64::from(fr.get());
+        let mut expected = [idle; FR_LOADS];
+        expected[FR_LOADS - 1] = idle as u8 as i8 as i64 as u64;
+        println!("uart flag register into x0..x30, as x, b, h and sign-extended b: {got:#x?}");
+        check(
+            "uart flag register into every register",
+            got == expected,
+            format_args!("expected {expected:#x?}"),
+        );
+
         // Control registers keep what was written, cut to their widths (IBRD 16 bits, FBRD 6,
         // LCR_H 8, IMSC 11); the originals are put back before anything else is printed.
         let saved = (
@@ -186,6 +203,63 @@ mod guest {
              MIS = RIS & IMSC",
         );
     }
+
+    /// Values [`fr_into_every_register`] stores: FR loaded into x0..x30 (32-bit loads), then a
+    /// 64-bit, a byte, a halfword and a sign-extending byte load.
+    const FR_LOADS: usize = 35;
+
+    unsafe extern "C" {
+        /// Loads the 32-bit register at `fr` into each of x0..x30 in turn (each set to a marker
+        /// first), then as an X register, a byte, a halfword and a sign-extended byte, and into
+        /// WZR, storing each value at `out` ([`FR_LOADS`] of them).
+        fn fr_into_every_register(fr: usize, out: *mut u64);
+    }
+
+    core::arch::global_asm!(
+        r#"
+.global fr_into_every_register
+fr_into_every_register:
+    stp     x29, x30, [sp, #-96]!
+    stp     x19, x20, [sp, #16]
+    stp     x21, x22, [sp, #32]
+    stp     x23, x24, [sp, #48]
+    stp     x25, x26, [sp, #64]
+    stp     x27, x28, [sp, #80]
+    mov     x16, x0
+    mov     x17, x1
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,18,19,20,21,22,23,24,25,26,27,28,29,30
+    mov     x\n, #0xdead
+    ldr     w\n, [x16]
+    str     x\n, [x17, #(\n * 8)]
+    .endr
+    mov     x15, x16                // x16 and x17 hold the addresses: each in turn from x15
+    mov     x16, #0xdead
+    ldr     w16, [x15]
+    str     x16, [x17, #128]
+    mov     x16, x15
+    mov     x15, x17
+    mov     x17, #0xdead
+    ldr     w17, [x16]
+    str     x17, [x15, #136]
+    mov     x17, x15
+    ldr     x5, [x16]
+    str     x5, [x17, #248]
+    ldrb    w6, [x16]
+    str     x6, [x17, #256]
+    ldrh    w7, [x16]
+    str     x7, [x17, #264]
+    ldrsb   x8, [x16]
+    str     x8, [x17, #272]
+    ldr     wzr, [x16]
+    ldp     x19, x20, [sp, #16]
+    ldp     x21, x22, [sp, #32]
+    ldp     x23, x24, [sp, #48]
+    ldp     x25, x26, [sp, #64]
+    ldp     x27, x28, [sp, #80]
+    ldp     x29, x30, [sp], #96
+    ret
+"#
+    );
 
     fn pattern(addr: usize, invert: bool) -> u64 {
         let p = (addr as u64 ^ 0xA5A5_5A5A_C3C3_3C3C).rotate_left((addr >> 3) as u32 & 63);
