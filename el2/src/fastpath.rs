@@ -69,8 +69,20 @@ pub struct FastState {
     redistributors: Vec<Vec<ConstantRead>>,
     /// What trapped ID register reads answer.
     id_registers: GuestIdRegisters,
-    /// Exits answered: HVC calls, MMIO accesses, system-register accesses.
-    answered: [AtomicU64; 3],
+    /// Exits answered, per vCPU.
+    answered: Vec<Answered>,
+}
+
+/// One vCPU's counts of answered exits (HVC calls, MMIO accesses, system-register accesses: the
+/// rows of [`FastState::NAMES`]), on a cache line of its own: its CPU adds to them on every
+/// answered exit, and counts that an instance's vCPUs shared would bounce between their CPUs.
+#[repr(align(64))]
+pub struct Answered([AtomicU64; 3]);
+
+impl Answered {
+    fn count(&self, row: usize) {
+        self.0[row].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl FastState {
@@ -98,29 +110,44 @@ impl FastState {
                 Shape::V2 => Vec::new(),
             },
             id_registers,
-            answered: [const { AtomicU64::new(0) }; 3],
+            answered: (0..vgic.num_vcpus())
+                .map(|_| Answered([const { AtomicU64::new(0) }; 3]))
+                .collect(),
         }
     }
 
     /// Exits answered so far, as rows of [`FastState::NAMES`].
     pub fn answered(&self) -> [(&'static str, u64); 3] {
-        [HVC, MMIO, SYSREG]
-            .map(|row| (Self::NAMES[row], self.answered[row].load(Ordering::Relaxed)))
+        [HVC, MMIO, SYSREG].map(|row| {
+            let sum = self
+                .answered
+                .iter()
+                .map(|vcpu| vcpu.0[row].load(Ordering::Relaxed))
+                .sum();
+            (Self::NAMES[row], sum)
+        })
+    }
+
+    /// What vCPU `vcpu` (an index of this instance's) answers from while it runs, with its
+    /// emulated physical timer as it stands (see [`FastVcpu::phys_timer`]).
+    pub fn vcpu(&self, vcpu: usize, phys_timer: EmulatedTimer) -> FastVcpu<'_> {
+        FastVcpu {
+            state: self,
+            vcpu,
+            phys_timer,
+            answered: &self.answered[vcpu],
+        }
     }
 
     /// The console UART's part that needs no lock of the instance's.
     pub fn console(&self) -> &Pl011Fast {
         &self.uart
     }
-
-    fn count(&self, row: usize) {
-        self.answered[row].fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// Where the vector finds what it answers a plain load of the console UART's FR from (byte
-/// offsets, for `arch::vectors`): the FastVcpu's FastState, and in it the UART's base, the
-/// address of FR's value and the count of answered MMIO exits.
+/// offsets, for `arch::vectors`): the FastVcpu's FastState, and in it the UART's base and the
+/// address of FR's value; the FastVcpu's counts, and in them the answered MMIO exits.
 pub mod offsets {
     use core::mem::offset_of;
 
@@ -133,8 +160,10 @@ pub mod offsets {
     pub const UART_BASE: usize = offset_of!(FastState, uart_base);
     /// `FastState::uart_flags`.
     pub const UART_FLAGS: usize = offset_of!(FastState, uart_flags);
-    /// The `mmio_fast` row of `FastState::answered`.
-    pub const ANSWERED_MMIO: usize = offset_of!(FastState, answered) + 8 * MMIO;
+    /// `FastVcpu::answered`.
+    pub const VCPU_ANSWERED: usize = offset_of!(FastVcpu, answered);
+    /// The `mmio_fast` row in an `Answered`.
+    pub const ANSWERED_MMIO: usize = 8 * MMIO;
     /// FR's offset in the UART's window.
     pub const UART_FR: u64 = FR;
 }
@@ -148,6 +177,8 @@ pub struct FastVcpu<'a> {
     /// Its emulated physical timer, as the run loop last handed it over (only the full path
     /// changes it, and the run loop copies it in before every entry).
     pub phys_timer: EmulatedTimer,
+    /// Its counts of answered exits.
+    answered: &'a Answered,
 }
 
 /// Answers the trapped system-register access `syndrome` of `vcpu`, whose registers are
@@ -175,7 +206,7 @@ pub fn sysreg(
     };
     regs.set(access.reg, value);
     regs.skip_instruction();
-    vcpu.state.count(SYSREG);
+    vcpu.answered.count(SYSREG);
     true
 }
 
@@ -220,7 +251,7 @@ pub fn mmio(vcpu: &FastVcpu, regs: &mut GuestRegs, syndrome: &TrapSyndrome) -> b
         regs.set(access.reg, access.load_value(value));
     }
     regs.skip_instruction();
-    state.count(MMIO);
+    vcpu.answered.count(MMIO);
     true
 }
 
@@ -234,7 +265,7 @@ fn constant(registers: &[ConstantRead], offset: u64, size: u8) -> Option<Option<
 
 /// Counts an HVC that [`answer`] answered for `vcpu`.
 pub fn answered_hvc(vcpu: &FastVcpu) {
-    vcpu.state.count(HVC);
+    vcpu.answered.count(HVC);
 }
 
 /// The guest's new x0 if the exit with syndrome `esr` and argument registers `x` (x0..x3) is
@@ -332,11 +363,7 @@ mod tests {
 
     /// vCPU `vcpu` of the instance with fast path `state`, its physical timer disabled.
     fn on(state: &FastState, vcpu: usize) -> FastVcpu<'_> {
-        FastVcpu {
-            state,
-            vcpu,
-            phys_timer: EmulatedTimer::default(),
-        }
+        state.vcpu(vcpu, EmulatedTimer::default())
     }
 
     fn regs() -> GuestRegs {
@@ -365,6 +392,29 @@ mod tests {
         ));
         assert_eq!(r.x[30], 0xb1, "CIDR3");
         assert_eq!(devices.answered()[..2], [("hvc_fast", 0), ("mmio_fast", 2)]);
+    }
+
+    #[test]
+    fn each_vcpu_counts_on_its_own_and_the_histogram_adds_them_up() {
+        let (_uart, devices) = devices();
+        let (first, second) = (on(&devices, 0), on(&devices, 1));
+        let mut r = regs();
+        assert!(mmio(&first, &mut r, &abort(GICD_BASE + 4, 4, false, 3)));
+        assert!(mmio(&second, &mut r, &abort(GICD_BASE + 4, 4, false, 3)));
+        assert!(mmio(&second, &mut r, &abort(UART_BASE + 0x18, 4, false, 3)));
+        answered_hvc(&first);
+        assert_eq!(
+            (
+                first.answered.0[MMIO].load(Ordering::Relaxed),
+                second.answered.0[MMIO].load(Ordering::Relaxed)
+            ),
+            (1, 2)
+        );
+        assert_eq!(
+            devices.answered(),
+            [("hvc_fast", 1), ("mmio_fast", 3), ("sysreg_fast", 0)]
+        );
+        assert_eq!(core::mem::align_of::<Answered>(), 64, "a cache line each");
     }
 
     #[test]

@@ -847,11 +847,7 @@ impl Instance {
     /// physical timer changes only on the full path: the run loop copies it in again before
     /// each entry).
     pub fn fast_vcpu(&self, vcpu: &Vcpu) -> FastVcpu<'_> {
-        FastVcpu {
-            state: &self.fast,
-            vcpu: vcpu.index,
-            phys_timer: vcpu.phys_timer,
-        }
+        self.fast.vcpu(vcpu.index, vcpu.phys_timer)
     }
 
     /// Interrupts raised for the guest so far.

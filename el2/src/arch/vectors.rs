@@ -158,21 +158,22 @@ core::arch::global_asm!(
     cmp     w1, w2
     b.ne    5f
     ldr     x3, [sp, #(32 + 104)]   // the FastVcpu
-    ldr     x3, [x3, #{vcpu_state}] // its FastState
+    ldr     x0, [x3, #{vcpu_state}] // its FastState
     mrs     x1, hpfar_el2
     lsr     x1, x1, #4
     mrs     x2, far_el2
     bfi     x2, x1, #12, #52        // the IPA: HPFAR_EL2.FIPA, then FAR_EL2[11:0]
-    ldr     x1, [x3, #{uart_base}]
+    ldr     x1, [x0, #{uart_base}]
     add     x1, x1, #{uart_fr}
     cmp     x1, x2
     b.ne    5f
-    add     x1, x3, #{answered_mmio}
+    ldr     x1, [x3, #{vcpu_answered}]
+    add     x1, x1, #{answered_mmio} // this vCPU's count of answered MMIO exits
 6:  ldxr    x2, [x1]
     add     x2, x2, #1
-    stxr    w0, x2, [x1]
-    cbnz    w0, 6b
-    ldr     x0, [x3, #{uart_flags}]
+    stxr    w3, x2, [x1]
+    cbnz    w3, 6b
+    ldr     x0, [x0, #{uart_flags}]
     ldr     x0, [x0]                // FR's value
     mrs     x1, esr_el2
     ubfx    x1, x1, #16, #5         // SRT
@@ -355,6 +356,7 @@ el2_fault_entry:
     vcpu_state = const fastpath::offsets::VCPU_STATE,
     uart_base = const fastpath::offsets::UART_BASE,
     uart_flags = const fastpath::offsets::UART_FLAGS,
+    vcpu_answered = const fastpath::offsets::VCPU_ANSWERED,
     answered_mmio = const fastpath::offsets::ANSWERED_MMIO,
     uart_fr = const fastpath::offsets::UART_FR,
 );
