@@ -53,6 +53,10 @@ pub const EC_SYSREG: u64 = 0x18;
 const HVC: usize = 0;
 const MMIO: usize = 1;
 const SYSREG: usize = 2;
+/// Loads of the console UART's FR answered in the vector itself (`console_flag_read`).
+const FR: usize = 3;
+/// How many rows.
+const ROWS: usize = 4;
 
 /// What one instance's fast path answers from: the state of its devices and CPUs that needs no
 /// lock of the instance's, and the count of exits answered. Built with the instance.
@@ -73,21 +77,24 @@ pub struct FastState {
     answered: Vec<Answered>,
 }
 
-/// One vCPU's counts of answered exits (HVC calls, MMIO accesses, system-register accesses: the
-/// rows of [`FastState::NAMES`]), on a cache line of its own: its CPU adds to them on every
-/// answered exit, and counts that an instance's vCPUs shared would bounce between their CPUs.
+/// One vCPU's counts of answered exits (HVC calls, MMIO accesses, system-register accesses, FR
+/// loads answered in the vector: the rows of [`FastState::NAMES`]), on a cache line of its own:
+/// its CPU adds to them on every answered exit, and counts that an instance's vCPUs shared would
+/// bounce between their CPUs. Only the CPU that runs the vCPU writes them (the vCPU's lock hands
+/// them from CPU to CPU), so a load and a store count, here and in the vector.
 #[repr(align(64))]
-pub struct Answered([AtomicU64; 3]);
+pub struct Answered([AtomicU64; ROWS]);
 
 impl Answered {
     fn count(&self, row: usize) {
-        self.0[row].fetch_add(1, Ordering::Relaxed);
+        let counter = &self.0[row];
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 }
 
 impl FastState {
     /// The names of the exit-histogram rows of [`FastState::answered`].
-    pub const NAMES: [&'static str; 3] = ["hvc_fast", "mmio_fast", "sysreg_fast"];
+    pub const NAMES: [&'static str; ROWS] = ["hvc_fast", "mmio_fast", "sysreg_fast", "fr_fast"];
 
     /// The fast path of an instance whose console UART is at `uart_base` (its shared part
     /// `uart`), whose vGIC is `vgic` (its constant registers are taken from it) and whose ID
@@ -111,14 +118,14 @@ impl FastState {
             },
             id_registers,
             answered: (0..vgic.num_vcpus())
-                .map(|_| Answered([const { AtomicU64::new(0) }; 3]))
+                .map(|_| Answered([const { AtomicU64::new(0) }; ROWS]))
                 .collect(),
         }
     }
 
     /// Exits answered so far, as rows of [`FastState::NAMES`].
-    pub fn answered(&self) -> [(&'static str, u64); 3] {
-        [HVC, MMIO, SYSREG].map(|row| {
+    pub fn answered(&self) -> [(&'static str, u64); ROWS] {
+        [HVC, MMIO, SYSREG, FR].map(|row| {
             let sum = self
                 .answered
                 .iter()
@@ -151,8 +158,7 @@ impl FastState {
 pub mod offsets {
     use core::mem::offset_of;
 
-    use super::{FastState, FastVcpu, MMIO};
-    use crate::pl011::FR;
+    use super::{FR, FastState, FastVcpu};
 
     /// `FastVcpu::state`.
     pub const VCPU_STATE: usize = offset_of!(FastVcpu, state);
@@ -162,10 +168,10 @@ pub mod offsets {
     pub const UART_FLAGS: usize = offset_of!(FastState, uart_flags);
     /// `FastVcpu::answered`.
     pub const VCPU_ANSWERED: usize = offset_of!(FastVcpu, answered);
-    /// The `mmio_fast` row in an `Answered`.
-    pub const ANSWERED_MMIO: usize = 8 * MMIO;
+    /// The `fr_fast` row in an `Answered`.
+    pub const ANSWERED_FR: usize = 8 * FR;
     /// FR's offset in the UART's window.
-    pub const UART_FR: u64 = FR;
+    pub const UART_FR: u64 = crate::pl011::FR;
 }
 
 /// The vCPU a CPU runs, as the fast path sees it: handed to the vectors while it runs.
@@ -412,7 +418,12 @@ mod tests {
         );
         assert_eq!(
             devices.answered(),
-            [("hvc_fast", 1), ("mmio_fast", 3), ("sysreg_fast", 0)]
+            [
+                ("hvc_fast", 1),
+                ("mmio_fast", 3),
+                ("sysreg_fast", 0),
+                ("fr_fast", 0)
+            ]
         );
         assert_eq!(core::mem::align_of::<Answered>(), 64, "a cache line each");
     }

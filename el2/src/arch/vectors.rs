@@ -135,8 +135,9 @@ core::arch::global_asm!(
 // writes: answered here, before any register is saved, with x2/x3 borrowed besides the pushed
 // x0/x1. It qualifies with a syndrome (ISV), as a load (WnR clear) without sign extension
 // (SSE), of a stage-2 translation fault (DFSC 0b0001xx) that is no stage-1 walk or cache
-// maintenance, at the instance's UART base + FR; the value is the UART's FR as its model last
-// set it, written into the transfer register (ISS SRT [20:16]) through a table of two
+// maintenance, at the instance's UART base + FR (counted as `fr_fast`); the value is the UART's
+// FR as its model last set it (all of it in the low byte, so the access size does not matter),
+// written into the transfer register (ISS SRT [20:16]) through a table of two
 // instructions an entry. Anything else falls through with the registers as they came (FAR_EL2's
 // page offset is looked at first, so other accesses pay four instructions). ISS: FnV [10] clear
 // says FAR_EL2 is valid.
@@ -168,11 +169,9 @@ core::arch::global_asm!(
     cmp     x1, x2
     b.ne    5f
     ldr     x1, [x3, #{vcpu_answered}]
-    add     x1, x1, #{answered_mmio} // this vCPU's count of answered MMIO exits
-6:  ldxr    x2, [x1]
-    add     x2, x2, #1
-    stxr    w3, x2, [x1]
-    cbnz    w3, 6b
+    ldr     x2, [x1, #{answered_fr}] // this vCPU's count of FR loads answered here (only
+    add     x2, x2, #1               // this CPU writes it while the vCPU runs)
+    str     x2, [x1, #{answered_fr}]
     ldr     x0, [x0, #{uart_flags}]
     ldr     x0, [x0]                // FR's value
     mrs     x1, esr_el2
@@ -357,7 +356,7 @@ el2_fault_entry:
     uart_base = const fastpath::offsets::UART_BASE,
     uart_flags = const fastpath::offsets::UART_FLAGS,
     vcpu_answered = const fastpath::offsets::VCPU_ANSWERED,
-    answered_mmio = const fastpath::offsets::ANSWERED_MMIO,
+    answered_fr = const fastpath::offsets::ANSWERED_FR,
     uart_fr = const fastpath::offsets::UART_FR,
 );
 

@@ -133,9 +133,11 @@ fn basic_guest_on_the_fast_path() {
         .has("[basic] RESULT: PASS")
         .lacks("FAIL")
         .lacks("PANIC");
+    // Counted apart from the Rust fast path's: the vector itself answered the 34 plain loads
+    // (and the console's own polls).
     log.check(
-        log.exits("basic", "mmio_fast") >= 35,
-        "the flag register loads answered on the fast path",
+        log.exits("basic", "fr_fast") >= 34,
+        "the flag register loads answered in the exception vector",
     );
 }
 
