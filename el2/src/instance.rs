@@ -808,12 +808,36 @@ impl Instance {
 
     /// Fills `lrs` (the list registers) for entering `vcpu`; true if interrupts are left over.
     pub fn flush_interrupts(&self, vcpu: usize, lrs: &mut [u64]) -> bool {
-        self.shared.lock().vgic.flush_to_lrs(vcpu, lrs)
+        let (overflow, handed_over) = {
+            let vgic = &mut self.shared.lock().vgic;
+            let overflow = vgic.flush_to_lrs(vcpu, lrs);
+            (overflow, vgic.take_handed_over())
+        };
+        if handed_over != 0 {
+            self.hand_over(handed_over, vcpu);
+        }
+        overflow
     }
 
     /// Folds the list registers of `vcpu` back into the vGIC after an exit.
     pub fn sync_interrupts(&self, vcpu: usize, lrs: &[u64]) {
-        self.shared.lock().vgic.sync_from_lrs(vcpu, lrs);
+        let handed_over = {
+            let vgic = &mut self.shared.lock().vgic;
+            vgic.sync_from_lrs(vcpu, lrs);
+            vgic.take_handed_over()
+        };
+        if handed_over != 0 {
+            self.hand_over(handed_over, vcpu);
+        }
+    }
+
+    /// A fold of `vcpu`'s list registers gave the vCPUs of `targets` an SPI (rerouted while it
+    /// sat in one of them): they refill and, wherever they wait, are kicked. Rare: out of line.
+    #[cold]
+    #[inline(never)]
+    fn hand_over(&self, targets: u64, vcpu: usize) {
+        self.interrupt_epoch.fetch_add(1, Ordering::Release);
+        self.kick_all(targets, vcpu);
     }
 
     /// True if `vcpu` has an interrupt to take (ends a WFI).

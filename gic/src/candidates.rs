@@ -28,6 +28,9 @@ pub(crate) struct Candidates {
     pub(crate) spis: [u64; SPI_WORDS],
     /// List registers whose record holds an INTID.
     pub(crate) lr_used: u16,
+    /// An SPI in those list registers was rerouted since the last fold, which hands it over
+    /// (kept here, beside `lr_used`, where every fold looks anyway).
+    pub(crate) rerouted: bool,
 }
 
 /// The bitmaps are a cache derived from (a superset of) the interrupt state: two vGICs with

@@ -124,7 +124,7 @@ impl Vgic {
                 } & IROUTER_MASK;
                 let target = v.resolve_route(new);
                 v.spis[spi].irouter = new;
-                v.spis[spi].target = target;
+                v.route_spi(spi, target);
                 v.mark_spi(spi);
             })
         } else if (regs::IGROUPR..regs::END).contains(&offset) {

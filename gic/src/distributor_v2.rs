@@ -196,7 +196,7 @@ impl Vgic {
         let targets = byte & self.v2_cpu_mask();
         if let Some(spi) = self.spis.get_mut(index) {
             spi.targets = targets;
-            spi.target = Self::v2_target(targets);
+            self.route_spi(index, Self::v2_target(targets));
             self.mark_spi(index);
         }
     }

@@ -25,6 +25,9 @@ pub struct InFlight {
     /// The model's pending state (latch, or a HW interrupt's line) moved into the LR; it comes
     /// back as the latch if the LR is still pending at sync.
     pub consumed_pending: bool,
+    /// An SPI whose route changed while it sat in the LR: the sync that takes it out hands it
+    /// to its new owner ([`crate::Vgic::take_handed_over`]).
+    pub rerouted: bool,
 }
 
 /// The state of one interrupt (an SGI or PPI of one vCPU, or an SPI).

@@ -152,6 +152,10 @@ pub struct Vgic {
     vcpus: Vec<VcpuState>,
     /// Per-vCPU LR candidate bitmaps (see the `candidates` module).
     cands: Vec<Candidates>,
+    /// vCPUs (bit n: vCPU n) that a fold of another vCPU's list registers handed an SPI to,
+    /// pending: rerouted while it sat in that vCPU's LR. Taken by [`Vgic::take_handed_over`]
+    /// right after the fold, so always 0 at rest.
+    handed_over: u64,
 }
 
 impl Vgic {
@@ -227,6 +231,7 @@ impl Vgic {
                 .collect(),
             vcpus,
             cands: (0..num_vcpus).map(|_| Candidates::default()).collect(),
+            handed_over: 0,
         }
     }
 
@@ -316,12 +321,26 @@ impl Vgic {
         (0..self.vcpus.len().min(MAX_V2_VCPUS)).fold(0, |mask, i| mask | 1 << i)
     }
 
+    /// Routes SPI index `index` (INTID - 32) to `target`; if that moves it while it sits in a
+    /// vCPU's list register, the fold that takes it out hands it over
+    /// ([`Vgic::take_handed_over`]).
+    pub(crate) fn route_spi(&mut self, index: usize, target: Option<u16>) {
+        let spi = &mut self.spis[index];
+        if spi.target != target
+            && let Some(in_lr) = &mut spi.irq.in_lr
+        {
+            in_lr.rerouted = true;
+            self.cands[usize::from(in_lr.vcpu)].rerouted = true;
+        }
+        spi.target = target;
+    }
+
     /// Recomputes the target of every SPI routed 1-of-N (after a `GICR_WAKER` change).
     fn retarget_one_of_n(&mut self) {
         let target = self.resolve_route(IROUTER_IRM);
         for index in 0..self.spis.len() {
             if self.spis[index].irouter & IROUTER_IRM != 0 {
-                self.spis[index].target = target;
+                self.route_spi(index, target);
                 self.mark_spi(index);
             }
         }

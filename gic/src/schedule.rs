@@ -1,6 +1,8 @@
 //! List-register scheduling: folding LR states back after an exit and loading the most urgent
 //! interrupts before an entry.
 
+use alloc::vec::Vec;
+
 use crate::lr::{self, LrState};
 use crate::{InFlight, MAX_LRS, Trigger, Vgic};
 
@@ -39,11 +41,16 @@ impl Vgic {
     /// not trusted). An LR that went invalid was completed by the guest: its interrupt is no
     /// longer active, and a level interrupt is pending again only while its line is high. An LR
     /// still pending gives its pending state back; an active one leaves the interrupt active
-    /// (on this vCPU). LRs missing from `lrs` count as unchanged since the flush.
+    /// (on this vCPU). LRs missing from `lrs` count as unchanged since the flush. An SPI that
+    /// was rerouted while it sat in an LR and goes back pending to its new owner is noted for
+    /// [`Vgic::take_handed_over`].
     pub fn sync_from_lrs(&mut self, vcpu: usize, lrs: &[u64]) {
         let Some(c) = self.cands.get_mut(vcpu) else {
             return;
         };
+        if c.rerouted {
+            return self.sync_handing_over(vcpu, lrs);
+        }
         let mut used = core::mem::take(&mut c.lr_used);
         while used != 0 {
             let slot = used.trailing_zeros() as usize;
@@ -69,6 +76,40 @@ impl Vgic {
             }
             self.mark(vcpu, intid);
         }
+    }
+
+    /// [`Vgic::sync_from_lrs`] when an SPI in `vcpu`'s LRs was rerouted since the last fold
+    /// (rare, so out of line): the fold, then the rerouted SPIs that went back pending are
+    /// noted for their new owners.
+    #[cold]
+    #[inline(never)]
+    fn sync_handing_over(&mut self, vcpu: usize, lrs: &[u64]) {
+        self.cands[vcpu].rerouted = false;
+        let rerouted: Vec<u32> = self.vcpus[vcpu]
+            .lrs
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|&intid| {
+                self.irq(vcpu, intid)
+                    .and_then(|irq| irq.in_lr)
+                    .is_some_and(|f| f.rerouted)
+            })
+            .collect();
+        self.sync_from_lrs(vcpu, lrs);
+        for intid in rerouted {
+            if let Some(owner) = self.kick_target(vcpu, intid)
+                && owner != vcpu
+            {
+                self.handed_over |= 1 << owner;
+            }
+        }
+    }
+
+    /// The vCPUs (bit n: vCPU n) that the folds of list registers since the last call handed a
+    /// pending SPI to (see [`Vgic::sync_from_lrs`]): the caller kicks them, and they refill.
+    pub fn take_handed_over(&mut self) -> u64 {
+        core::mem::take(&mut self.handed_over)
     }
 
     /// Fills `vcpu`'s list registers before an entry: the active interrupts of this vCPU and
@@ -242,6 +283,7 @@ impl Vgic {
             active,
             active_cleared: false,
             consumed_pending: consumed,
+            rerouted: false,
         });
         lr::encode(
             intid,

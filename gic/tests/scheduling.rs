@@ -445,6 +445,30 @@ fn flush_of_timer_alone(shape: Shape) -> u64 {
     lrs[0]
 }
 
+fn spi_rerouted_while_in_an_lr_is_handed_to_its_new_owner(shape: Shape) {
+    let mut v = setup(shape);
+    v.pulse(0, 40);
+    let mut g = Guest::new();
+    flush(&mut v, 0, &mut g.lrs);
+    assert_eq!(g.contents(), [(40, LrState::Pending)]);
+    // Rerouted to vCPU 1 while pending in vCPU 0's LR: it stays there until vCPU 0's next exit.
+    route(&mut v, 40, 1);
+    assert_eq!(v.take_handed_over(), 0);
+    sync(&mut v, 0, &g.lrs);
+    assert_eq!(v.take_handed_over(), 1 << 1, "vCPU 1 must be told");
+    assert_eq!(v.take_handed_over(), 0, "taken once");
+    assert!(!flush(&mut v, 0, &mut g.lrs));
+    assert!(g.contents().is_empty(), "no longer vCPU 0's");
+    let mut other = Guest::new();
+    assert_eq!(drain(&mut v, 1, &mut other), [40]);
+    // A fold that leaves an SPI with its own vCPU tells nobody.
+    v.pulse(0, 41);
+    route(&mut v, 41, 0);
+    flush(&mut v, 0, &mut g.lrs);
+    sync(&mut v, 0, &g.lrs);
+    assert_eq!(v.take_handed_over(), 0);
+}
+
 fn disabled_interrupts_not_delivered(shape: Shape) {
     let mut v = setup(shape);
     write(&mut v, 0, 0x184, 4, 1 << 5);
@@ -657,6 +681,7 @@ both_shapes!(
     edge_rising_edges_of_set_line,
     hw_mapped_virtual_timer,
     timer_goes_straight_into_a_free_lr,
+    spi_rerouted_while_in_an_lr_is_handed_to_its_new_owner,
     disabled_interrupts_not_delivered,
     disabling_while_in_an_lr_keeps_it_pending,
     gicd_ctlr_group_enables_gate_delivery,
